@@ -1,0 +1,142 @@
+"""The ``aibridge`` command: starts any component and manages tokens and exports."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from aibridge import __version__
+from aibridge.auth import Role, generate_keypair, issue_token, load_private_key
+from aibridge.durations import parse_duration
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _token_keygen(args: argparse.Namespace) -> int:
+    private_path, public_path = generate_keypair(Path(args.out))
+    print(f"private key (keep secret, for 'aibridge token issue'): {private_path}")
+    print(f"public key (AIBRIDGE_AUTH_PUBLIC_KEY_FILE for every service): {public_path}")
+    return 0
+
+
+def _token_issue(args: argparse.Namespace) -> int:
+    from aibridge.settings import TokenSettings
+
+    key_file = args.key or TokenSettings().auth_private_key_file
+    if key_file is None:
+        print("error: set AIBRIDGE_AUTH_PRIVATE_KEY_FILE or pass --key", file=sys.stderr)
+        return 2
+    token = issue_token(
+        load_private_key(Path(key_file)),
+        args.user,
+        user_id=args.user_id,
+        role=Role(args.role),
+        ttl_seconds=parse_duration(args.ttl),
+    )
+    print(token)
+    return 0
+
+
+def _lazy(module: str, function: str = "main") -> Handler:
+    def handler(args: argparse.Namespace) -> int:
+        import importlib
+
+        result: int = getattr(importlib.import_module(module), function)(args)
+        return result
+
+    return handler
+
+
+def _add_listen(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--listen", default=None, metavar="HOST:PORT", help=f"address to listen on (default {default})"
+    )
+
+
+def _add_token_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    token = commands.add_parser("token", help="create signing keys and issue bridge tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    keygen = token_commands.add_parser("keygen", help="write a new Ed25519 signing key pair")
+    keygen.add_argument("--out", required=True, help="directory for the key pair")
+    keygen.set_defaults(handler=_token_keygen)
+    issue = token_commands.add_parser("issue", help="print a signed bridge token for a user")
+    issue.add_argument("--user", required=True, help="username")
+    issue.add_argument("--user-id", default=None, help="user id (default: derived from the username)")
+    issue.add_argument("--role", choices=[role.value for role in Role], default=Role.MEMBER.value)
+    issue.add_argument("--ttl", default="90d", help="lifetime, e.g. 90d, 12h (default 90d)")
+    issue.add_argument(
+        "--key", default=None, help="private key file (default AIBRIDGE_AUTH_PRIVATE_KEY_FILE)"
+    )
+    issue.set_defaults(handler=_token_issue)
+
+
+def _add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    proxy = commands.add_parser("proxy", help="run the proxy (publishes events to Kafka)")
+    _add_listen(proxy, "0.0.0.0:8080")
+    proxy.set_defaults(handler=_lazy("aibridge.runner", "run_proxy"))
+    recorder = commands.add_parser("recorder", help="run the recorder (Kafka -> ClickHouse)")
+    _add_listen(recorder, "0.0.0.0:8082, health and metrics")
+    recorder.set_defaults(handler=_lazy("aibridge.runner", "run_recorder"))
+    api = commands.add_parser("api", help="run the query API")
+    _add_listen(api, "0.0.0.0:8081")
+    api.set_defaults(handler=_lazy("aibridge.runner", "run_api"))
+    up = commands.add_parser("up", help="run the embedded all-in-one bridge")
+    _add_listen(up, "127.0.0.1:8080")
+    up.add_argument(
+        "--data-dir", default=None, help="where keys and the embedded store live (default ./.aibridge)"
+    )
+    up.add_argument("--components", default=None, help="any of proxy,recorder,api (default: all three)")
+    up.add_argument(
+        "--bus", choices=["inprocess", "kafka"], default=None, help="event bus (default inprocess)"
+    )
+    up.add_argument(
+        "--simulate-upstream", action="store_true", help="answer with the built-in simulated provider"
+    )
+    up.set_defaults(handler=_lazy("aibridge.runner", "run_up"))
+    for parser in (proxy, recorder, api, up):
+        parser.add_argument("--trace", action="store_true", default=None, help="export OpenTelemetry traces")
+        parser.add_argument("--trace-logs", action="store_true", default=None, help="attach logs to spans")
+
+
+def _add_export_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    interceptions = commands.add_parser("interceptions", help="list recorded interceptions")
+    sub = interceptions.add_subparsers(dest="interceptions_command", required=True)
+    listing = sub.add_parser("list", help="list interceptions as JSON (or jsonl, csv, table)")
+    listing.add_argument("--initiator", help="user id, username, or 'me'")
+    listing.add_argument("--provider")
+    listing.add_argument("--model")
+    listing.add_argument("--client")
+    listing.add_argument("--started-after", help="RFC 3339 time")
+    listing.add_argument("--started-before", help="RFC 3339 time")
+    listing.add_argument("--limit", type=int, default=100, help="page size, 1 to 1000 (default 100)")
+    listing.add_argument("--after-id", help="the id of the last result of the previous page")
+    listing.add_argument("--all", action="store_true", help="page through every matching interception")
+    listing.add_argument("--output", "-o", choices=["json", "jsonl", "csv", "table"], default="json")
+    listing.add_argument("--url", help="API base URL (default AIBRIDGE_URL)")
+    listing.add_argument("--token", help="bridge token (default AIBRIDGE_TOKEN)")
+    listing.set_defaults(handler=_lazy("aibridge.api.export", "main"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aibridge", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"aibridge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_service_commands(commands)
+    _add_token_commands(commands)
+    _add_export_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

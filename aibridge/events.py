@@ -1,0 +1,206 @@
+"""The interception event contract (``schemas/aibridge.interceptions.v1.schema.json``).
+
+The proxy builds events through :class:`InterceptionContext`; sinks decode and validate them with
+:func:`decode_event`. Events are JSON objects; the Kafka key is the interception id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Any, Final
+
+import fastjsonschema
+import orjson
+
+SCHEMA_VERSION: Final = 1
+SCHEMA_DIR: Final = Path(__file__).resolve().parent / "schemas"
+SCHEMA_PATH: Final = SCHEMA_DIR / "aibridge.interceptions.v1.schema.json"
+EXAMPLES_DIR: Final = SCHEMA_DIR / "examples"
+
+Event = dict[str, Any]
+
+
+class EventType(StrEnum):
+    INTERCEPTION_STARTED = "interception.started"
+    PROMPT = "prompt"
+    TOKEN_USAGE = "token_usage"
+    TOOL_USAGE = "tool_usage"
+    INTERCEPTION_ENDED = "interception.ended"
+
+
+class Status(StrEnum):
+    """How an interception ended."""
+
+    COMPLETED = "completed"
+    UPSTREAM_ERROR = "upstream_error"
+    BRIDGE_ERROR = "bridge_error"
+    CLIENT_DISCONNECTED = "client_disconnected"
+    REJECTED = "rejected"
+    INVALID_REQUEST = "invalid_request"
+
+
+class InvalidEvent(ValueError):
+    """An event failed to decode or to validate against the schema; the message says why."""
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds, e.g. ``2026-11-27T10:15:30.123456Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(slots=True)
+class InterceptionContext:
+    """Everything known about one interception; builds its events."""
+
+    initiator_id: str
+    initiator_username: str
+    provider: str
+    model: str
+    client: str
+    streaming: bool
+    route: str
+    api_key_id: str
+    user_agent: str = ""
+    interception_id: str = field(default_factory=new_id)
+    started_at: datetime = field(default_factory=utcnow)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def _base(self, event_type: EventType, occurred_at: datetime | None) -> Event:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": new_id(),
+            "type": event_type.value,
+            "occurred_at": format_time(occurred_at or utcnow()),
+            "interception_id": self.interception_id,
+            "initiator": {"id": self.initiator_id, "username": self.initiator_username},
+            "provider": self.provider,
+            "model": self.model,
+            "client": self.client,
+        }
+
+    def _interception_fields(self) -> Event:
+        return {
+            "started_at": format_time(self.started_at),
+            "streaming": self.streaming,
+            "api_key_id": self.api_key_id,
+            "route": self.route,
+            "user_agent": self.user_agent,
+            "metadata": self.metadata,
+        }
+
+    def started(self) -> Event:
+        return self._base(EventType.INTERCEPTION_STARTED, self.started_at) | self._interception_fields()
+
+    def prompt(
+        self, text: str, provider_response_id: str = "", metadata: dict[str, Any] | None = None
+    ) -> Event:
+        return self._base(EventType.PROMPT, None) | {
+            "provider_response_id": provider_response_id,
+            "prompt": text,
+            "metadata": metadata or {},
+        }
+
+    def token_usage(
+        self,
+        *,
+        provider_response_id: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_input_tokens: int = 0,
+        cache_write_input_tokens: int = 0,
+        metadata: dict[str, Any] | None = None,
+    ) -> Event:
+        return self._base(EventType.TOKEN_USAGE, None) | {
+            "provider_response_id": provider_response_id,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cache_read_input_tokens": cache_read_input_tokens,
+            "cache_write_input_tokens": cache_write_input_tokens,
+            "metadata": metadata or {},
+        }
+
+    def tool_usage(
+        self,
+        *,
+        provider_response_id: str,
+        tool: str,
+        call_id: str,
+        tool_input: str,
+        injected: bool = False,
+        invocation_error: str | None = None,
+        server_url: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Event:
+        return self._base(EventType.TOOL_USAGE, None) | {
+            "provider_response_id": provider_response_id,
+            "tool": tool,
+            "call_id": call_id,
+            "input": tool_input,
+            "injected": injected,
+            "invocation_error": invocation_error,
+            "server_url": server_url,
+            "metadata": metadata or {},
+        }
+
+    def ended(self, status: Status, http_status: int, error: str | None = None) -> Event:
+        ended_at = utcnow()
+        return (
+            self._base(EventType.INTERCEPTION_ENDED, ended_at)
+            | self._interception_fields()
+            | {
+                "ended_at": format_time(ended_at),
+                "status": status.value,
+                "http_status": http_status,
+                "error": error,
+            }
+        )
+
+
+def encode_event(event: Event) -> bytes:
+    return orjson.dumps(event)
+
+
+@cache
+def _validator() -> Any:
+    return fastjsonschema.compile(orjson.loads(SCHEMA_PATH.read_bytes()))
+
+
+def validate_event(event: Any) -> Event:
+    """Return the event if it satisfies the schema, else raise :class:`InvalidEvent` naming the problem."""
+    try:
+        _validator()(event)
+    except fastjsonschema.JsonSchemaException as exc:
+        raise InvalidEvent(f"schema violation: {exc}") from exc
+    result: Event = event
+    return result
+
+
+def decode_event(payload: bytes) -> Event:
+    """Decode and validate one message value."""
+    try:
+        event = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"not valid JSON: {exc}") from exc
+    return validate_event(event)
+
+
+def example_events() -> dict[str, Event]:
+    """The schema's example payloads, by file stem."""
+    return {path.stem: orjson.loads(path.read_bytes()) for path in sorted(EXAMPLES_DIR.glob("*.json"))}

