@@ -1,0 +1,120 @@
+"""Kafka implementations of the bus seam (:mod:`aibridge.bus`), with aiokafka.
+
+aiokafka's errors are mapped to :class:`aibridge.bus.BusError` here and nowhere else.
+Idempotent production stays off by default (not every Kafka-protocol broker supports it); sinks
+deduplicate on the event id instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from aibridge.bus import BusError, Headers, Message, Partition
+from aibridge.settings import CommonSettings
+
+
+class KafkaProducer:
+    """Sends one message and waits for the broker's acknowledgement (acks=all)."""
+
+    def __init__(self, settings: CommonSettings, *, request_timeout: float = 10.0, **options: Any) -> None:
+        self._producer = AIOKafkaProducer(
+            **settings.kafka_client_options(),
+            acks="all",
+            enable_idempotence=False,
+            compression_type="gzip",
+            linger_ms=5,
+            request_timeout_ms=int(request_timeout * 1000),
+            **options,
+        )
+        self._timeout = request_timeout
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            await self._producer.stop()
+            raise BusError(f"cannot connect to Kafka: {exc}") from exc
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers = ()) -> None:
+        try:
+            await asyncio.wait_for(
+                await self._producer.send(topic, value=value, key=key, headers=list(headers)), self._timeout
+            )
+        except (KafkaError, TimeoutError) as exc:
+            raise BusError(f"Kafka did not accept the message: {exc!r}") from exc
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+
+class KafkaConsumer:
+    """A consumer-group member with manual commits; offsets are committed only when told."""
+
+    def __init__(self, settings: CommonSettings, group_id: str, topic: str | None = None, **options: Any) -> None:
+        self._topic = topic or settings.kafka_topic
+        self._consumer = AIOKafkaConsumer(
+            self._topic,
+            **settings.kafka_client_options(),
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **options,
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._consumer.start()
+        except KafkaError as exc:
+            await self._consumer.stop()
+            raise BusError(f"cannot connect to Kafka: {exc}") from exc
+
+    async def poll(self, max_records: int, timeout: float) -> list[Message]:
+        try:
+            batches = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        except KafkaError as exc:
+            raise BusError(f"Kafka fetch failed: {exc!r}") from exc
+        return [
+            Message(
+                Partition(record.topic, record.partition),
+                record.offset,
+                record.key,
+                record.value or b"",
+                tuple(record.headers),
+                record.timestamp,
+            )
+            for records in batches.values()
+            for record in records
+        ]
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(
+                {TopicPartition(p.topic, p.index): OffsetAndMetadata(offset, "") for p, offset in offsets.items()}
+            )
+        except KafkaError as exc:
+            raise BusError(f"Kafka offset commit failed: {exc!r}") from exc
+
+    def pause(self) -> None:
+        self._consumer.pause(*self._consumer.assignment())
+
+    def resume(self) -> None:
+        self._consumer.resume(*self._consumer.assignment())
+
+    async def lag(self) -> int:
+        """Messages in the assigned partitions not yet consumed."""
+        assignment = list(self._consumer.assignment())
+        if not assignment:
+            return 0
+        ends = await self._consumer.end_offsets(assignment)
+        return sum(max(0, ends[tp] - await self._consumer.position(tp)) for tp in assignment)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+
+from aibridge.bus import BusError
+from aibridge.kafka import KafkaConsumer, KafkaProducer
+from aibridge.settings import CommonSettings
+from aibridge.testing.broker import free_port
+
+
+async def test_round_trip_with_manual_commit(kafka_bootstrap: str, kafka_topic: str) -> None:
+    settings = CommonSettings(kafka_bootstrap=kafka_bootstrap, kafka_topic=kafka_topic)
+    producer = KafkaProducer(settings)
+    await producer.start()
+    for i in range(5):
+        await producer.send(kafka_topic, b"key", f"v{i}".encode(), [("traceparent", b"00-abc")])
+    await producer.stop()
+
+    consumer = KafkaConsumer(settings, group_id="g1")
+    await consumer.start()
+    received = []
+    while len(received) < 5:
+        received += await consumer.poll(100, 1.0)
+    assert [m.value for m in received] == [f"v{i}".encode() for i in range(5)]
+    assert received[0].key == b"key" and dict(received[0].headers)["traceparent"] == b"00-abc"
+    await consumer.commit({received[2].partition: received[2].offset + 1})
+    await consumer.stop()
+
+    consumer = KafkaConsumer(settings, group_id="g1")
+    await consumer.start()
+    again = []
+    while len(again) < 2:
+        again += await consumer.poll(100, 1.0)
+    await consumer.stop()
+    assert [m.value for m in again] == [b"v3", b"v4"]
+
+
+async def test_unreachable_broker_is_a_bus_error() -> None:
+    settings = CommonSettings(kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    producer = KafkaProducer(settings, request_timeout=1.0)
+    with pytest.raises(BusError, match="cannot connect"):
+        await producer.start()
