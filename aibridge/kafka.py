@@ -114,7 +114,10 @@ class KafkaConsumer:
         if not assignment:
             return 0
         ends = await self._consumer.end_offsets(assignment)
-        return sum(max(0, ends[tp] - await self._consumer.position(tp)) for tp in assignment)
+        total = 0
+        for tp in assignment:
+            total += max(0, int(ends[tp]) - int(await self._consumer.position(tp)))
+        return total
 
     async def stop(self) -> None:
         await self._consumer.stop()
