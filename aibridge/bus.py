@@ -16,7 +16,10 @@ import contextlib
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
+
+import orjson
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -84,8 +87,8 @@ class InProcessBus:
     def producer(self) -> InProcessProducer:
         return InProcessProducer(self)
 
-    def consumer(self) -> InProcessConsumer:
-        return InProcessConsumer(self)
+    def consumer(self, topic: str) -> InProcessConsumer:
+        return InProcessConsumer(self, topic)
 
     def append(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
         index = zlib.crc32(key) % self._partitions if key else 0
@@ -95,9 +98,11 @@ class InProcessBus:
         log.messages.append(Message(partition, offset, key, value, tuple(headers)))
         self._arrived.set()
 
-    def take(self, max_records: int) -> list[Message]:
+    def take(self, topic: str, max_records: int) -> list[Message]:
         taken: list[Message] = []
-        for log in self._logs.values():
+        for partition, log in self._logs.items():
+            if partition.topic != topic:
+                continue
             start = log.position - log.committed
             batch = log.messages[start : start + max_records - len(taken)]
             log.position += len(batch)
@@ -118,14 +123,15 @@ class InProcessBus:
                 del log.messages[:drop]
                 log.committed = next_offset
 
-    def rewind(self) -> None:
+    def rewind(self, topic: str) -> None:
         """Forget uncommitted reads, as a consumer group does when a member restarts."""
-        for log in self._logs.values():
-            log.position = log.committed
+        for partition, log in self._logs.items():
+            if partition.topic == topic:
+                log.position = log.committed
 
-    def pending(self) -> int:
-        """Messages not yet committed."""
-        return sum(len(log.messages) for log in self._logs.values())
+    def pending(self, topic: str | None = None) -> int:
+        """Messages not yet committed (of one topic, or of all)."""
+        return sum(len(log.messages) for p, log in self._logs.items() if topic in (None, p.topic))
 
 
 class InProcessProducer:
@@ -143,21 +149,22 @@ class InProcessProducer:
 
 
 class InProcessConsumer:
-    def __init__(self, bus: InProcessBus) -> None:
+    def __init__(self, bus: InProcessBus, topic: str) -> None:
         self._bus = bus
+        self._topic = topic
         self._paused = False
 
     async def start(self) -> None:
-        self._bus.rewind()
+        self._bus.rewind(self._topic)
 
     async def poll(self, max_records: int, timeout: float) -> list[Message]:
         if self._paused:
             await asyncio.sleep(timeout)
             return []
-        messages = self._bus.take(max_records)
+        messages = self._bus.take(self._topic, max_records)
         if not messages:
             await self._bus.wait(timeout)
-            messages = self._bus.take(max_records)
+            messages = self._bus.take(self._topic, max_records)
         return messages
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
@@ -170,4 +177,27 @@ class InProcessConsumer:
         self._paused = False
 
     async def stop(self) -> None:
-        self._bus.rewind()
+        self._bus.rewind(self._topic)
+
+
+class JsonlProducer:
+    """Appends messages to a JSON-lines file: the embedded mode's dead-letter destination."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    async def start(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers = ()) -> None:
+        record = {
+            "topic": topic,
+            "key": key.decode("utf-8", "replace") if key else None,
+            "value": value.decode("utf-8", "replace"),
+            "headers": {name: data.decode("utf-8", "replace") for name, data in headers},
+        }
+        with self._path.open("ab") as sink:
+            sink.write(orjson.dumps(record) + b"\n")
+
+    async def stop(self) -> None:
+        return None
