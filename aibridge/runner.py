@@ -1,0 +1,282 @@
+"""Hosts any mix of components (proxy, recorder, api) in one process behind one HTTP server.
+
+``aibridge up`` is the embedded default: all three, the in-process bus, chDB in a data directory.
+``aibridge proxy`` is exactly ``aibridge up --components proxy --bus kafka`` with the distributed
+defaults (no data directory, keys and store from the environment); likewise ``recorder`` and ``api``.
+Only the bus and the store differ between the modes; every component runs the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from aibridge import store
+from aibridge.auth import TokenVerifier
+from aibridge.bus import BusConsumer, BusProducer, InProcessBus, JsonlProducer
+from aibridge.component import Component
+from aibridge.embedded import EmbeddedHome, print_banner
+from aibridge.logs import configure_logging
+from aibridge.settings import CommonSettings, StoreSettings
+
+log = logging.getLogger("aibridge")
+
+ComponentName = Literal["proxy", "recorder", "api"]
+ALL_COMPONENTS: tuple[ComponentName, ...] = ("proxy", "recorder", "api")
+START_ORDER: tuple[ComponentName, ...] = ("recorder", "api", "proxy")
+SIMULATOR_PREFIX = "/_simulator"
+
+
+class ConfigurationError(Exception):
+    """The process cannot start as configured; the message says what to set."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    components: tuple[ComponentName, ...]
+    bus: Literal["inprocess", "kafka"]
+    host: str
+    port: int
+    data_dir: Path | None = None
+    simulate: bool = False
+    overrides: dict[str, object] = field(default_factory=dict)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigurationError(f"--listen must be HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def parse_components(value: str | None) -> tuple[ComponentName, ...]:
+    if not value:
+        return ALL_COMPONENTS
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = sorted(set(names) - set(ALL_COMPONENTS))
+    if unknown or not names:
+        raise ConfigurationError(f"--components takes any of proxy,recorder,api; unknown: {', '.join(unknown)}")
+    return tuple(name for name in ALL_COMPONENTS if name in names)
+
+
+class Host:
+    """Builds the planned components, serves their routes and the health endpoints, runs their lifecycle."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.components: dict[ComponentName, Component] = {}
+        self._bus = InProcessBus() if plan.bus == "inprocess" else None
+        self._topic = CommonSettings(**plan.overrides).kafka_topic  # type: ignore[arg-type]
+        self._verifier: TokenVerifier | None = None
+
+    def build(self) -> Starlette:
+        for name in self.plan.components:
+            self.components[name] = getattr(self, f"_build_{name}")()
+        routes: list[BaseRoute] = [
+            Route("/healthz", self._healthz),
+            Route("/readyz", self._readyz),
+            Route("/metrics", self._metrics),
+        ]
+        if self.plan.simulate:
+            from aibridge.proxy.simulator import create_simulator_app
+
+            routes.append(Mount(SIMULATOR_PREFIX, app=create_simulator_app()))
+        for name in ("proxy", "recorder", "api"):
+            if name in self.components:
+                routes.extend(self.components[name].routes)
+        return Starlette(routes=routes, lifespan=self._lifespan)
+
+    def verifier(self) -> TokenVerifier:
+        if self._verifier is None:
+            settings = CommonSettings(**self.plan.overrides)  # type: ignore[arg-type]
+            if settings.auth_public_key_file is None:
+                raise ConfigurationError("set AIBRIDGE_AUTH_PUBLIC_KEY_FILE to the bridge tokens' public key (PEM)")
+            self._verifier = TokenVerifier.from_files(settings.auth_public_key_file, settings.auth_revoked_file)
+        return self._verifier
+
+    def producer(self, settings: CommonSettings) -> BusProducer:
+        if self._bus is not None:
+            return self._bus.producer()
+        from aibridge.kafka import KafkaProducer
+
+        return KafkaProducer(settings)
+
+    def _store_client(self, settings: StoreSettings, *, create: bool) -> object:
+        try:
+            return store.connect(settings.clickhouse_url, settings.clickhouse_database, create_database=create)
+        except ValueError as exc:
+            raise ConfigurationError(f"AIBRIDGE_CLICKHOUSE_URL: {exc}") from exc
+
+    def _build_proxy(self) -> Component:
+        from aibridge.proxy.component import ProxyComponent
+        from aibridge.proxy.settings import ProxySettings
+
+        settings = ProxySettings(**self.plan.overrides)  # type: ignore[arg-type]
+        return ProxyComponent(settings, self.producer(settings), self.verifier())
+
+    def _build_recorder(self) -> Component:
+        from aibridge.recorder.component import RecorderComponent
+        from aibridge.recorder.settings import RecorderSettings
+
+        settings = RecorderSettings(**self.plan.overrides)  # type: ignore[arg-type]
+        consumer: BusConsumer
+        dead_letters: BusProducer
+        if self._bus is not None:
+            consumer = self._bus.consumer(settings.kafka_topic)
+            assert self.plan.data_dir is not None
+            dead_letters = JsonlProducer(self.plan.data_dir / "dead-letters.jsonl")
+        else:
+            from aibridge.kafka import KafkaConsumer
+
+            consumer = KafkaConsumer(settings, group_id=settings.consumer_group)
+            dead_letters = self.producer(settings)
+        client = self._store_client(settings, create=True)
+        return RecorderComponent(settings, consumer, dead_letters, client)  # type: ignore[arg-type]
+
+    def _build_api(self) -> Component:
+        from aibridge.api.component import ApiComponent
+        from aibridge.api.settings import ApiSettings
+
+        settings = ApiSettings(**self.plan.overrides)  # type: ignore[arg-type]
+        client = self._store_client(settings, create="recorder" not in self.plan.components and self._bus is not None)
+        return ApiComponent(settings, client, self.verifier())  # type: ignore[arg-type]
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        started: list[Component] = []
+        try:
+            for name in START_ORDER:
+                if name in self.components:
+                    await self.components[name].start()
+                    started.append(self.components[name])
+            log.info("ready: %s", ", ".join(c.name for c in started))
+            yield
+        finally:
+            await self._stop(started)
+
+    async def _stop(self, started: list[Component]) -> None:
+        for component in reversed(started):
+            if component.name == "recorder":
+                await self._drain_bus()
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("%s did not stop cleanly", component.name)
+
+    async def _drain_bus(self, timeout: float = 30.0) -> None:
+        """In-process bus: let the recorder store what the proxy queued before it stops."""
+        if self._bus is None:
+            return
+        deadline = time.monotonic() + timeout
+        while self._bus.pending(self._topic) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if left := self._bus.pending(self._topic):
+            log.error("shutdown: %d events were not stored in %ss", left, timeout)
+
+    async def _healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def _readyz(self, request: Request) -> Response:
+        checks: dict[str, str | None] = {}
+        for name, component in self.components.items():
+            for dependency, problem in (await component.readiness()).items():
+                checks[f"{name}.{dependency}"] = problem
+        ready = all(problem is None for problem in checks.values())
+        body = {"status": "ready" if ready else "not ready", "checks": {k: v or "ok" for k, v in checks.items()}}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def serve(plan: Plan, *, log_level: str = "INFO") -> int:
+    configure_logging(log_level)
+    try:
+        app = Host(plan).build()
+    except ConfigurationError as exc:
+        log.error("%s", exc)
+        return 2
+    config = uvicorn.Config(
+        app,
+        host=plan.host,
+        port=plan.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        timeout_keep_alive=75,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _distributed(args: argparse.Namespace, component: ComponentName, default_listen: str) -> int:
+    try:
+        host, port = parse_listen(args.listen or default_listen)
+    except ConfigurationError as exc:
+        configure_logging()
+        log.error("%s", exc)
+        return 2
+    overrides = _trace_overrides(args)
+    plan = Plan(components=(component,), bus="kafka", host=host, port=port, overrides=overrides)
+    return serve(plan, log_level=CommonSettings().log_level)
+
+
+def _trace_overrides(args: argparse.Namespace) -> dict[str, object]:
+    overrides: dict[str, object] = {}
+    if getattr(args, "trace", None):
+        overrides["trace_enable"] = True
+    if getattr(args, "trace_logs", None):
+        overrides["trace_logs"] = True
+    return overrides
+
+
+def run_proxy(args: argparse.Namespace) -> int:
+    return _distributed(args, "proxy", "0.0.0.0:8080")
+
+
+def run_recorder(args: argparse.Namespace) -> int:
+    return _distributed(args, "recorder", "0.0.0.0:8082")
+
+
+def run_api(args: argparse.Namespace) -> int:
+    return _distributed(args, "api", "0.0.0.0:8081")
+
+
+def run_up(args: argparse.Namespace) -> int:
+    configure_logging(CommonSettings().log_level)
+    try:
+        host, port = parse_listen(args.listen or "127.0.0.1:8080")
+        components = parse_components(args.components)
+    except ConfigurationError as exc:
+        log.error("%s", exc)
+        return 2
+    home = EmbeddedHome.prepare(Path(args.data_dir or ".aibridge"))
+    overrides = home.overrides(host, port, simulate=args.simulate_upstream, prefix=SIMULATOR_PREFIX)
+    overrides |= _trace_overrides(args)
+    simulate = bool(home.simulated) and "proxy" in components
+    plan = Plan(components, args.bus or "inprocess", host, port, home.root, simulate, overrides)
+    print_banner(home, plan.host, plan.port, components, plan.bus)
+    return serve(plan, log_level=CommonSettings().log_level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from aibridge.cli import main as cli_main
+
+    return cli_main(["up", *(argv or [])])
