@@ -20,28 +20,37 @@ from aibridge.settings import CommonSettings
 
 
 class KafkaProducer:
-    """Sends one message and waits for the broker's acknowledgement (acks=all)."""
+    """Sends one message and waits for the broker's acknowledgement (acks=all).
+
+    The aiokafka producer is created in :meth:`start` (it must be built inside the running event loop),
+    so this object can be built before the loop runs and can be started again after a failed start.
+    """
 
     def __init__(self, settings: CommonSettings, *, request_timeout: float = 10.0, **options: Any) -> None:
-        self._producer = AIOKafkaProducer(
+        self._options: dict[str, Any] = {
             **settings.kafka_client_options(),
-            acks="all",
-            enable_idempotence=False,
-            compression_type="gzip",
-            linger_ms=5,
-            request_timeout_ms=int(request_timeout * 1000),
+            "acks": "all",
+            "enable_idempotence": False,
+            "compression_type": "gzip",
+            "linger_ms": 5,
+            "request_timeout_ms": int(request_timeout * 1000),
             **options,
-        )
+        }
+        self._producer: AIOKafkaProducer | None = None
         self._timeout = request_timeout
 
     async def start(self) -> None:
+        producer = AIOKafkaProducer(**self._options)
         try:
-            await self._producer.start()
+            await producer.start()
         except KafkaError as exc:
-            await self._producer.stop()
+            await producer.stop()
             raise BusError(f"cannot connect to Kafka: {exc}") from exc
+        self._producer = producer
 
     async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers = ()) -> None:
+        if self._producer is None:
+            raise BusError("the Kafka producer is not started")
         try:
             await asyncio.wait_for(
                 await self._producer.send(topic, value=value, key=key, headers=list(headers)), self._timeout
@@ -50,7 +59,9 @@ class KafkaProducer:
             raise BusError(f"Kafka did not accept the message: {exc!r}") from exc
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
 
 
 class KafkaConsumer:
