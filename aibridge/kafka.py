@@ -77,6 +77,7 @@ class KafkaConsumer:
             auto_offset_reset="earliest",
             **options,
         )
+        self._paused = False
 
     async def start(self) -> None:
         try:
@@ -86,6 +87,9 @@ class KafkaConsumer:
             raise BusError(f"cannot connect to Kafka: {exc}") from exc
 
     async def poll(self, max_records: int, timeout: float) -> list[Message]:
+        if self._paused:
+            # A rebalance assigns partitions unpaused; keep backpressure on whatever this member owns now.
+            self._consumer.pause(*self._consumer.assignment())
         try:
             batches = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
         except KafkaError as exc:
@@ -114,10 +118,20 @@ class KafkaConsumer:
             raise BusError(f"Kafka offset commit failed: {exc!r}") from exc
 
     def pause(self) -> None:
+        self._paused = True
         self._consumer.pause(*self._consumer.assignment())
 
     def resume(self) -> None:
+        self._paused = False
         self._consumer.resume(*self._consumer.assignment())
+
+    async def probe(self, timeout: float = 3.0) -> str | None:
+        """None when the cluster answers a metadata request within ``timeout`` seconds, else why not."""
+        try:
+            await asyncio.wait_for(self._consumer.topics(), timeout)
+        except (KafkaError, TimeoutError) as exc:
+            return f"Kafka unreachable: {exc!r}"
+        return None
 
     async def lag(self) -> int:
         """Messages in the assigned partitions not yet consumed."""
