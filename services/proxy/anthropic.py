@@ -1,0 +1,149 @@
+"""Anthropic messages, parsed on the side: pure functions over bytes and dicts.
+
+Streaming usage is cumulative: ``message_start`` carries the first counts and every ``message_delta``
+carries the totals so far, so later values replace earlier ones and nothing is added up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from aibridge.proxy.openai import load_object, require_model_and_messages
+from aibridge.proxy.records import ParsedRequest, ResponseSummary, ToolCall, Usage, as_int
+from aibridge.proxy.sse import SSEDecoder, SSEEvent
+
+TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
+_EXTRAS = ("cache_creation", "service_tier", "server_tool_use", "output_tokens_details", "inference_geo", "speed")
+
+
+def parse_request(raw: bytes) -> ParsedRequest:
+    body = load_object(raw)
+    model = require_model_and_messages(body)
+    return ParsedRequest(body, model, body.get("stream") is True, last_user_prompt(body["messages"]))
+
+
+def last_user_prompt(messages: list[Any]) -> str | None:
+    """The text parts of the last message when its role is user, joined by newlines.
+
+    Claude Code sends ``<system-reminder>`` parts first and the person's prompt last. A message of
+    only ``tool_result`` parts is the client returning a tool's output, not a prompt.
+    """
+    if not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
+        return None
+    content = messages[-1].get("content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    texts = [
+        part["text"]
+        for part in content
+        if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+    ]
+    return "\n".join(texts) if texts else None
+
+
+def usage_from(usage: dict[str, Any]) -> Usage:
+    return Usage(
+        input_tokens=as_int(usage.get("input_tokens")),
+        output_tokens=as_int(usage.get("output_tokens")),
+        cache_read_input_tokens=as_int(usage.get("cache_read_input_tokens")),
+        cache_write_input_tokens=as_int(usage.get("cache_creation_input_tokens")),
+        metadata={key: usage[key] for key in _EXTRAS if usage.get(key) is not None},
+    )
+
+
+def _tool_call(block: dict[str, Any], arguments: str | None = None) -> ToolCall:
+    kind = str(block.get("type"))
+    if arguments is None:
+        arguments = orjson.dumps(block.get("input") or {}).decode()
+    metadata = {} if kind == "tool_use" else {"block_type": kind}
+    return ToolCall(str(block.get("id") or ""), str(block.get("name") or ""), arguments, metadata)
+
+
+def parse_response(raw: bytes) -> ResponseSummary:
+    """A blocking message."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ResponseSummary(error="the upstream answer is not JSON")
+    if not isinstance(body, dict):
+        return ResponseSummary(error="the upstream answer is not a JSON object")
+    summary = ResponseSummary(response_id=str(body.get("id") or ""), model=str(body.get("model") or ""))
+    if isinstance(body.get("usage"), dict):
+        summary.usage = usage_from(body["usage"])
+    for block in body.get("content") or ():
+        if isinstance(block, dict) and block.get("type") in TOOL_BLOCKS:
+            summary.tool_calls.append(_tool_call(block))
+    return summary
+
+
+@dataclass(slots=True)
+class _PendingBlock:
+    block: dict[str, Any]
+    partial_json: list[str] = field(default_factory=list)
+
+
+class MessageStream:
+    """Tees a streamed message: ``feed`` returns the chunk unchanged and parses it on the side."""
+
+    def __init__(self) -> None:
+        self.summary = ResponseSummary()
+        self._decoder = SSEDecoder()
+        self._usage: dict[str, Any] = {}
+        self._blocks: dict[int, _PendingBlock] = {}
+
+    def feed(self, chunk: bytes) -> bytes:
+        for event in self._decoder.feed(chunk):
+            self._observe(event)
+        return chunk
+
+    def close(self) -> bytes:
+        for event in self._decoder.close():
+            self._observe(event)
+        if self._usage:
+            self.summary.usage = usage_from(self._usage)
+        self.summary.tool_calls = [
+            _tool_call(pending.block, "".join(pending.partial_json) if pending.partial_json else None)
+            for pending in self._blocks.values()
+        ]
+        return b""
+
+    def _observe(self, event: SSEEvent) -> None:
+        if event.data is None:
+            return
+        try:
+            payload = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(payload, dict):
+            self._take(payload)
+
+    def _take(self, payload: dict[str, Any]) -> None:
+        kind = payload.get("type")
+        if kind == "content_block_delta":
+            delta = payload.get("delta") or {}
+            pending = self._blocks.get(as_int(payload.get("index")))
+            if pending is not None and delta.get("type") == "input_json_delta":
+                pending.partial_json.append(str(delta.get("partial_json") or ""))
+        elif kind == "content_block_start":
+            block = payload.get("content_block") or {}
+            if block.get("type") in TOOL_BLOCKS:
+                self._blocks[as_int(payload.get("index"))] = _PendingBlock(block)
+        elif kind == "message_start":
+            message = payload.get("message") or {}
+            self.summary.response_id = str(message.get("id") or "")
+            self.summary.model = str(message.get("model") or "")
+            self._merge_usage(message.get("usage"))
+        elif kind == "message_delta":
+            self._merge_usage(payload.get("usage"))
+        elif kind == "error":
+            error = payload.get("error") or {}
+            self.summary.error = f"{error.get('type', 'error')}: {error.get('message', '')}"
+
+    def _merge_usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self._usage.update({key: value for key, value in usage.items() if value is not None})

@@ -1,0 +1,144 @@
+"""The proxy as a component: its routes, the shared upstream client and the event emitter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from aibridge.auth import TokenVerifier
+from aibridge.bus import BusProducer
+from aibridge.proxy.emitter import EventEmitter
+from aibridge.proxy.intercept import InFlight, Interceptor, ProviderSpec, anthropic_spec, openai_spec
+from aibridge.proxy.passthrough import Passthrough, not_found
+from aibridge.proxy.records import Provider
+from aibridge.proxy.settings import ProxySettings
+from aibridge.proxy.upstream import create_upstream
+
+log = logging.getLogger("aibridge.proxy")
+
+PREFIX = "/api/v2/aibridge"
+OPENAI_PREFIX = f"{PREFIX}/openai"
+ANTHROPIC_PREFIX = f"{PREFIX}/anthropic"
+
+
+class ProxyComponent:
+    name = "proxy"
+
+    def __init__(self, settings: ProxySettings, producer: BusProducer, verifier: TokenVerifier) -> None:
+        self.settings = settings
+        self.upstream = create_upstream(settings)
+        self.emitter = EventEmitter(
+            producer,
+            settings.kafka_topic,
+            buffer_size=settings.event_buffer_size,
+            batch_size=settings.event_batch_size,
+            send_attempts=settings.event_send_attempts,
+        )
+        self.in_flight = InFlight()
+        self._verifier = verifier
+        openai_key = settings.openai_key.get_secret_value() if settings.openai_key else None
+        anthropic_key = settings.anthropic_key.get_secret_value() if settings.anthropic_key else None
+        self.openai = self._interceptor(openai_spec(settings.openai_base_url, openai_key))
+        self.anthropic = self._interceptor(anthropic_spec(settings.anthropic_base_url, anthropic_key))
+        self._passthrough = [
+            self._passthrough_route(self.openai.spec, "GET", "/v1/models", f"{settings.openai_base_url}/models"),
+            self._passthrough_route(
+                self.anthropic.spec, "GET", "/v1/models", f"{settings.anthropic_base_url}/v1/models"
+            ),
+            self._passthrough_route(
+                self.anthropic.spec,
+                "POST",
+                "/v1/messages/count_tokens",
+                f"{settings.anthropic_base_url}/v1/messages/count_tokens",
+            ),
+        ]
+        self._started = False
+
+    def _interceptor(self, spec: ProviderSpec) -> Interceptor:
+        return Interceptor(
+            spec,
+            upstream=self.upstream,
+            verifier=self._verifier,
+            emitter=self.emitter,
+            in_flight=self.in_flight,
+            max_body=self.settings.max_request_bytes,
+        )
+
+    def _passthrough_route(self, spec: ProviderSpec, method: str, route: str, url: str) -> Route:
+        passthrough = Passthrough(
+            spec.provider,
+            route,
+            url,
+            spec.key_headers,
+            upstream=self.upstream,
+            verifier=self._verifier,
+            max_body=self.settings.max_request_bytes,
+        )
+        prefix = OPENAI_PREFIX if spec.provider is Provider.OPENAI else ANTHROPIC_PREFIX
+        return Route(f"{prefix}{route}", passthrough.handle, methods=[method])
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(f"{OPENAI_PREFIX}/v1/chat/completions", self.openai.handle, methods=["POST"]),
+            Route(f"{ANTHROPIC_PREFIX}/v1/messages", self.anthropic.handle, methods=["POST"]),
+            *self._passthrough,
+            Route(f"{OPENAI_PREFIX}/{{rest:path}}", _not_found_openai),
+            Route(f"{ANTHROPIC_PREFIX}/{{rest:path}}", _not_found_anthropic),
+        ]
+
+    async def start(self) -> None:
+        if self.settings.openai_key is None or self.settings.anthropic_key is None:
+            log.warning("AIBRIDGE_OPENAI_KEY or AIBRIDGE_ANTHROPIC_KEY is not set: that provider gets no key")
+        await self.upstream.start()
+        await self.emitter.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        """Let in-flight requests and streams finish (bounded), flush queued events, close."""
+        self._started = False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.in_flight.idle.wait(), self.settings.shutdown_grace)
+        if self.in_flight.count:
+            log.warning("stopping with %d request(s) still in flight", self.in_flight.count)
+        await self.emitter.stop(self.settings.event_flush_timeout)
+        await self.upstream.stop()
+
+    async def readiness(self) -> dict[str, str | None]:
+        """The broker is deliberately not a dependency: requests are served while it is away."""
+        return {
+            "upstream_client": None if self._started else "not started",
+            "event_emitter": None if self.emitter.running else "not running",
+        }
+
+
+async def _not_found_openai(request: Request) -> Response:
+    return not_found(Provider.OPENAI)
+
+
+async def _not_found_anthropic(request: Request) -> Response:
+    return not_found(Provider.ANTHROPIC)
+
+
+def create_proxy_app(settings: ProxySettings, producer: BusProducer, verifier: TokenVerifier) -> Starlette:
+    """The proxy alone as an app with a lifespan (tests, benchmarks)."""
+    component = ProxyComponent(settings, producer, verifier)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await component.start()
+        try:
+            yield
+        finally:
+            await component.stop()
+
+    app = Starlette(routes=component.routes, lifespan=lifespan)
+    app.state.component = component
+    return app

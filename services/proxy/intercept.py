@@ -1,0 +1,288 @@
+"""One interception: authenticate, parse, forward with the central key, relay, record on the side.
+
+Per provider, everything that can be computed once (upstream URL, key header, parsers) is a
+:class:`ProviderSpec`. The request path does: verify the token (cached), read and parse the body,
+send upstream, then either return the blocking answer (recording after the response is sent) or
+relay the stream chunk by chunk through a tee that parses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from aibridge.auth import AuthError, Identity, TokenVerifier, token_from_headers
+from aibridge.events import InterceptionContext, Status
+from aibridge.metrics import PROXY_AUTH_FAILURES, PROXY_INTERCEPTIONS
+from aibridge.proxy import anthropic, openai
+from aibridge.proxy.clients import classify
+from aibridge.proxy.emitter import EventEmitter
+from aibridge.proxy.errors import InvalidRequestBody, ProxyError, RequestTooLarge, error_body
+from aibridge.proxy.records import ParsedRequest, Provider, ResponseSummary
+from aibridge.proxy.relay import Relay, RelayResponse, Tee
+from aibridge.proxy.upstream import HOP_BY_HOP, Upstream, UpstreamResponse, with_headers
+
+log = logging.getLogger("aibridge.proxy")
+
+DROPPED_REQUEST_HEADERS = HOP_BY_HOP | {"host", "content-length", "authorization", "x-api-key", "accept-encoding"}
+_MAX_ERROR = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    provider: Provider
+    route: str
+    url: str
+    key_headers: dict[str, str]
+    parse_request: Callable[[bytes], ParsedRequest]
+    parse_response: Callable[[bytes], ResponseSummary]
+
+    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+        return Response(error_body(self.provider, status, message), status, headers, "application/json")
+
+    def prepare(self, request: ParsedRequest, raw: bytes) -> tuple[bytes, Tee]:
+        """The body to send upstream and the tee for a streamed answer."""
+        if self.provider is Provider.OPENAI:
+            body, hide_usage = openai.upstream_body(request, raw)
+            return body, openai.ChatStream(hide_usage=hide_usage)
+        return raw, anthropic.MessageStream()
+
+
+def openai_spec(base_url: str, key: str | None) -> ProviderSpec:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    return ProviderSpec(
+        Provider.OPENAI,
+        "/v1/chat/completions",
+        f"{base_url}/chat/completions",
+        headers | {"accept-encoding": "gzip, deflate"},
+        openai.parse_request,
+        openai.parse_response,
+    )
+
+
+def anthropic_spec(base_url: str, key: str | None) -> ProviderSpec:
+    headers = {"x-api-key": key} if key else {}
+    return ProviderSpec(
+        Provider.ANTHROPIC,
+        "/v1/messages",
+        f"{base_url}/v1/messages",
+        headers | {"accept-encoding": "gzip, deflate"},
+        anthropic.parse_request,
+        anthropic.parse_response,
+    )
+
+
+def forward_headers(request: Request, template: dict[str, str]) -> dict[str, str]:
+    """The client's headers minus credentials and hop-by-hop ones, plus the central key."""
+    headers = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in request.headers.raw
+        if name.decode("latin-1").lower() not in DROPPED_REQUEST_HEADERS
+    }
+    headers.setdefault("content-type", "application/json")
+    headers.update(template)
+    return headers
+
+
+def authenticate(request: Request, verifier: TokenVerifier) -> Identity:
+    headers = request.headers
+    return verifier.verify(token_from_headers(headers.get("authorization"), headers.get("x-api-key")))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"the request body is larger than {limit} bytes")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise RequestTooLarge(f"the request body is larger than {limit} bytes")
+        parts.append(part)
+    return b"".join(parts)
+
+
+class InFlight:
+    """Counts requests between arrival and their last byte; ``idle`` is set when there are none."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self.idle.set()
+
+
+class Interceptor:
+    """Serves one provider's intercepted route."""
+
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        *,
+        upstream: Upstream,
+        verifier: TokenVerifier,
+        emitter: EventEmitter,
+        in_flight: InFlight,
+        max_body: int,
+    ) -> None:
+        self.spec = spec
+        self._upstream = upstream
+        self._verifier = verifier
+        self._emitter = emitter
+        self._max_body = max_body
+        self._in_flight = in_flight
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            identity = authenticate(request, self._verifier)
+        except AuthError as exc:
+            PROXY_AUTH_FAILURES.labels(type(exc).__name__).inc()
+            log.info("refused %s: %s", request.url.path, exc)
+            return self.spec.error(401, str(exc))
+        try:
+            raw = await read_body(request, self._max_body)
+        except ClientDisconnect:
+            return Response(status_code=499)
+        except RequestTooLarge as exc:
+            return self._invalid(request, identity, exc)
+        try:
+            parsed = self.spec.parse_request(raw)
+        except InvalidRequestBody as exc:
+            return self._invalid(request, identity, exc)
+        return await self._forward(request, identity, parsed, raw)
+
+    def _context(self, request: Request, identity: Identity, model: str, streaming: bool) -> InterceptionContext:
+        user_agent = request.headers.get("user-agent", "")
+        return InterceptionContext(
+            initiator_id=identity.user_id,
+            initiator_username=identity.username,
+            provider=self.spec.provider.value,
+            model=model,
+            client=classify(user_agent, request.headers).value,
+            streaming=streaming,
+            route=self.spec.route,
+            api_key_id=identity.token_id,
+            user_agent=user_agent,
+        )
+
+    def _invalid(self, request: Request, identity: Identity, exc: ProxyError) -> Response:
+        context = self._context(request, identity, "", False)
+        self._emitter.emit(context.started())
+        self._end(context, Status.INVALID_REQUEST, exc.status, str(exc))
+        return self.spec.error(exc.status, str(exc))
+
+    async def _forward(self, request: Request, identity: Identity, parsed: ParsedRequest, raw: bytes) -> Response:
+        context = self._context(request, identity, parsed.model, parsed.stream)
+        self._emitter.emit(context.started())
+        self._in_flight.enter()
+        streaming = False
+        try:
+            response = await self._send(request, parsed, raw, context)
+            streaming = isinstance(response, RelayResponse)
+            return response
+        finally:
+            if not streaming:
+                self._in_flight.leave()
+
+    async def _send(
+        self, request: Request, parsed: ParsedRequest, raw: bytes, context: InterceptionContext
+    ) -> Response:
+        body, tee = self.spec.prepare(parsed, raw)
+        url = self.spec.url if not request.url.query else f"{self.spec.url}?{request.url.query}"
+        headers = forward_headers(request, self.spec.key_headers)
+        try:
+            response = await self._upstream.request("POST", url, headers, body)
+            if response.status >= 400:
+                answer = await response.read()
+                message = answer[:_MAX_ERROR].decode("utf-8", "replace")
+                self._record(
+                    context, parsed, None, status=Status.UPSTREAM_ERROR, http_status=response.status, error=message
+                )
+                return with_headers(Response(answer, response.status), response.headers)
+            if parsed.stream:
+                return self._stream(context, parsed, response, tee)
+            answer = await response.read()
+        except ProxyError as exc:
+            self._record(context, parsed, None, status=Status.UPSTREAM_ERROR, http_status=exc.status, error=str(exc))
+            return self.spec.error(exc.status, str(exc))
+        task = BackgroundTask(self._record_blocking, context, parsed, answer, response.status)
+        return with_headers(Response(answer, response.status, background=task), response.headers)
+
+    def _stream(
+        self, context: InterceptionContext, parsed: ParsedRequest, response: UpstreamResponse, tee: Tee
+    ) -> RelayResponse:
+        def finished(summary: ResponseSummary, status: Status, error: str | None) -> None:
+            self._in_flight.leave()
+            self._record(context, parsed, summary, status=status, http_status=response.status, error=error)
+
+        relay = Relay(response, tee, finished, self._stream_error)
+        return with_headers(RelayResponse(relay, response.status), response.headers)
+
+    def _record_blocking(
+        self, context: InterceptionContext, parsed: ParsedRequest, answer: bytes, http_status: int
+    ) -> None:
+        summary = self.spec.parse_response(answer)
+        status = Status.COMPLETED if summary.error is None else Status.UPSTREAM_ERROR
+        self._record(context, parsed, summary, status=status, http_status=http_status, error=summary.error)
+
+    def _stream_error(self, exc: ProxyError) -> bytes:
+        payload = error_body(self.spec.provider, exc.status, str(exc))
+        if self.spec.provider is Provider.ANTHROPIC:
+            return b"event: error\ndata: " + payload + b"\n\n"
+        return b"data: " + payload + b"\n\n"
+
+    def _record(
+        self,
+        context: InterceptionContext,
+        parsed: ParsedRequest,
+        summary: ResponseSummary | None,
+        *,
+        status: Status,
+        http_status: int,
+        error: str | None,
+    ) -> None:
+        response_id = summary.response_id if summary else ""
+        if parsed.prompt is not None:
+            self._emitter.emit(context.prompt(parsed.prompt, response_id))
+        if summary is not None and summary.usage is not None:
+            usage = summary.usage
+            self._emitter.emit(
+                context.token_usage(
+                    provider_response_id=response_id,
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cache_read_input_tokens=usage.cache_read_input_tokens,
+                    cache_write_input_tokens=usage.cache_write_input_tokens,
+                    metadata=usage.metadata,
+                )
+            )
+        for call in summary.tool_calls if summary else ():
+            self._emitter.emit(
+                context.tool_usage(
+                    provider_response_id=response_id,
+                    tool=call.name or "unknown",
+                    call_id=call.call_id,
+                    tool_input=call.arguments,
+                    metadata=call.metadata,
+                )
+            )
+        self._end(context, status, http_status, error)
+
+    def _end(self, context: InterceptionContext, status: Status, http_status: int, error: str | None) -> None:
+        self._emitter.emit(context.ended(status, http_status, error[:_MAX_ERROR] if error else None))
+        PROXY_INTERCEPTIONS.labels(context.provider, status.value).inc()

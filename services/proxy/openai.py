@@ -1,0 +1,201 @@
+"""OpenAI chat completions, parsed on the side: pure functions over bytes and dicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from aibridge.proxy.errors import InvalidRequestBody
+from aibridge.proxy.records import ParsedRequest, ResponseSummary, ToolCall, Usage, as_int
+from aibridge.proxy.sse import SSEDecoder, SSEEvent
+
+_NULL_USAGE = (b',"usage":null', b'"usage":null,', b', "usage": null', b'"usage": null, ')
+
+
+def load_object(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestBody(f"the request body is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise InvalidRequestBody("the request body must be a JSON object")
+    return parsed
+
+
+def require_model_and_messages(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequestBody("you must provide a model parameter")
+    if not isinstance(body.get("messages"), list):
+        raise InvalidRequestBody("'messages' is a required property and must be an array")
+    return model
+
+
+def parse_request(raw: bytes) -> ParsedRequest:
+    body = load_object(raw)
+    model = require_model_and_messages(body)
+    return ParsedRequest(body, model, body.get("stream") is True, last_user_prompt(body["messages"]))
+
+
+def last_user_prompt(messages: list[Any]) -> str | None:
+    """The text of the last message when its role is user (string content or its text parts)."""
+    if not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
+        return None
+    content = messages[-1].get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        return "\n".join(texts) if texts else None
+    return None
+
+
+def wants_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def upstream_body(request: ParsedRequest, raw: bytes) -> tuple[bytes, bool]:
+    """The body to send upstream and whether usage was added (so the client must not see it).
+
+    A streaming request always asks for usage; other requests go upstream byte for byte.
+    """
+    if not request.stream or wants_usage(request.body):
+        return raw, False
+    options = request.body.get("stream_options")
+    extended = dict(options) if isinstance(options, dict) else {}
+    extended["include_usage"] = True
+    return orjson.dumps(request.body | {"stream_options": extended}), True
+
+
+def usage_from(usage: dict[str, Any], service_tier: Any = None) -> Usage:
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    cached = as_int(prompt_details.get("cached_tokens"))
+    metadata: dict[str, Any] = {}
+    extra_prompt = {k: v for k, v in prompt_details.items() if k != "cached_tokens" and v}
+    if extra_prompt:
+        metadata["prompt_tokens_details"] = extra_prompt
+    completion_details = {k: v for k, v in (usage.get("completion_tokens_details") or {}).items() if v}
+    if completion_details:
+        metadata["completion_tokens_details"] = completion_details
+    if service_tier:
+        metadata["service_tier"] = service_tier
+    return Usage(
+        input_tokens=max(0, as_int(usage.get("prompt_tokens")) - cached),
+        output_tokens=as_int(usage.get("completion_tokens")),
+        cache_read_input_tokens=cached,
+        cache_write_input_tokens=0,
+        metadata=metadata,
+    )
+
+
+def parse_response(raw: bytes) -> ResponseSummary:
+    """A blocking chat completion."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ResponseSummary(error="the upstream answer is not JSON")
+    if not isinstance(body, dict):
+        return ResponseSummary(error="the upstream answer is not a JSON object")
+    summary = ResponseSummary(response_id=str(body.get("id") or ""), model=str(body.get("model") or ""))
+    if isinstance(body.get("usage"), dict):
+        summary.usage = usage_from(body["usage"], body.get("service_tier"))
+    for choice in body.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        for call in (message or {}).get("tool_calls") or ():
+            function = call.get("function") or {}
+            summary.tool_calls.append(
+                ToolCall(
+                    str(call.get("id") or ""), str(function.get("name") or ""), str(function.get("arguments") or "")
+                )
+            )
+    return summary
+
+
+@dataclass(slots=True)
+class _PendingCall:
+    call_id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class ChatStream:
+    """Tees a streamed chat completion: ``feed`` returns the bytes the client gets.
+
+    When the proxy added ``include_usage`` itself (``hide_usage``), the usage-only chunk and the
+    ``"usage":null`` members are removed so the client gets exactly the stream it asked for.
+    """
+
+    def __init__(self, *, hide_usage: bool) -> None:
+        self.summary = ResponseSummary()
+        self._hide_usage = hide_usage
+        self._decoder = SSEDecoder()
+        self._calls: dict[tuple[int, int], _PendingCall] = {}
+
+    def feed(self, chunk: bytes) -> bytes:
+        events = self._decoder.feed(chunk)
+        if not self._hide_usage:
+            for event in events:
+                self._observe(event)
+            return chunk
+        return b"".join(self._rewrite(event) for event in events)
+
+    def close(self) -> bytes:
+        events = self._decoder.close()
+        forwarded = b""
+        if self._hide_usage:
+            forwarded = b"".join(self._rewrite(event) for event in events)
+        else:
+            for event in events:
+                self._observe(event)
+        self.summary.tool_calls = [ToolCall(c.call_id, c.name, "".join(c.arguments)) for c in self._calls.values()]
+        return forwarded
+
+    def _rewrite(self, event: SSEEvent) -> bytes:
+        chunk = self._observe(event)
+        if chunk is None or "usage" not in chunk:
+            return event.raw
+        if chunk["usage"] is not None and not chunk.get("choices"):
+            return b""
+        raw = event.raw
+        for pattern in _NULL_USAGE:
+            raw = raw.replace(pattern, b"", 1)
+        return raw
+
+    def _observe(self, event: SSEEvent) -> Any:
+        if event.data is None or event.data == "[DONE]":
+            return None
+        try:
+            chunk = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            return None
+        if isinstance(chunk, dict):
+            self._take(chunk)
+            return chunk
+        return None
+
+    def _take(self, chunk: dict[str, Any]) -> None:
+        summary = self.summary
+        if not summary.response_id and chunk.get("id"):
+            summary.response_id = str(chunk["id"])
+            summary.model = str(chunk.get("model") or "")
+        if isinstance(chunk.get("error"), dict):
+            summary.error = str(chunk["error"].get("message") or "error in stream")
+        if isinstance(chunk.get("usage"), dict):
+            summary.usage = usage_from(chunk["usage"], chunk.get("service_tier"))
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            for call in (delta or {}).get("tool_calls") or ():
+                self._take_call(as_int(choice.get("index")), call)
+
+    def _take_call(self, choice: int, call: dict[str, Any]) -> None:
+        pending = self._calls.setdefault((choice, as_int(call.get("index"))), _PendingCall())
+        if call.get("id"):
+            pending.call_id = str(call["id"])
+        function = call.get("function") or {}
+        if function.get("name"):
+            pending.name = str(function["name"])
+        if isinstance(function.get("arguments"), str):
+            pending.arguments.append(function["arguments"])

@@ -1,0 +1,80 @@
+"""Provider routes forwarded as they are (models, count_tokens): authenticated, not interceptions."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from aibridge.auth import AuthError, TokenVerifier
+from aibridge.metrics import PROXY_AUTH_FAILURES, PROXY_PASSTHROUGH_REQUESTS
+from aibridge.proxy.errors import ProxyError, error_body
+from aibridge.proxy.intercept import authenticate, forward_headers, read_body
+from aibridge.proxy.records import Provider
+from aibridge.proxy.upstream import Upstream, with_headers
+
+log = logging.getLogger("aibridge.proxy.passthrough")
+
+
+class Passthrough:
+    """Forwards one route to ``url`` with the central key; the body comes back unchanged."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        route: str,
+        url: str,
+        key_headers: dict[str, str],
+        *,
+        upstream: Upstream,
+        verifier: TokenVerifier,
+        max_body: int,
+    ) -> None:
+        self.provider = provider
+        self.route = route
+        self._url = url
+        self._key_headers = key_headers
+        self._upstream = upstream
+        self._verifier = verifier
+        self._max_body = max_body
+
+    def _error(self, status: int, message: str) -> Response:
+        return Response(error_body(self.provider, status, message), status, media_type="application/json")
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            identity = authenticate(request, self._verifier)
+        except AuthError as exc:
+            PROXY_AUTH_FAILURES.labels(type(exc).__name__).inc()
+            return self._error(401, str(exc))
+        response = await self._forward(request)
+        PROXY_PASSTHROUGH_REQUESTS.labels(self.provider.value, self.route, str(response.status_code)).inc()
+        log.info(
+            "passthrough %s %s -> %d",
+            request.method,
+            self.route,
+            response.status_code,
+            extra={"user_id": identity.user_id, "provider": self.provider.value, "route": self.route},
+        )
+        return response
+
+    async def _forward(self, request: Request) -> Response:
+        url = self._url if not request.url.query else f"{self._url}?{request.url.query}"
+        try:
+            body = await read_body(request, self._max_body) if request.method == "POST" else None
+            headers = forward_headers(request, self._key_headers)
+            if body is None:
+                headers.pop("content-type", None)
+            upstream = await self._upstream.request(request.method, url, headers, body)
+            answer = await upstream.read()
+        except ClientDisconnect:
+            return Response(status_code=499)
+        except ProxyError as exc:
+            return self._error(exc.status, str(exc))
+        return with_headers(Response(answer, upstream.status), upstream.headers)
+
+
+def not_found(provider: Provider) -> Response:
+    message = "this route is not served by AI Bridge"
+    return Response(error_body(provider, 404, message), 404, media_type="application/json")

@@ -1,0 +1,63 @@
+"""What the parsers extract from one request and one upstream response, provider-neutral.
+
+Token convention (both providers): ``input_tokens`` excludes cached tokens, so the whole prompt is
+``input_tokens + cache_read_input_tokens + cache_write_input_tokens``. OpenAI: input = prompt_tokens -
+cached_tokens, cache_read = cached_tokens, cache_write = 0. Anthropic: the fields of the same names,
+cache_write = cache_creation_input_tokens. Anything else the provider reports goes to ``metadata``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Provider(StrEnum):
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    """A request body that is a JSON object naming a model (and messages)."""
+
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    prompt: str | None
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    call_id: str
+    name: str
+    arguments: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ResponseSummary:
+    """What one upstream response (blocking or streamed) said about usage and tool calls."""
+
+    response_id: str = ""
+    model: str = ""
+    usage: Usage | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    error: str | None = None
+
+
+def as_int(value: Any) -> int:
+    """A token count from JSON: non-negative int, anything else is 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return max(0, int(value))

@@ -1,0 +1,48 @@
+"""The proxy's settings (env prefix ``AIBRIDGE_``), validated once at start."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from aibridge.settings import CommonSettings
+
+UpstreamClient = Literal["aiohttp", "httpx"]
+
+
+class ProxySettings(CommonSettings):
+    """Where the providers are, which keys to send them, and how patient to be with them."""
+
+    listen: str = Field(default="0.0.0.0:8080", description="HOST:PORT the proxy listens on.")
+    openai_key: SecretStr | None = Field(default=None, description="Central OpenAI API key sent upstream.")
+    anthropic_key: SecretStr | None = Field(default=None, description="Central Anthropic API key sent upstream.")
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="/api/v2/aibridge/openai/v1/X is forwarded to {openai_base_url}/X.",
+    )
+    anthropic_base_url: str = Field(
+        default="https://api.anthropic.com",
+        description="/api/v2/aibridge/anthropic/v1/X is forwarded to {anthropic_base_url}/v1/X.",
+    )
+    upstream_connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to connect upstream.")
+    upstream_read_timeout: float = Field(
+        default=600.0, gt=0, description="Seconds to wait for the upstream's next bytes (headers or a chunk)."
+    )
+    upstream_max_connections: int = Field(default=1000, ge=1, description="Pooled upstream connections.")
+    upstream_client: UpstreamClient = Field(
+        default="aiohttp", description="HTTP client for upstream calls; aiohttp was chosen by measurement."
+    )
+    event_buffer_size: int = Field(default=100_000, ge=1, description="Events queued for the bus at most.")
+    event_batch_size: int = Field(default=500, ge=1, description="Events sent to the bus concurrently.")
+    event_send_attempts: int = Field(default=3, ge=1, description="Tries per event before it is given up.")
+    event_flush_timeout: float = Field(default=10.0, ge=0, description="Seconds to flush events at shutdown.")
+    shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds in-flight streams get at shutdown.")
+    max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="Largest accepted body.")
+
+    @field_validator("openai_base_url", "anthropic_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")

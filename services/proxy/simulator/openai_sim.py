@@ -1,0 +1,160 @@
+"""A simulated OpenAI chat completions API, faithful to the documented wire format."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from aibridge.proxy.errors import openai_error
+from aibridge.proxy.simulator.common import (
+    SSE_HEADERS,
+    Controls,
+    answer_text,
+    count_tokens,
+    json_pieces,
+    paced,
+    pieces,
+    random_id,
+    sample_arguments,
+)
+
+FINGERPRINT = "fp_simulated01"
+MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-5", "o3-mini")
+
+
+def error(status: int, message: str) -> Response:
+    return Response(orjson.dumps(openai_error(status, message)), status, media_type="application/json")
+
+
+def validate(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return "The request body must be a JSON object."
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return "you must provide a model parameter"
+    if not isinstance(body.get("messages"), list) or not body["messages"]:
+        return "Invalid 'messages': empty array. Expected an array with minimum length 1."
+    return None
+
+
+def _tool_to_call(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The first offered function, unless the conversation just returned a tool result."""
+    tools = [t for t in body.get("tools") or () if isinstance(t, dict) and t.get("type") == "function"]
+    last = body["messages"][-1]
+    if not tools or body.get("tool_choice") == "none" or (isinstance(last, dict) and last.get("role") == "tool"):
+        return None
+    function = tools[0].get("function") or {}
+    return {
+        "id": random_id("call_"),
+        "name": str(function.get("name") or "tool"),
+        "arguments": orjson.dumps(sample_arguments(function.get("parameters"))).decode(),
+    }
+
+
+def _prompt(body: dict[str, Any]) -> str | None:
+    last = body["messages"][-1]
+    content = last.get("content") if isinstance(last, dict) else None
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else None
+
+
+def usage(body: dict[str, Any], completion: str, controls: Controls) -> dict[str, Any]:
+    prompt_tokens = count_tokens(body["messages"]) + count_tokens(body.get("tools") or [])
+    prompt_tokens += controls.cache_read_tokens
+    completion_tokens = count_tokens(completion) + controls.reasoning_tokens
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": controls.cache_read_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": controls.reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def complete(body: dict[str, Any], controls: Controls) -> Response:
+    call = _tool_to_call(body)
+    message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None, "annotations": []}
+    if call is None:
+        message["content"] = answer_text(_prompt(body))
+        produced = message["content"]
+    else:
+        function = {"name": call["name"], "arguments": call["arguments"]}
+        message["tool_calls"] = [{"id": call["id"], "type": "function", "function": function}]
+        produced = call["arguments"]
+    answer = {
+        "id": random_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": "stop" if call is None else "tool_calls",
+            }
+        ],
+        "usage": usage(body, produced, controls),
+        "service_tier": "default",
+        "system_fingerprint": FINGERPRINT,
+    }
+    return Response(orjson.dumps(answer), media_type="application/json")
+
+
+def _deltas(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str, str]:
+    """The choice deltas of a streamed answer, what was produced, and the finish reason."""
+    call = _tool_to_call(body)
+    if call is None:
+        text = answer_text(_prompt(body))
+        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": "", "refusal": None}]
+        deltas += [{"content": piece} for piece in pieces(text)]
+        return deltas, text, "stop"
+    opening: dict[str, Any] = {
+        "index": 0,
+        "id": call["id"],
+        "type": "function",
+        "function": {"name": call["name"], "arguments": ""},
+    }
+    deltas = [{"role": "assistant", "content": None, "tool_calls": [opening], "refusal": None}]
+    deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in json_pieces(call["arguments"])]
+    return deltas, call["arguments"], "tool_calls"
+
+
+def stream(body: dict[str, Any], controls: Controls) -> Response:
+    options = body.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    base = {
+        "id": random_id("chatcmpl-"),
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": body["model"],
+        "service_tier": "default",
+        "system_fingerprint": FINGERPRINT,
+    }
+    deltas, produced, finish = _deltas(body)
+    chunks = [_choice(base, delta, None, include_usage) for delta in deltas]
+    chunks.append(_choice(base, {}, finish, include_usage))
+    if include_usage:
+        chunks.append(base | {"choices": [], "usage": usage(body, produced, controls)})
+    lines = [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks] + [b"data: [DONE]\n\n"]
+    return StreamingResponse(paced(lines, controls), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _choice(base: dict[str, Any], delta: dict[str, Any], finish: str | None, include_usage: bool) -> dict[str, Any]:
+    chunk = base | {"choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+    if include_usage:
+        chunk["usage"] = None
+    return chunk
+
+
+def models() -> Response:
+    data = [{"id": name, "object": "model", "created": 1715367049, "owned_by": "system"} for name in MODELS]
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")

@@ -1,0 +1,83 @@
+"""A sans-io Server-Sent Events decoder: bytes in (any chunking), whole events out.
+
+Each event keeps the exact bytes it arrived as (``raw``), so a caller can forward events unchanged or
+drop one. Lines end with LF, CRLF or CR; a CR at the end of a chunk waits for the next chunk in case
+an LF follows. Lines are decoded only once complete, so a UTF-8 character split across chunks is
+never cut (no byte of a multi-byte character can be CR or LF).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One block of lines ended by a blank line. ``data`` is None when the block had no data field
+    (only comments, ids or retry hints)."""
+
+    event: str
+    data: str | None
+    raw: bytes
+
+
+class SSEDecoder:
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._scan = 0
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        self._buffer += chunk
+        return self._drain(final=False)
+
+    def close(self) -> list[SSEEvent]:
+        """End of stream: a last block without its blank line still counts."""
+        events = self._drain(final=True)
+        if self._scan < len(self._buffer):
+            self._field(bytes(self._buffer[self._scan :]))
+            self._scan = len(self._buffer)
+        if self._buffer:
+            events.append(self._dispatch(len(self._buffer)))
+        return events
+
+    def _drain(self, *, final: bool) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        buffer = self._buffer
+        while True:
+            match = _LINE_END.search(buffer, self._scan)
+            if match is None:
+                break
+            start, end = match.span()
+            if not final and buffer[start:end] == b"\r" and end == len(buffer):
+                break
+            line = bytes(buffer[self._scan : start])
+            self._scan = end
+            if line:
+                self._field(line)
+            else:
+                events.append(self._dispatch(end))
+        return events
+
+    def _field(self, line: bytes) -> None:
+        if line.startswith(b":"):
+            return
+        name, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value.decode("utf-8", "replace"))
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+
+    def _dispatch(self, end: int) -> SSEEvent:
+        event = SSEEvent(self._event, "\n".join(self._data) if self._data else None, bytes(self._buffer[:end]))
+        del self._buffer[:end]
+        self._scan = 0
+        self._event = ""
+        self._data = []
+        return event
