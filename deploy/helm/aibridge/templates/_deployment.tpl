@@ -1,0 +1,241 @@
+{{/* The Deployment of a component: (dict "root" $ "component" "proxy"). */}}
+{{- define "aibridge.deployment" -}}
+{{- $root := .root }}
+{{- $component := .component }}
+{{- $values := index $root.Values $component }}
+{{- $port := include "aibridge.containerPort" $component }}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "aibridge.componentName" . }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "aibridge.componentLabels" . | nindent 4 }}
+spec:
+  {{- if not $values.autoscaling.enabled }}
+  replicas: {{ $values.replicaCount }}
+  {{- end }}
+  revisionHistoryLimit: 5
+  selector:
+    matchLabels:
+      {{- include "aibridge.componentSelectorLabels" . | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "aibridge.componentSelectorLabels" . | nindent 8 }}
+        {{- with $values.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        checksum/secret: {{ include (print $root.Template.BasePath "/secret.yaml") $root | sha256sum }}
+        {{- with $values.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    spec:
+      serviceAccountName: {{ include "aibridge.serviceAccountName" $root }}
+      automountServiceAccountToken: {{ $root.Values.serviceAccount.automountServiceAccountToken }}
+      {{- with $root.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $values.priorityClassName }}
+      priorityClassName: {{ . }}
+      {{- end }}
+      terminationGracePeriodSeconds: {{ $values.terminationGracePeriodSeconds }}
+      securityContext:
+        {{- toYaml $values.podSecurityContext | nindent 8 }}
+      containers:
+        - name: {{ $component }}
+          image: {{ include "aibridge.image" . | quote }}
+          imagePullPolicy: {{ include "aibridge.imagePullPolicy" . }}
+          args:
+            - {{ $component }}
+            - --listen
+            - {{ printf "0.0.0.0:%s" $port | quote }}
+            {{- with $values.args }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          ports:
+            - name: http
+              containerPort: {{ $port }}
+              protocol: TCP
+          env:
+            {{- include "aibridge.env" . | nindent 12 }}
+          livenessProbe:
+            {{- toYaml $values.livenessProbe | nindent 12 }}
+          readinessProbe:
+            {{- toYaml $values.readinessProbe | nindent 12 }}
+          startupProbe:
+            {{- toYaml $values.startupProbe | nindent 12 }}
+          resources:
+            {{- toYaml $values.resources | nindent 12 }}
+          securityContext:
+            {{- toYaml $values.securityContext | nindent 12 }}
+          volumeMounts:
+            - name: auth
+              mountPath: /etc/aibridge/auth
+              readOnly: true
+            - name: revoked
+              mountPath: /etc/aibridge/revoked
+              readOnly: true
+            - name: tmp
+              mountPath: /tmp
+            {{- if and (eq $component "proxy") $root.Values.spool.enabled }}
+            - name: spool
+              mountPath: /var/lib/aibridge/spool
+            {{- end }}
+            {{- with $values.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+      volumes:
+        - name: auth
+          secret:
+            secretName: {{ include "aibridge.authSecretName" $root }}
+            items:
+              - key: {{ include "aibridge.authSecretKey" $root }}
+                path: public-key.pem
+        - name: revoked
+          configMap:
+            name: {{ printf "%s-revoked-tokens" (include "aibridge.fullname" $root) }}
+        - name: tmp
+          emptyDir: {}
+        {{- if and (eq $component "proxy") $root.Values.spool.enabled }}
+        - name: spool
+          emptyDir:
+            sizeLimit: {{ $root.Values.spool.sizeLimit }}
+        {{- end }}
+        {{- with $values.extraVolumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- with $values.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $values.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $values.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $values.topologySpreadConstraints }}
+      topologySpreadConstraints:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+{{- end }}
+
+{{/* The Service of a component. */}}
+{{- define "aibridge.service" -}}
+{{- $values := index .root.Values .component }}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "aibridge.componentName" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "aibridge.componentLabels" . | nindent 4 }}
+  {{- with $values.service.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  type: {{ $values.service.type }}
+  selector:
+    {{- include "aibridge.componentSelectorLabels" . | nindent 4 }}
+  ports:
+    - name: http
+      port: {{ $values.service.port }}
+      targetPort: http
+      protocol: TCP
+{{- end }}
+
+{{/* The PodDisruptionBudget of a component, when enabled. */}}
+{{- define "aibridge.pdb" -}}
+{{- $pdb := (index .root.Values .component).pdb }}
+{{- if $pdb.enabled }}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "aibridge.componentName" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "aibridge.componentLabels" . | nindent 4 }}
+spec:
+  {{- if hasKey $pdb "minAvailable" }}
+  minAvailable: {{ $pdb.minAvailable }}
+  {{- else }}
+  maxUnavailable: {{ $pdb.maxUnavailable | default 1 }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "aibridge.componentSelectorLabels" . | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{/* The HorizontalPodAutoscaler of a component, when enabled. */}}
+{{- define "aibridge.hpa" -}}
+{{- $autoscaling := (index .root.Values .component).autoscaling }}
+{{- if $autoscaling.enabled }}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ include "aibridge.componentName" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "aibridge.componentLabels" . | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "aibridge.componentName" . }}
+  minReplicas: {{ $autoscaling.minReplicas }}
+  maxReplicas: {{ $autoscaling.maxReplicas }}
+  metrics:
+    {{- if $autoscaling.targetCPUUtilizationPercentage }}
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ $autoscaling.targetCPUUtilizationPercentage }}
+    {{- end }}
+    {{- if $autoscaling.targetMemoryUtilizationPercentage }}
+    - type: Resource
+      resource:
+        name: memory
+        target:
+          type: Utilization
+          averageUtilization: {{ $autoscaling.targetMemoryUtilizationPercentage }}
+    {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The ServiceMonitor of a component, when metrics.serviceMonitor.enabled. */}}
+{{- define "aibridge.serviceMonitor" -}}
+{{- $monitor := .root.Values.metrics.serviceMonitor }}
+{{- if $monitor.enabled }}
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata:
+  name: {{ include "aibridge.componentName" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "aibridge.componentLabels" . | nindent 4 }}
+    {{- with $monitor.labels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  selector:
+    matchLabels:
+      {{- include "aibridge.componentSelectorLabels" . | nindent 6 }}
+  namespaceSelector:
+    matchNames:
+      - {{ .root.Release.Namespace }}
+  endpoints:
+    - port: http
+      path: /metrics
+      interval: {{ $monitor.interval }}
+      scrapeTimeout: {{ $monitor.scrapeTimeout }}
+{{- end }}
+{{- end }}

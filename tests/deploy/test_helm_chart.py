@@ -1,0 +1,334 @@
+"""The Helm chart: Helm's lint, its values schema, and the objects it renders for several value sets.
+
+Rendering runs Helm's Go code in a subprocess (tests/deploy/helm_check.py, also scripts/helm-check).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "aibridge"
+COMPONENTS = ("proxy", "recorder", "api")
+PORTS = {"proxy": 8080, "api": 8081, "recorder": 8082}
+DASHBOARD_FILE = ROOT / "deploy" / "grafana" / "aibridge-dashboard.json"
+
+Manifest = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    completed = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("helm_check.py"))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.stdout, completed.stderr[-4000:]
+    result: dict[str, Any] = json.loads(completed.stdout)
+    return result
+
+
+def objects(report: dict[str, Any], case: str) -> list[Manifest]:
+    rendered = report["cases"][case]
+    assert rendered["ok"], rendered["error"]
+    found: list[Manifest] = []
+    for path, text in rendered["manifests"].items():
+        if path.endswith(".yaml"):
+            found += [doc for doc in yaml.safe_load_all(text) if doc]
+    return found
+
+
+def one(found: list[Manifest], kind: str, name: str) -> Manifest:
+    matches = [o for o in found if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
+    return matches[0]
+
+
+def container(found: list[Manifest], component: str) -> Manifest:
+    deployment = one(found, "Deployment", f"bridge-aibridge-{component}")
+    containers: list[Manifest] = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def env_of(found: list[Manifest], component: str) -> dict[str, Manifest]:
+    return {entry["name"]: entry for entry in container(found, component)["env"]}
+
+
+def secret_ref(entry: Manifest) -> tuple[str, str]:
+    ref = entry["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+def key_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: key_tree(item) for key, item in value.items()}
+    return type(value).__name__
+
+
+# --- Helm lint and the values schema ---------------------------------------------------------------
+
+
+def test_helm_lint_reports_no_error(report: dict[str, Any]) -> None:
+    errors = [m for m in report["lint"]["messages"] if m["severity"] >= 3]
+    assert errors == [] and report["lint"]["errors"] == []
+    assert report["lint"]["total_charts_linted"] == 1
+
+
+def test_values_yaml_is_valid_against_the_schema() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.validate(yaml.safe_load((CHART / "values.yaml").read_text()), schema)
+
+
+@pytest.mark.parametrize(
+    ("override", "complaint"),
+    [
+        ({"proxy": {"replicaCout": 3}}, "replicaCout"),
+        ({"kafka": {"bootstrapServers": "kafka:9092"}}, "bootstrapServers"),
+        ({"clickhouseUrl": "http://clickhouse:8123"}, "clickhouseUrl"),
+        ({"recorder": {"pdb": {"enable": True}}}, "enable"),
+        ({"logging": {"level": "VERBOSE"}}, "VERBOSE"),
+        ({"kafka": {"securityProtocol": "TLS"}}, "TLS"),
+        ({"retention": "60 days"}, "60 days"),
+    ],
+)
+def test_schema_rejects_typos_and_bad_values(override: dict[str, Any], complaint: str) -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for section, value in override.items():
+        values[section] = {**values[section], **value} if isinstance(value, dict) else value
+    with pytest.raises(jsonschema.ValidationError, match=complaint):
+        jsonschema.validate(values, schema)
+
+
+def test_helm_itself_rejects_a_typo_at_install(report: dict[str, Any]) -> None:
+    for case, key in [("typo_in_component", "replicaCout"), ("typo_at_top", "clickhouseUrl")]:
+        outcome = report["cases"][case]
+        assert not outcome["ok"]
+        assert f"additional properties '{key}' not allowed" in outcome["error"]
+
+
+def test_component_value_blocks_are_identical_in_shape() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    shapes = {component: key_tree(values[component]) for component in COMPONENTS}
+    assert shapes["proxy"] == shapes["recorder"] == shapes["api"]
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]
+    assert schema["proxy"]["properties"] == schema["recorder"]["properties"] == schema["api"]["properties"]
+
+
+# --- validations that fail with a clear message -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no_clickhouse_url", "aibridge: clickhouse.url is required"),
+        ("chdb_url", "is the embedded engine (chDB), which allows one process per data directory"),
+        ("credentials_in_url", "clickhouse.url must not contain credentials"),
+        ("no_kafka_bootstrap", "aibridge: kafka.bootstrap is required"),
+        ("no_public_key", "aibridge: the token public key is required"),
+        ("private_key_as_public", "never the private key"),
+        ("hpa_min_above_max", "proxy.autoscaling.minReplicas (5) is greater than maxReplicas (2)"),
+    ],
+)
+def test_invalid_values_fail_with_a_clear_message(report: dict[str, Any], case: str, message: str) -> None:
+    outcome = report["cases"][case]
+    assert not outcome["ok"]
+    assert message in outcome["error"]
+
+
+# --- what the required values render ----------------------------------------------------------------
+
+
+def test_required_values_render_the_three_components(report: dict[str, Any]) -> None:
+    found = objects(report, "required")
+    kinds = sorted(o["kind"] for o in found)
+    assert kinds.count("Deployment") == 3 and kinds.count("Service") == 3
+    assert kinds.count("PodDisruptionBudget") == 3
+    assert not {"Ingress", "HorizontalPodAutoscaler", "ServiceMonitor"} & set(kinds)
+    for component in COMPONENTS:
+        main = container(found, component)
+        assert main["args"] == [component, "--listen", f"0.0.0.0:{PORTS[component]}"]
+        assert main["ports"] == [{"name": "http", "containerPort": PORTS[component], "protocol": "TCP"}]
+        assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert main["securityContext"]["readOnlyRootFilesystem"] is True
+        assert main["securityContext"]["allowPrivilegeEscalation"] is False
+        assert main["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        service = one(found, "Service", f"bridge-aibridge-{component}")
+        assert service["spec"]["selector"]["app.kubernetes.io/component"] == component
+        assert service["spec"]["ports"][0]["port"] == PORTS[component]
+        pod = one(found, "Deployment", f"bridge-aibridge-{component}")["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_each_component_gets_only_the_settings_it_reads(report: dict[str, Any]) -> None:
+    found = objects(report, "required")
+    env = {component: env_of(found, component) for component in COMPONENTS}
+    for component in COMPONENTS:
+        assert env[component]["AIBRIDGE_AUTH_PUBLIC_KEY_FILE"]["value"] == "/etc/aibridge/auth/public-key.pem"
+    assert env["proxy"]["AIBRIDGE_KAFKA_BOOTSTRAP"]["value"] == "kafka-0.kafka:9092,kafka-1.kafka:9092"
+    assert env["recorder"]["AIBRIDGE_KAFKA_TOPIC"]["value"] == "aibridge.interceptions.v1"
+    assert "AIBRIDGE_KAFKA_BOOTSTRAP" not in env["api"]
+    assert env["recorder"]["AIBRIDGE_CLICKHOUSE_URL"]["value"] == "https://clickhouse.db.svc:8443"
+    assert env["api"]["AIBRIDGE_RETENTION"]["value"] == "60d"
+    assert "AIBRIDGE_CLICKHOUSE_URL" not in env["proxy"]
+    assert env["proxy"]["AIBRIDGE_SPOOL_DIR"]["value"] == "/var/lib/aibridge/spool"
+    assert env["proxy"]["AIBRIDGE_STRUCTURED_LOGS"]["value"] == "true"
+
+
+def test_public_key_comes_from_the_chart_secret(report: dict[str, Any]) -> None:
+    found = objects(report, "required")
+    secret = one(found, "Secret", "bridge-aibridge")
+    assert "BEGIN PUBLIC KEY" in base64.b64decode(secret["data"]["auth-public-key"]).decode()
+    assert set(secret["data"]) == {"auth-public-key"}
+    pod = one(found, "Deployment", "bridge-aibridge-proxy")["spec"]["template"]["spec"]
+    auth = next(v for v in pod["volumes"] if v["name"] == "auth")
+    assert auth["secret"] == {
+        "secretName": "bridge-aibridge",
+        "items": [{"key": "auth-public-key", "path": "public-key.pem"}],
+    }
+
+
+def test_helm_test_hook_checks_readyz_of_every_service(report: dict[str, Any]) -> None:
+    found = objects(report, "required")
+    pod = one(found, "Pod", "bridge-aibridge-test-readyz")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    command = pod["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python", "-c"]
+    assert command[3:] == [f"http://bridge-aibridge-{c}:{PORTS[c]}/readyz" for c in COMPONENTS]
+
+
+def test_notes_tell_clients_where_to_point(report: dict[str, Any]) -> None:
+    notes = report["cases"]["full"]["manifests"]["aibridge/templates/NOTES.txt"]
+    assert "ANTHROPIC_BASE_URL=https://bridge.example.com/api/v2/aibridge/anthropic" in notes
+    assert 'base_url="https://bridge.example.com/api/v2/aibridge/openai/v1"' in notes
+
+
+# --- existing secrets ---------------------------------------------------------------------------------
+
+
+def test_existing_secrets_are_referenced_and_no_chart_secret_is_made(report: dict[str, Any]) -> None:
+    found = objects(report, "existing_secrets")
+    assert [o for o in found if o["kind"] == "Secret"] == []
+    proxy, recorder = env_of(found, "proxy"), env_of(found, "recorder")
+    assert secret_ref(proxy["AIBRIDGE_OPENAI_KEY"]) == ("llm-keys", "openai")
+    assert secret_ref(proxy["AIBRIDGE_ANTHROPIC_KEY"]) == ("llm-keys", "anthropic")
+    assert secret_ref(proxy["AIBRIDGE_KAFKA_SASL_PASSWORD"]) == ("kafka-user", "kafka-sasl-password")
+    assert proxy["AIBRIDGE_KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
+    assert secret_ref(recorder["AIBRIDGE_STORE_USERNAME"]) == ("ch-credentials", "username")
+    assert secret_ref(recorder["AIBRIDGE_STORE_PASSWORD"]) == ("ch-credentials", "password")
+    pod = one(found, "Deployment", "bridge-aibridge-api")["spec"]["template"]["spec"]
+    auth = next(v for v in pod["volumes"] if v["name"] == "auth")
+    assert auth["secret"]["secretName"] == "bridge-auth"
+    assert auth["secret"]["items"] == [{"key": "pub.pem", "path": "public-key.pem"}]
+
+
+# --- everything on ----------------------------------------------------------------------------------
+
+
+def test_ingress_routes_provider_paths_to_the_proxy_and_the_rest_to_the_api(report: dict[str, Any]) -> None:
+    ingress = one(objects(report, "full"), "Ingress", "bridge-aibridge")
+    rule = ingress["spec"]["rules"][0]
+    assert rule["host"] == "bridge.example.com"
+    routes = {
+        p["path"]: (p["backend"]["service"]["name"], p["backend"]["service"]["port"]["number"])
+        for p in rule["http"]["paths"]
+    }
+    assert routes == {
+        "/api/v2/aibridge/openai": ("bridge-aibridge-proxy", 8080),
+        "/api/v2/aibridge/anthropic": ("bridge-aibridge-proxy", 8080),
+        "/api/v2/aibridge": ("bridge-aibridge-api", 8081),
+    }
+    assert all(p["pathType"] == "Prefix" for p in rule["http"]["paths"])
+    assert ingress["spec"]["tls"][0]["secretName"] == "bridge-tls"
+
+
+def test_proxy_autoscales_and_leaves_replicas_to_the_hpa(report: dict[str, Any]) -> None:
+    found = objects(report, "full")
+    hpa = one(found, "HorizontalPodAutoscaler", "bridge-aibridge-proxy")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "bridge-aibridge-proxy",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
+    assert "replicas" not in one(found, "Deployment", "bridge-aibridge-proxy")["spec"]
+    assert one(found, "Deployment", "bridge-aibridge-api")["spec"]["replicas"] == 2
+
+
+def test_service_monitors_scrape_every_component(report: dict[str, Any]) -> None:
+    found = objects(report, "full")
+    for component in COMPONENTS:
+        monitor = one(found, "ServiceMonitor", f"bridge-aibridge-{component}")
+        assert monitor["metadata"]["labels"]["release"] == "prometheus"
+        assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+        assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == component
+
+
+def test_clickhouse_credentials_stay_in_the_secret(report: dict[str, Any]) -> None:
+    found = objects(report, "full")
+    env = list(container(found, "recorder")["env"])
+    names = [e["name"] for e in env]
+    url = next(e for e in env if e["name"] == "AIBRIDGE_CLICKHOUSE_URL")["value"]
+    assert url == "https://$(AIBRIDGE_STORE_USERNAME):$(AIBRIDGE_STORE_PASSWORD)@clickhouse.db.svc:8443"
+    # Kubernetes expands $(NAME) only from variables defined before it.
+    assert names.index("AIBRIDGE_STORE_PASSWORD") < names.index("AIBRIDGE_CLICKHOUSE_URL")
+    data = one(found, "Secret", "bridge-aibridge")["data"]
+    password = base64.b64decode(data["clickhouse-password"]).decode()
+    assert password == "p%40ss%20word%2F1" and unquote(password) == "p@ss word/1"
+
+
+def test_secrets_never_show_outside_the_secret(report: dict[str, Any]) -> None:
+    manifests = report["cases"]["full"]["manifests"]
+    for path, text in manifests.items():
+        if not path.endswith("secret.yaml"):
+            for secret in ("sk-test-openai", "sk-ant-test", "kafka-secret", "p@ss word/1", "p%40ss"):
+                assert secret not in text, f"{secret!r} in {path}"
+    found = objects(report, "full")
+    data = one(found, "Secret", "bridge-aibridge")["data"]
+    assert base64.b64decode(data["openai-api-key"]) == b"sk-test-openai"
+    assert secret_ref(env_of(found, "proxy")["AIBRIDGE_OPENAI_KEY"]) == ("bridge-aibridge", "openai-api-key")
+
+
+def test_full_values_set_limits_tracing_and_revocations(report: dict[str, Any]) -> None:
+    found = objects(report, "full")
+    proxy = env_of(found, "proxy")
+    assert proxy["AIBRIDGE_MAX_RPS"]["value"] == "50" and proxy["AIBRIDGE_USER_MAX_RPM"]["value"] == "120"
+    assert proxy["AIBRIDGE_OPENAI_BASE_URL"]["value"] == "https://openai.internal/v1"
+    assert proxy["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel-collector:4317"
+    assert proxy["AIBRIDGE_TRACE_ENABLE"]["value"] == "true" and proxy["EXTRA_FLAG"]["value"] == "1"
+    assert env_of(found, "api")["AIBRIDGE_RETENTION"]["value"] == "30d"
+    revoked = one(found, "ConfigMap", "bridge-aibridge-revoked-tokens")
+    assert revoked["data"]["revoked-token-ids"].split() == ["jti-1", "jti-2"]
+
+
+# --- the Grafana dashboard ----------------------------------------------------------------------------
+
+
+def test_dashboard_config_map_for_the_grafana_sidecar(report: dict[str, Any]) -> None:
+    found = objects(report, "with_dashboard")
+    config_map = one(found, "ConfigMap", "bridge-aibridge-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["data"]["aibridge-dashboard.json"] == report["dashboard"]
+
+
+def test_dashboard_ships_exactly_when_the_file_exists(report: dict[str, Any]) -> None:
+    shipped = [o for o in objects(report, "required") if o["metadata"]["name"] == "bridge-aibridge-dashboard"]
+    if DASHBOARD_FILE.exists():
+        assert shipped and shipped[0]["data"]["aibridge-dashboard.json"] == DASHBOARD_FILE.read_text()
+    else:
+        assert shipped == []
