@@ -37,3 +37,26 @@ PROXY_EVENTS_BUFFERED = Gauge("aibridge_proxy_events_buffered", "Interception ev
 # ---- api ---------------------------------------------------------------------------------------
 
 __all__ = ["Counter", "Gauge", "Histogram"]
+
+# ---- resilience (proxy limits, circuit breakers, event spool) ------------------------------------
+
+PROXY_REJECTIONS = Counter(
+    "aibridge_proxy_rejections",
+    "Requests the proxy answered itself, by reason (user_rate_limit, rate_limit, concurrency_limit, circuit_open).",
+    ["reason"],
+)
+CIRCUIT_BREAKER_STATE = Gauge(
+    "aibridge_circuit_breaker_state",
+    "Upstream circuit breaker per provider and model: 0 closed, 1 open, 2 half-open.",
+    ["provider", "model"],
+)
+SPOOL_BYTES = Gauge("aibridge_spool_bytes", "Bytes of spool segment files on disk (events the bus has not taken).")
+SPOOL_RECORDS = Gauge("aibridge_spool_records", "Events in the spool not yet acknowledged by the bus.")
+SPOOL_APPENDED_RECORDS = Counter("aibridge_spool_appended_records", "Events written to the spool.")
+SPOOL_REPLAYED_RECORDS = Counter("aibridge_spool_replayed_records", "Spooled events the bus acknowledged.")
+SPOOL_DROPPED_RECORDS = Counter(
+    "aibridge_spool_dropped_records", "Events refused by the spool, by reason (full, io_error).", ["reason"]
+)
+SPOOL_DISCARDED_BYTES = Counter(
+    "aibridge_spool_discarded_bytes", "Bytes of torn or corrupt spool records skipped when a spool was opened."
+)
