@@ -240,3 +240,11 @@ def test_every_bind_mount_exists(compose: dict[str, Any]) -> None:
 
 def test_interpolation_follows_compose() -> None:
     assert interpolate("$$topic ${A:-x} ${B-y} ${C}", {"A": "", "B": "", "C": "c"}) == "$topic x  c"
+
+
+def test_every_variable_set_is_one_a_service_reads(compose: dict[str, Any]) -> None:
+    from settings_names import unknown
+
+    names = {name for component in PORTS for name in compose["services"][component]["environment"]}
+    assert unknown(names) == set()
+    assert unknown({"AIBRIDGE_CLICKHOUSE_ULR"}) == {"AIBRIDGE_CLICKHOUSE_ULR"}

@@ -332,3 +332,31 @@ def test_dashboard_ships_exactly_when_the_file_exists(report: dict[str, Any]) ->
         assert shipped and shipped[0]["data"]["aibridge-dashboard.json"] == DASHBOARD_FILE.read_text()
     else:
         assert shipped == []
+
+
+def test_every_variable_set_is_one_a_service_reads(report: dict[str, Any]) -> None:
+    from settings_names import unknown
+
+    for case in ("full", "existing_secrets"):
+        found = objects(report, case)
+        names = {entry["name"] for component in COMPONENTS for entry in container(found, component)["env"]}
+        assert unknown(names) == set()
+        assert "AIBRIDGE_CLICKHOUSE_URL" in names and "AIBRIDGE_USER_MAX_RPM" in names
+
+
+def test_values_named_in_the_docs_exist() -> None:
+    import re
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    named = {
+        m
+        for m in re.findall(r"`([a-z][A-Za-z]*(?:\.[a-z][A-Za-z]*)+)", text)
+        if isinstance(values.get(m.split(".")[0]), dict)
+    }
+    assert len(named) > 15
+    for path in named:
+        node = values
+        for part in path.split("."):
+            assert isinstance(node, dict) and part in node, f"docs/deploy.md names {path}, not in values.yaml"
+            node = node[part]

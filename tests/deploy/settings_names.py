@@ -1,0 +1,29 @@
+"""The AIBRIDGE_* variables the services read, for checking the names the chart and compose set."""
+
+from __future__ import annotations
+
+from aibridge.settings import CommonSettings, StoreSettings
+
+# Read by the proxy (services/proxy: settings, limits, spool).
+PROXY_ONLY = {
+    "OPENAI_KEY",
+    "OPENAI_BASE_URL",
+    "ANTHROPIC_KEY",
+    "ANTHROPIC_BASE_URL",
+    "MAX_RPS",
+    "MAX_CONCURRENT",
+    "USER_MAX_RPM",
+    "SPOOL_DIR",
+    "SPOOL_MAX_BYTES",
+}
+
+
+def known_variables() -> set[str]:
+    fields = {*CommonSettings.model_fields, *StoreSettings.model_fields}
+    return {f"AIBRIDGE_{name.upper()}" for name in fields | {n.lower() for n in PROXY_ONLY}}
+
+
+def unknown(names: set[str]) -> set[str]:
+    """AIBRIDGE_ names no service reads (the chart's own AIBRIDGE_STORE_* helpers excepted)."""
+    ours = {n for n in names if n.startswith("AIBRIDGE_") and not n.startswith("AIBRIDGE_STORE_")}
+    return ours - known_variables()
