@@ -34,7 +34,57 @@ PROXY_EVENTS_BUFFERED = Gauge("aibridge_proxy_events_buffered", "Interception ev
 
 # ---- recorder ----------------------------------------------------------------------------------
 
+RECORDER_ROWS_WRITTEN = Counter(
+    "aibridge_recorder_rows_written", "Rows inserted into the store, by table.", ["table"]
+)
+RECORDER_DEAD_LETTERS = Counter(
+    "aibridge_recorder_dead_letters",
+    "Messages sent to the dead-letter topic, by kind (invalid_json, schema, unstorable).",
+    ["kind"],
+)
+RECORDER_BATCHES_WRITTEN = Counter("aibridge_recorder_batches_written", "Batches stored and committed.")
+RECORDER_BATCH_EVENTS = Histogram(
+    "aibridge_recorder_batch_events",
+    "Events per written batch.",
+    buckets=(1, 10, 100, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000),
+)
+RECORDER_WRITE_SECONDS = Histogram(
+    "aibridge_recorder_write_seconds",
+    "Time to insert one batch (all its tables).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RECORDER_PUBLISH_TO_STORED_SECONDS = Histogram(
+    "aibridge_recorder_publish_to_stored_seconds",
+    "From the message's bus timestamp to its row being stored.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 300),
+)
+RECORDER_FAILURES = Counter(
+    "aibridge_recorder_failures",
+    "Failed operations, retried (write, dead_letter, commit, poll).",
+    ["operation"],
+)
+RECORDER_PAUSED = Gauge("aibridge_recorder_paused", "1 while fetching is paused because a write or dead letter waits.")
+
 # ---- api ---------------------------------------------------------------------------------------
+
+API_REQUESTS = Counter(
+    "aibridge_api_requests", "Query API requests answered, by endpoint and HTTP status.", ["endpoint", "status"]
+)
+API_REQUEST_SECONDS = Histogram(
+    "aibridge_api_request_seconds",
+    "Time to answer one query API request, by endpoint.",
+    ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+API_STORE_QUERY_SECONDS = Histogram(
+    "aibridge_api_store_query_seconds",
+    "Time of one store query made by the API, by query (page, children, count, cursor, facets, usage).",
+    ["query"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+API_STORE_ERRORS = Counter(
+    "aibridge_api_store_errors", "Store queries that failed (answered 503), by query.", ["query"]
+)
 
 __all__ = ["Counter", "Gauge", "Histogram"]
 
