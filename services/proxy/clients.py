@@ -1,7 +1,8 @@
 """Which AI client sent a request, from its User-Agent and client-specific headers (best effort).
 
 The names are exactly those of Coder's AI Bridge documentation, so filters written for it work here.
-Rules are tried in order; the first match wins.
+Rules are tried in order; the first match wins. Sources of the patterns: what Claude Code and Codex
+were seen sending (shared/reference/clients.md) and coder/aibridge's own classification (client.go).
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ RULES: tuple[Rule, ...] = (
     Rule(Client.KILO_CODE, header="originator", header_value="kilo-code"),
     Rule(Client.ROO_CODE, agent_prefix="roo-code/"),
     Rule(Client.ROO_CODE, header="originator", header_value="roo-code"),
-    Rule(Client.CURSOR, agent_prefix="cursor/"),
     Rule(Client.CURSOR, header="x-cursor-client-version"),
 )
 

@@ -26,6 +26,7 @@ log = logging.getLogger("aibridge.proxy")
 PREFIX = "/api/v2/aibridge"
 OPENAI_PREFIX = f"{PREFIX}/openai"
 ANTHROPIC_PREFIX = f"{PREFIX}/anthropic"
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 class ProxyComponent:
@@ -90,8 +91,8 @@ class ProxyComponent:
             Route(f"{OPENAI_PREFIX}/v1/chat/completions", self.openai.handle, methods=["POST"]),
             Route(f"{ANTHROPIC_PREFIX}/v1/messages", self.anthropic.handle, methods=["POST"]),
             *self._passthrough,
-            Route(f"{OPENAI_PREFIX}/{{rest:path}}", _not_found_openai),
-            Route(f"{ANTHROPIC_PREFIX}/{{rest:path}}", _not_found_anthropic),
+            Route(f"{OPENAI_PREFIX}/{{rest:path}}", _not_found_openai, methods=ANY_METHOD),
+            Route(f"{ANTHROPIC_PREFIX}/{{rest:path}}", _not_found_anthropic, methods=ANY_METHOD),
         ]
 
     async def start(self) -> None:

@@ -35,7 +35,9 @@ def start_proxy(
     """Start a proxy (in a thread, on its own loop) publishing to the test's topic; stopped after the test."""
     with ExitStack() as stack:
 
-        def start(producer: BusProducer | None = None, **overrides: Any) -> Proxy:
+        def start(
+            producer: BusProducer | None = None, token_verifier: TokenVerifier | None = None, **overrides: Any
+        ) -> Proxy:
             options: dict[str, Any] = {
                 "kafka_bootstrap": kafka_bootstrap,
                 "kafka_topic": kafka_topic,
@@ -47,9 +49,11 @@ def start_proxy(
                 "shutdown_grace": 5.0,
             }
             settings = ProxySettings(**(options | overrides))
-            app = create_proxy_app(settings, producer or KafkaProducer(settings), verifier)
-            url = stack.enter_context(serve_in_thread(app))
-            return Proxy(url, app.state.component, settings)
+            app = create_proxy_app(settings, producer or KafkaProducer(settings), token_verifier or verifier)
+            own = ExitStack()
+            stack.callback(own.close)
+            url = own.enter_context(serve_in_thread(app))
+            return Proxy(url, app.state.component, settings, own.close)
 
         yield start
 

@@ -33,6 +33,7 @@ class Proxy:
     url: str
     component: ProxyComponent
     settings: ProxySettings
+    stop: Callable[[], None]
 
     @property
     def openai_base_url(self) -> str:
@@ -70,6 +71,14 @@ async def read_events(
     finally:
         await consumer.stop()
     return events
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met in {timeout}s")
+        await asyncio.sleep(0.02)
 
 
 def ended_count(count: int) -> Callable[[list[Event]], bool]:

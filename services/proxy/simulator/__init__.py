@@ -46,8 +46,9 @@ def _is_anthropic(request: Request) -> bool:
 
 
 def _key_error(request: Request, state: SimulatorState, anthropic: bool) -> str | None:
-    if anthropic and state.anthropic_key is not None and request.headers.get("x-api-key") != state.anthropic_key:
-        return "invalid x-api-key"
+    if anthropic and state.anthropic_key is not None:
+        bearer = request.headers.get("authorization") == f"Bearer {state.anthropic_key}"
+        return None if bearer or request.headers.get("x-api-key") == state.anthropic_key else "invalid x-api-key"
     expected = f"Bearer {state.openai_key}"
     if not anthropic and state.openai_key is not None and request.headers.get("authorization") != expected:
         return "Incorrect API key provided."

@@ -1,0 +1,61 @@
+"""Client classification against real User-Agent strings and client-specific headers."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.datastructures import Headers
+
+from aibridge.proxy.clients import Client, classify
+
+# (user agent, extra headers, expected client, where the string comes from)
+CASES = [
+    ("claude-cli/2.1.332 (external, sdk-cli)", {}, Client.CLAUDE_CODE, "observed, shared/reference/clients.md"),
+    ("claude-cli/2.0.67 (external, cli)", {}, Client.CLAUDE_CODE, "coder/aibridge client_test.go"),
+    ("", {"x-claude-code-session-id": "0b7e"}, Client.CLAUDE_CODE, "observed header, clients.md"),
+    (
+        "codex_exec/0.171.0 (Debian 12.0.0; x86_64) xterm (codex_exec; 0.171.0)",
+        {},
+        Client.CODEX,
+        "observed, clients.md",
+    ),
+    (
+        "codex_cli_rs/0.87.0 (Mac OS 26.2.0; arm64) ghostty/1.3.0-main_250877ef",
+        {},
+        Client.CODEX,
+        "coder/aibridge client_test.go",
+    ),
+    ("Zed/0.219.4+stable.119.abc123 (macos; aarch64)", {}, Client.ZED, "coder/aibridge client_test.go"),
+    ("GitHubCopilotChat/0.37.2026011603", {}, Client.COPILOT_VSCODE, "coder/aibridge client_test.go"),
+    ("copilot/0.0.403 (client/cli linux v24.11.1)", {}, Client.COPILOT_CLI, "coder/aibridge client_test.go"),
+    ("kilo-code/5.1.0 (darwin 25.2.0; arm64) node/22.21.1", {}, Client.KILO_CODE, "coder/aibridge client_test.go"),
+    ("OpenAI/JS 5.10.1", {"originator": "kilo-code"}, Client.KILO_CODE, "coder/aibridge client_test.go"),
+    ("roo-code/3.45.0 (darwin 25.2.0; arm64) node/22.21.1", {}, Client.ROO_CODE, "coder/aibridge client_test.go"),
+    ("OpenAI/JS 5.10.1", {"originator": "Roo-Code"}, Client.ROO_CODE, "coder/aibridge client_test.go"),
+    ("connect-es/1.6.1", {"x-cursor-client-version": "0.50.0"}, Client.CURSOR, "coder/aibridge client_test.go"),
+    ("ccclaude-cli/calude-with-wrong-prefix", {}, Client.UNKNOWN, "coder/aibridge client_test.go"),
+    ("", {}, Client.UNKNOWN, "no user agent"),
+    ("AsyncOpenAI/Python 3.57.0", {}, Client.UNKNOWN, "the openai SDK installed here"),
+    ("Anthropic/Python 2.14.0", {}, Client.UNKNOWN, "the anthropic SDK installed here"),
+    ("mux/0.14.0", {}, Client.UNKNOWN, "Mux: not one of the documented names"),
+]
+
+
+@pytest.mark.parametrize(("user_agent", "headers", "expected", "source"), CASES, ids=[c[0] or str(c[1]) for c in CASES])
+def test_classify(user_agent: str, headers: dict[str, str], expected: Client, source: str) -> None:
+    assert classify(user_agent, Headers(headers)) is expected, source
+
+
+def test_every_documented_name_is_reachable_and_nothing_else() -> None:
+    documented = {
+        "Claude Code",
+        "Codex",
+        "Zed",
+        "GitHub Copilot (VS Code)",
+        "GitHub Copilot (CLI)",
+        "Kilo Code",
+        "Roo Code",
+        "Cursor",
+        "Unknown",
+    }
+    assert {client.value for client in Client} == documented
+    assert {case[2] for case in CASES} == set(Client)

@@ -1,0 +1,243 @@
+"""The sans-io parsers on recorded streams, fed in every chunking (mid-line, mid-UTF-8 character)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from aibridge.proxy import anthropic, openai
+from aibridge.proxy.errors import InvalidRequestBody
+from aibridge.proxy.records import ToolCall
+from aibridge.proxy.sse import SSEDecoder, SSEEvent
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ANTHROPIC_STREAM = (FIXTURES / "anthropic_stream_tool_use.sse").read_bytes()
+OPENAI_STREAM = (FIXTURES / "openai_stream_tool_calls.sse").read_bytes()
+
+
+def chunkings(raw: bytes, seed: int = 7) -> Iterator[list[bytes]]:
+    """Whole, byte by byte, split inside every multi-byte character, and random splits."""
+    yield [raw]
+    yield [raw[i : i + 1] for i in range(len(raw))]
+    multibyte = [i for i, byte in enumerate(raw) if byte & 0xC0 == 0x80]
+    yield [raw[a:b] for a, b in zip([0, *multibyte], [*multibyte, len(raw)], strict=True)]
+    rng = random.Random(seed)
+    for _ in range(20):
+        cuts = sorted(rng.sample(range(1, len(raw)), 12))
+        yield [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+
+
+def decode_all(chunks: list[bytes]) -> list[SSEEvent]:
+    decoder = SSEDecoder()
+    events = [event for chunk in chunks for event in decoder.feed(chunk)]
+    return events + decoder.close()
+
+
+def test_sse_decoder_gives_the_same_events_for_any_chunking() -> None:
+    expected = decode_all([ANTHROPIC_STREAM])
+    assert [e.event for e in expected if e.data is not None][:3] == ["message_start", "content_block_start", "ping"]
+    assert "☀️" in expected[3].data  # type: ignore[operator]
+    for chunks in chunkings(ANTHROPIC_STREAM):
+        events = decode_all(chunks)
+        assert events == expected
+        assert b"".join(e.raw for e in events) == ANTHROPIC_STREAM
+
+
+@pytest.mark.parametrize("newline", [b"\r\n", b"\r"])
+def test_sse_decoder_accepts_every_line_ending(newline: bytes) -> None:
+    raw = ANTHROPIC_STREAM.replace(b"\n", newline)
+    expected = [(e.event, e.data) for e in decode_all([ANTHROPIC_STREAM])]
+    for chunks in chunkings(raw):
+        events = decode_all(chunks)
+        assert [(e.event, e.data) for e in events] == expected
+        assert b"".join(e.raw for e in events) == raw
+
+
+def test_sse_decoder_fields_comments_and_unterminated_last_event() -> None:
+    raw = b": keep-alive\n\nevent: a\ndata:first\ndata: second\nid: 1\nretry: 10\n\ndata: tail"
+    events = decode_all([raw])
+    assert [(e.event, e.data) for e in events] == [("", None), ("a", "first\nsecond"), ("", "tail")]
+    assert b"".join(e.raw for e in events) == raw
+
+
+def test_anthropic_stream_usage_is_cumulative_and_tool_input_is_assembled() -> None:
+    for chunks in chunkings(ANTHROPIC_STREAM):
+        tee = anthropic.MessageStream()
+        forwarded = b"".join(tee.feed(chunk) for chunk in chunks) + tee.close()
+        assert forwarded == ANTHROPIC_STREAM
+        summary = tee.summary
+        assert summary.response_id == "msg_014p7gG3wDgGV9EUtLvnow3U"
+        assert summary.usage is not None
+        assert (summary.usage.input_tokens, summary.usage.output_tokens) == (472, 89)
+        assert (summary.usage.cache_read_input_tokens, summary.usage.cache_write_input_tokens) == (18211, 2048)
+        assert summary.usage.metadata == {
+            "cache_creation": {"ephemeral_5m_input_tokens": 2048, "ephemeral_1h_input_tokens": 0},
+            "service_tier": "standard",
+        }
+        arguments = '{"location": "San Francisco, CA — ünï", "unit": "fahrenheit"}'
+        assert summary.tool_calls == [ToolCall("toolu_01T1x1fJ34qAmk2tNTrN7Up6", "get_weather", arguments)]
+
+
+def test_anthropic_stream_with_usage_only_at_start_keeps_it() -> None:
+    raw = ANTHROPIC_STREAM.replace(
+        b',"usage":{"input_tokens":472,"cache_creation_input_tokens":2048,'
+        b'"cache_read_input_tokens":18211,"output_tokens":89}',
+        b"",
+    )
+    tee = anthropic.MessageStream()
+    tee.feed(raw)
+    tee.close()
+    assert tee.summary.usage is not None
+    assert (tee.summary.usage.input_tokens, tee.summary.usage.output_tokens) == (472, 2)
+
+
+def test_openai_stream_hides_added_usage_and_assembles_tool_calls() -> None:
+    expected_client = b"".join(
+        block.replace(b',"usage":null', b"") + b"\n\n"
+        for block in OPENAI_STREAM.split(b"\n\n")[:-1]
+        if b'"choices":[]' not in block
+    )
+    for chunks in chunkings(OPENAI_STREAM):
+        tee = openai.ChatStream(hide_usage=True)
+        forwarded = b"".join(tee.feed(chunk) for chunk in chunks) + tee.close()
+        assert forwarded == expected_client
+        summary = tee.summary
+        assert summary.usage is not None
+        assert (summary.usage.input_tokens, summary.usage.cache_read_input_tokens) == (1117 - 1024, 1024)
+        assert (summary.usage.output_tokens, summary.usage.cache_write_input_tokens) == (46, 0)
+        assert summary.usage.metadata == {
+            "completion_tokens_details": {"reasoning_tokens": 12},
+            "service_tier": "default",
+        }
+        assert summary.tool_calls == [
+            ToolCall("call_DdmO9pD3xa9XTPNJ32zg2hcA", "get_weather", '{"location":"Paris, Île-de-France 🇫🇷"}'),
+            ToolCall("call_second0000000000000000", "get_time", "{}"),
+        ]
+
+
+def test_openai_stream_forwards_unchanged_when_client_asked_for_usage() -> None:
+    for chunks in chunkings(OPENAI_STREAM):
+        tee = openai.ChatStream(hide_usage=False)
+        forwarded = [tee.feed(chunk) for chunk in chunks]
+        assert forwarded == chunks
+        assert tee.close() == b""
+        assert tee.summary.usage is not None and len(tee.summary.tool_calls) == 2
+
+
+def test_openai_blocking_response() -> None:
+    body = {
+        "id": "chatcmpl-1",
+        "model": "gpt-4o",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "ls", "arguments": "{}"}}],
+                },
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 4}},
+    }
+    summary = openai.parse_response(orjson.dumps(body))
+    assert summary.tool_calls == [ToolCall("call_1", "ls", "{}")]
+    assert summary.usage is not None and (summary.usage.input_tokens, summary.usage.cache_read_input_tokens) == (6, 4)
+    assert openai.parse_response(b"<html>").error is not None
+
+
+def test_anthropic_blocking_response_records_server_tools_with_their_type() -> None:
+    body = {
+        "id": "msg_1",
+        "content": [
+            {"type": "text", "text": "hi"},
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "ünï"}},
+            {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}},
+        ],
+        "usage": {"input_tokens": 5, "output_tokens": 7, "cache_read_input_tokens": None},
+    }
+    summary = anthropic.parse_response(orjson.dumps(body))
+    assert summary.tool_calls == [
+        ToolCall("srvtoolu_1", "web_search", '{"query":"ünï"}', {"block_type": "server_tool_use"}),
+        ToolCall("toolu_1", "Bash", '{"command":"ls"}'),
+    ]
+    assert summary.usage is not None and summary.usage.cache_read_input_tokens == 0
+
+
+@pytest.mark.parametrize(
+    ("messages", "prompt"),
+    [
+        ([{"role": "user", "content": "plain"}], "plain"),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}],
+                }
+            ],
+            "a\nb",
+        ),
+        ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], None),
+        ([{"role": "user", "content": "q"}, {"role": "tool", "tool_call_id": "c", "content": "out"}], None),
+        ([], None),
+    ],
+)
+def test_openai_last_user_prompt(messages: list[object], prompt: str | None) -> None:
+    assert openai.last_user_prompt(messages) == prompt
+
+
+@pytest.mark.parametrize(
+    ("messages", "prompt"),
+    [
+        ([{"role": "user", "content": "plain"}], "plain"),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "<system-reminder>x</system-reminder>"},
+                        {"type": "text", "text": "fix it"},
+                    ],
+                }
+            ],
+            "<system-reminder>x</system-reminder>\nfix it",
+        ),
+        ([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}]}], None),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": "t"}, {"type": "text", "text": "go on"}],
+                }
+            ],
+            "go on",
+        ),
+        ([{"role": "assistant", "content": "a"}], None),
+    ],
+)
+def test_anthropic_last_user_prompt(messages: list[object], prompt: str | None) -> None:
+    assert anthropic.last_user_prompt(messages) == prompt
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"nope", b"[]", b'"text"', b'{"messages": []}', b'{"model": "m"}', b'{"model": 3, "messages": []}']
+)
+def test_requests_without_model_and_messages_are_invalid(body: bytes) -> None:
+    with pytest.raises(InvalidRequestBody):
+        openai.parse_request(body)
+    with pytest.raises(InvalidRequestBody):
+        anthropic.parse_request(body)
+
+
+def test_openai_streaming_request_asks_upstream_for_usage_once() -> None:
+    raw = b'{"model":"m","messages":[],"stream":true,"stream_options":{"include_obfuscation":false}}'
+    body, hidden = openai.upstream_body(openai.parse_request(raw), raw)
+    assert hidden and orjson.loads(body)["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    asked = b'{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}'
+    assert openai.upstream_body(openai.parse_request(asked), asked) == (asked, False)
+    blocking = b'{"model":"m","messages":[]}'
+    assert openai.upstream_body(openai.parse_request(blocking), blocking) == (blocking, False)

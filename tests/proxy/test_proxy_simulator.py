@@ -1,0 +1,52 @@
+"""The simulated provider on its own, mounted under a prefix as ``aibridge up`` mounts it."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import openai
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from aibridge.proxy.simulator import create_simulator_app
+from aibridge.testing.server import serve_in_thread
+
+
+def mounted_app() -> Starlette:
+    return Starlette(routes=[Mount("/_simulator", app=create_simulator_app(openai_key="k1", anthropic_key="k2"))])
+
+
+def mounted() -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=mounted_app()), base_url="http://sim")
+
+
+async def test_sdks_work_against_the_mounted_simulator() -> None:
+    with serve_in_thread(mounted_app()) as url:
+        oai = openai.AsyncOpenAI(base_url=f"{url}/_simulator/v1", api_key="k1", max_retries=0)
+        completion = await oai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        assert completion.choices[0].finish_reason == "stop"
+        assert "gpt-4o" in [m.id async for m in await oai.models.list()]
+        claude = anthropic.AsyncAnthropic(base_url=f"{url}/_simulator", api_key="k2", max_retries=0)
+        message = await claude.messages.create(
+            model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert message.stop_reason == "end_turn" and message.usage.input_tokens > 0
+        assert "claude-sonnet-4-5" in [m.id async for m in await claude.models.list()]
+
+
+async def test_simulator_checks_keys_and_validates_like_the_providers() -> None:
+    async with mounted() as http:
+        wrong = await http.post("/_simulator/v1/messages", headers={"x-api-key": "nope"}, json={})
+        assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "authentication_error"
+        wrong = await http.post("/_simulator/v1/chat/completions", headers={"authorization": "Bearer nope"}, json={})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+        missing = await http.post(
+            "/_simulator/v1/messages",
+            headers={"x-api-key": "k2"},
+            json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+        )
+        assert missing.status_code == 400 and "max_tokens" in missing.json()["error"]["message"]
+        overloaded = await http.post(
+            "/_simulator/v1/messages", headers={"x-api-key": "k2", "x-simulator-status": "529"}, json={}
+        )
+        assert overloaded.status_code == 529 and overloaded.json()["error"]["type"] == "overloaded_error"
