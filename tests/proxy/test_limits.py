@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import anthropic
 import openai
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aibridge.proxy.breaker import BreakerPolicy, BreakerSettings
 from aibridge.proxy.limits import (
     FREE_TICKET,
     Admission,
@@ -25,6 +27,8 @@ from aibridge.proxy.limits import (
     render_rejection,
     retry_after_seconds,
 )
+from aibridge.proxy.spool import SpoolSettings
+from aibridge.settings import CommonSettings
 from aibridge.testing.server import serve_in_thread
 
 
@@ -270,3 +274,27 @@ async def test_the_anthropic_sdk_understands_the_rejections(rejecting_url: str) 
         await client.messages.create(model="claude-x", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
     assert busy.value.status_code == 503
     assert busy.value.body == {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
+
+
+def test_the_resilience_settings_mix_into_one_service_settings_class(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    class Composed(CommonSettings, LimitSettings, BreakerSettings, SpoolSettings):
+        pass
+
+    for name, value in {
+        "MAX_RPS": "100",
+        "MAX_CONCURRENT": "64",
+        "USER_MAX_RPM": "600",
+        "BREAKER_FAILURES": "4",
+        "SPOOL_DIR": str(tmp_path),
+        "SPOOL_MAX_BYTES": "1GiB",
+        "KAFKA_TOPIC": "t",
+    }.items():
+        monkeypatch.setenv(f"AIBRIDGE_{name}", value)
+    settings = Composed()
+    assert (settings.max_rps, settings.max_concurrent, settings.user_max_rpm) == (100, 64, 600)
+    assert (settings.breaker_failures, settings.spool_dir, settings.spool_max_bytes) == (4, tmp_path, 2**30)
+    assert settings.kafka_topic == "t"
+    assert Admission.from_settings(settings).enabled
+    assert BreakerPolicy.from_settings(settings).failures == 4
