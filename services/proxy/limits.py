@@ -2,13 +2,9 @@
 
 Three limits, each disabled by ``0`` (the default), checked in this order by :class:`Admission`:
 
-========================  ======  ==============================================================
-setting                   status  algorithm
-========================  ======  ==============================================================
-``AIBRIDGE_USER_MAX_RPM`` 429     GCRA per user: a bucket of ``rpm`` requests refilled at rpm/60 s
-``AIBRIDGE_MAX_RPS``      429     GCRA for the replica: a bucket of ``max(1, rps)`` refilled at rps
-``AIBRIDGE_MAX_CONCURRENT`` 503   a counter of held :class:`Ticket`; full means rejected, no queue
-========================  ======  ==============================================================
+- ``AIBRIDGE_USER_MAX_RPM`` → 429: a GCRA per user, a bucket of ``rpm`` requests refilled at rpm per 60 s;
+- ``AIBRIDGE_MAX_RPS`` → 429: a GCRA for the replica, a bucket of ``max(1, rps)`` refilled at rps;
+- ``AIBRIDGE_MAX_CONCURRENT`` → 503: a counter of held :class:`Ticket`; full means rejected, never queued.
 
 A request is admitted only when every limit admits it, and only then does it consume anything, so
 a rejected request costs the caller's budget nothing. Everything here runs on one event loop
