@@ -6,6 +6,8 @@ tokens survive restarts. Settings from the environment always win over what is d
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -86,6 +88,12 @@ def _admin_token(path: Path, keys: Path, public_key_file: Path) -> str:
     return token
 
 
+def _command() -> str:
+    """How to call this installation's ``aibridge`` command (the virtualenv may not be on PATH)."""
+    beside = Path(sys.executable).parent / "aibridge"
+    return str(beside) if beside.exists() and shutil.which("aibridge") != str(beside) else "aibridge"
+
+
 def print_banner(home: EmbeddedHome, host: str, port: int, components: Sequence[str], bus: str) -> None:
     url = f"http://{_loopback(host)}:{port}"
     token = home.admin_token
@@ -103,21 +111,22 @@ def print_banner(home: EmbeddedHome, host: str, port: int, components: Sequence[
         ]
     lines += [
         "",
+        "Your admin token (also in " + str(home.root / "admin.token") + "):",
+        f"  export AIBRIDGE_URL={url} AIBRIDGE_TOKEN={token}",
         "Claude Code:",
-        f"  export ANTHROPIC_BASE_URL={url}/api/v2/aibridge/anthropic",
-        f"  export ANTHROPIC_API_KEY={token}",
+        "  export ANTHROPIC_BASE_URL=$AIBRIDGE_URL/api/v2/aibridge/anthropic ANTHROPIC_API_KEY=$AIBRIDGE_TOKEN",
         "Codex / the OpenAI SDK:",
-        f"  export OPENAI_BASE_URL={url}/api/v2/aibridge/openai/v1",
-        f"  export OPENAI_API_KEY={token}",
+        "  export OPENAI_BASE_URL=$AIBRIDGE_URL/api/v2/aibridge/openai/v1 OPENAI_API_KEY=$AIBRIDGE_TOKEN",
         "Try it:",
-        f"  curl -s {url}/api/v2/aibridge/openai/v1/chat/completions -H 'Authorization: Bearer {token}' \\",
+        "  curl -s $AIBRIDGE_URL/api/v2/aibridge/openai/v1/chat/completions \\",
+        '    -H "Authorization: Bearer $AIBRIDGE_TOKEN" \\',
         "    -H 'Content-Type: application/json' \\",
         '    -d \'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}\'',
         "Export what was recorded:",
-        f"  AIBRIDGE_URL={url} AIBRIDGE_TOKEN={token} aibridge interceptions list --output table",
-        f"  curl -s {url}/api/v2/aibridge/interceptions -H 'Authorization: Bearer {token}'",
+        f"  {_command()} interceptions list --output table",
+        '  curl -s $AIBRIDGE_URL/api/v2/aibridge/interceptions -H "Authorization: Bearer $AIBRIDGE_TOKEN"',
         f"Issue tokens for people: AIBRIDGE_AUTH_PRIVATE_KEY_FILE={home.root / 'keys' / PRIVATE_KEY_NAME}"
-        " aibridge token issue --user NAME",
+        f" {_command()} token issue --user NAME",
         "",
     ]
     print("\n".join(lines), flush=True)
