@@ -6,6 +6,8 @@ default registry and are exported by whichever component serves ``/metrics``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # ---- proxy -------------------------------------------------------------------------------------
@@ -32,11 +34,86 @@ PROXY_EVENT_SEND_FAILURES = Counter(
 )
 PROXY_EVENTS_BUFFERED = Gauge("aibridge_proxy_events_buffered", "Interception events waiting to be published.")
 
+# Interception metrics of issue 6. The usage counters carry an ``initiator`` label (the username) that
+# ``AIBRIDGE_METRICS_INITIATOR_LABEL=false`` empties for cardinality: build label values only through
+# :func:`interception_labels` and :func:`usage_labels`, which honour that switch. Prometheus drops
+# empty labels at ingestion, so with the switch off the series simply have no initiator.
+
+INTERCEPTION_LABELS = ("provider", "model", "status", "route", "method", "client", "initiator")
+USAGE_LABELS = ("provider", "model", "client", "initiator")
+TokenType = Literal["input", "output", "cache_read", "cache_write"]
+TOKEN_TYPES: tuple[TokenType, ...] = ("input", "output", "cache_read", "cache_write")
+
+PROXY_INTERCEPTIONS_ENDED = Counter(
+    "aibridge_proxy_interceptions_ended",
+    "Interceptions that ended, by provider, model, status, route, HTTP method, client and initiator.",
+    INTERCEPTION_LABELS,
+)
+PROXY_INTERCEPTIONS_IN_FLIGHT = Gauge(
+    "aibridge_proxy_interceptions_in_flight",
+    "Interceptions between arrival and their last byte to the client, by provider, model and route.",
+    ["provider", "model", "route"],
+)
+PROXY_INTERCEPTION_DURATION_SECONDS = Histogram(
+    "aibridge_proxy_interception_duration_seconds",
+    "From an interception's arrival to its last byte to the client, by provider, model and streaming.",
+    ["provider", "model", "streaming"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600),
+)
+PROXY_PROMPTS = Counter(
+    "aibridge_proxy_prompts", "User prompts recorded, by provider, model, client and initiator.", USAGE_LABELS
+)
+PROXY_TOKENS = Counter(
+    "aibridge_proxy_tokens",
+    "Tokens the provider reported, by provider, model, client, initiator and type "
+    "(input without cache, output, cache_read, cache_write).",
+    [*USAGE_LABELS, "type"],
+)
+PROXY_TOOL_SELECTIONS = Counter(
+    "aibridge_proxy_tool_selections",
+    "Tool calls the model selected in its answers, by provider, model and client (tool names: see the store).",
+    ["provider", "model", "client"],
+)
+PROXY_UPSTREAM_TTFB_SECONDS = Histogram(
+    "aibridge_proxy_upstream_time_to_first_byte_seconds",
+    "From sending a request upstream to the first byte of the provider's answer, by provider and model.",
+    ["provider", "model"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60),
+)
+PROXY_OVERHEAD_SECONDS = Histogram(
+    "aibridge_proxy_overhead_seconds",
+    "Time an interception spent in the bridge itself (its duration minus waiting on the upstream), "
+    "by provider and streaming.",
+    ["provider", "streaming"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
+
+
+def interception_labels(
+    *,
+    provider: str,
+    model: str,
+    status: str,
+    route: str,
+    method: str,
+    client: str,
+    initiator: str,
+    include_initiator: bool,
+) -> tuple[str, str, str, str, str, str, str]:
+    """Label values of :data:`PROXY_INTERCEPTIONS_ENDED`, in :data:`INTERCEPTION_LABELS` order."""
+    return (provider, model, status, route, method, client, initiator if include_initiator else "")
+
+
+def usage_labels(
+    *, provider: str, model: str, client: str, initiator: str, include_initiator: bool
+) -> tuple[str, str, str, str]:
+    """Label values of :data:`PROXY_PROMPTS` (and of :data:`PROXY_TOKENS` before ``type``)."""
+    return (provider, model, client, initiator if include_initiator else "")
+
+
 # ---- recorder ----------------------------------------------------------------------------------
 
-RECORDER_ROWS_WRITTEN = Counter(
-    "aibridge_recorder_rows_written", "Rows inserted into the store, by table.", ["table"]
-)
+RECORDER_ROWS_WRITTEN = Counter("aibridge_recorder_rows_written", "Rows inserted into the store, by table.", ["table"])
 RECORDER_DEAD_LETTERS = Counter(
     "aibridge_recorder_dead_letters",
     "Messages sent to the dead-letter topic, by kind (invalid_json, schema, unstorable).",
@@ -64,6 +141,19 @@ RECORDER_FAILURES = Counter(
     ["operation"],
 )
 RECORDER_PAUSED = Gauge("aibridge_recorder_paused", "1 while fetching is paused because a write or dead letter waits.")
+RECORDER_EVENTS_CONSUMED = Counter(
+    "aibridge_recorder_events_consumed", "Messages taken from the bus (valid or not) before decoding."
+)
+RECORDER_CONSUMER_LAG_MESSAGES = Gauge(
+    "aibridge_recorder_consumer_lag_messages",
+    "Messages in this recorder's assigned partitions (or in-process queue) not yet consumed.",
+)
+RECORDER_STORE_ERRORS = Counter(
+    "aibridge_recorder_store_errors",
+    "Store statements that failed, by operation (insert, migrate, retention, ping); "
+    'insert failures are retried and also counted in aibridge_recorder_failures_total{operation="write"}.',
+    ["operation"],
+)
 
 # ---- api ---------------------------------------------------------------------------------------
 

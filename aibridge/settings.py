@@ -53,6 +53,10 @@ class CommonSettings(BaseSettings):
     log_level: str = Field(default="INFO")
     trace_enable: bool = Field(default=False, description="Export OpenTelemetry traces over OTLP.")
     trace_logs: bool = Field(default=False, description="Attach log records to the active span.")
+    metrics_initiator_label: bool = Field(
+        default=True,
+        description="Label the proxy's usage metrics with the initiator (username); false to bound cardinality.",
+    )
 
     def kafka_client_options(self) -> dict[str, Any]:
         """Connection options shared by every aiokafka client of this service."""
