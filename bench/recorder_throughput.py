@@ -85,7 +85,9 @@ def stored_rows(client: Client) -> int:
 
 def written_rows() -> float:
     return sum(
-        sample.value for sample in metrics.RECORDER_ROWS_WRITTEN.collect()[0].samples if sample.name.endswith("_total")
+        sample.value
+        for sample in next(iter(metrics.RECORDER_ROWS_WRITTEN.collect())).samples
+        if sample.name.endswith("_total")
     )
 
 
@@ -230,7 +232,7 @@ async def main(args: argparse.Namespace) -> None:
             )
             for name, value in result.items():
                 print(f"  {name:42s} {value:12,.3f}")
-            failures = metrics.RECORDER_FAILURES.collect()[0].samples
+            failures = next(iter(metrics.RECORDER_FAILURES.collect())).samples
             print(f"  recorder failures during the run: {sum(sample.value for sample in failures):.0f}")
     finally:
         broker.stop()
