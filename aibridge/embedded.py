@@ -57,6 +57,8 @@ class EmbeddedHome:
         if "clickhouse_url" not in StoreSettings().model_fields_set:
             values["clickhouse_url"] = f"chdb://{self.root / 'store'}"
         proxy = ProxySettings()
+        if "spool_dir" not in proxy.model_fields_set:
+            values["spool_dir"] = self.root / "spool"  # used with --bus kafka only
         base = f"http://{_loopback(host)}:{port}{prefix}"
         if simulate or not proxy.openai_key:
             values |= {"openai_base_url": f"{base}/v1", "openai_key": "simulated"}

@@ -13,12 +13,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from aibridge.auth import TokenVerifier
-from aibridge.bus import BusProducer
+from aibridge.bus import BusProducer, InProcessProducer
+from aibridge.proxy.breaker import BreakerPolicy, Breakers
 from aibridge.proxy.emitter import EventEmitter
 from aibridge.proxy.intercept import InFlight, Interceptor, ProviderSpec, anthropic_spec, openai_spec
+from aibridge.proxy.limits import Admission
 from aibridge.proxy.passthrough import Passthrough, not_found
 from aibridge.proxy.records import Provider
 from aibridge.proxy.settings import ProxySettings
+from aibridge.proxy.spool import Spool
 from aibridge.proxy.upstream import create_upstream
 
 log = logging.getLogger("aibridge.proxy")
@@ -35,14 +38,18 @@ class ProxyComponent:
     def __init__(self, settings: ProxySettings, producer: BusProducer, verifier: TokenVerifier) -> None:
         self.settings = settings
         self.upstream = create_upstream(settings)
+        self._durable_bus = isinstance(producer, InProcessProducer)
         self.emitter = EventEmitter(
             producer,
             settings.kafka_topic,
             buffer_size=settings.event_buffer_size,
             batch_size=settings.event_batch_size,
             send_attempts=settings.event_send_attempts,
+            spool=None if self._durable_bus else Spool.from_settings(settings),
         )
         self.in_flight = InFlight()
+        self.admission = Admission.from_settings(settings)
+        self.breakers = Breakers(BreakerPolicy.from_settings(settings))
         self._verifier = verifier
         openai_key = settings.openai_key.get_secret_value() if settings.openai_key else None
         anthropic_key = settings.anthropic_key.get_secret_value() if settings.anthropic_key else None
@@ -70,6 +77,8 @@ class ProxyComponent:
             emitter=self.emitter,
             in_flight=self.in_flight,
             max_body=self.settings.max_request_bytes,
+            admission=self.admission,
+            breakers=self.breakers,
         )
 
     def _passthrough_route(self, spec: ProviderSpec, method: str, route: str, url: str) -> Route:
@@ -81,6 +90,7 @@ class ProxyComponent:
             upstream=self.upstream,
             verifier=self._verifier,
             max_body=self.settings.max_request_bytes,
+            admission=self.admission,
         )
         prefix = OPENAI_PREFIX if spec.provider is Provider.OPENAI else ANTHROPIC_PREFIX
         return Route(f"{prefix}{route}", passthrough.handle, methods=[method])
@@ -98,6 +108,11 @@ class ProxyComponent:
     async def start(self) -> None:
         if self.settings.openai_key is None or self.settings.anthropic_key is None:
             log.warning("AIBRIDGE_OPENAI_KEY or AIBRIDGE_ANTHROPIC_KEY is not set: that provider gets no key")
+        if self.emitter.spool is None and not self._durable_bus:
+            log.warning(
+                "AIBRIDGE_SPOOL_DIR is not set: events the broker does not take (an outage) are dropped and counted"
+                " in aibridge_proxy_events_dropped_total; set it to keep them on disk until the broker is back"
+            )
         await self.upstream.start()
         await self.emitter.start()
         self._started = True

@@ -1,13 +1,19 @@
-"""Publishes interception events off the request path.
+"""Publishes interception events off the request path, through broker outages.
 
-``emit`` only puts the event on a bounded in-memory queue and never waits. One background task
-connects the bus producer (retrying while the broker is away), takes what is queued in batches, sends
-each batch concurrently (the producer batches on the wire) and retries a failed send a few times.
+``emit`` only puts the event on a bounded in-memory queue and never waits. A background task takes
+what is queued in batches and sends each batch concurrently (the producer batches on the wire).
 
-An event that cannot be published — the queue is full, every send attempt failed, or it was still
-queued when the flush at shutdown ran out of time — goes to :meth:`EventEmitter.unpublished`, the one
-place that counts it (``aibridge_proxy_events_dropped_total{reason}``) and logs it. It is never lost
-without a trace; a spool can take over at that seam.
+Without a spool, a failed send is retried a few times (``send_attempts``). With a spool
+(``AIBRIDGE_SPOOL_DIR``), the spool is the retry: an event whose send failed goes to disk, and while
+the spool holds anything, or the producer has not connected yet, new events go to disk behind it so
+nothing overtakes older events. One replayer task connects the producer and drains the spool in
+order (:func:`aibridge.proxy.spool.drain`), backing off while the broker is away; direct sending
+resumes once the spool is empty.
+
+An event that cannot be published goes to :meth:`EventEmitter.unpublished`, the one seam for them:
+with a spool it is written there; only what the spool refuses (full, or a write error) — or, without a
+spool, every such event — is dropped, counted in ``aibridge_proxy_events_dropped_total{reason}`` and
+logged with its ids.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from aibridge.bus import BusError, BusProducer
+from aibridge.bus import BusError, BusProducer, Headers
 from aibridge.events import Event, encode_event
 from aibridge.metrics import (
     PROXY_EVENT_SEND_FAILURES,
@@ -26,10 +32,16 @@ from aibridge.metrics import (
     PROXY_EVENTS_DROPPED,
     PROXY_EVENTS_PUBLISHED,
 )
+from aibridge.proxy.spool import Spool, drain
 
 log = logging.getLogger("aibridge.proxy.emitter")
 
 _LOG_INTERVAL = 5.0
+_Queued = tuple[Event, Headers]
+
+
+def _key(event: Event) -> bytes:
+    return str(event["interception_id"]).encode()
 
 
 class EventEmitter:
@@ -43,18 +55,24 @@ class EventEmitter:
         send_attempts: int = 3,
         retry_backoff: float = 0.2,
         reconnect_backoff_max: float = 5.0,
+        spool: Spool | None = None,
     ) -> None:
         self._producer = producer
         self._topic = topic
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=buffer_size)
+        self._queue: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=buffer_size)
         self._batch_size = batch_size
-        self._attempts = send_attempts
+        self._attempts = 1 if spool is not None else send_attempts
         self._retry_backoff = retry_backoff
         self._reconnect_max = reconnect_backoff_max
+        self._spool = spool
+        self._spooled = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._replayer: asyncio.Task[None] | None = None
         self._connected = False
         self._last_problem_log = 0.0
         self.published = 0
+        self.replayed = 0
+        self.spooled = 0
         self.dropped = 0
         PROXY_EVENTS_BUFFERED.set_function(self._queue.qsize)
 
@@ -70,38 +88,56 @@ class EventEmitter:
     def buffered(self) -> int:
         return self._queue.qsize()
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="aibridge-event-emitter")
+    @property
+    def spool(self) -> Spool | None:
+        return self._spool
 
-    def emit(self, event: Event) -> None:
+    async def start(self) -> None:
+        if self._spool is None:
+            self._task = asyncio.create_task(self._run(), name="aibridge-event-emitter")
+            return
+        self._replayer = asyncio.create_task(self._replay(), name="aibridge-spool-replayer")
+        self._task = asyncio.create_task(self._publish_forever(), name="aibridge-event-emitter")
+
+    def emit(self, event: Event, headers: Headers = ()) -> None:
         """Queue one event for publishing; never blocks, never raises."""
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait((event, headers))
         except asyncio.QueueFull:
-            self.unpublished([event], "buffer_full")
+            self.unpublished([(event, headers)], "buffer_full")
 
     async def stop(self, timeout: float) -> None:
-        """Publish what is queued within ``timeout`` seconds, give up the rest, close the producer."""
+        """Publish what is queued (and, if the bus is up, what is spooled) within ``timeout`` seconds;
+        spool or give up the rest; close the spool and the producer."""
         task, self._task = self._task, None
+        replayer, self._replayer = self._replayer, None
         if task is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.join(), timeout)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        left = []
+                await asyncio.wait_for(self._flushed(), timeout)
+        for background in (task, replayer):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
+        left: list[_Queued] = []
         while not self._queue.empty():
             left.append(self._queue.get_nowait())
         if left:
             self.unpublished(left, "shutdown")
+        self._close_spool()
         try:
             await asyncio.wait_for(self._producer.stop(), max(timeout, 1.0))
         except (TimeoutError, BusError) as exc:
             log.warning("the event bus producer did not stop cleanly: %r", exc)
         self._connected = False
 
-    def unpublished(self, events: Sequence[Event], reason: str, detail: str = "") -> None:
-        """The single seam for events that could not be published: count and log them."""
+    def unpublished(self, events: Sequence[_Queued], reason: str, detail: str = "") -> None:
+        """The single seam for events that could not be published: spool them, else count and log them."""
+        if self._spool is not None:
+            events = self._to_spool(events)
+            if not events:
+                return
+            reason, detail = "spool_refused", f"(after {reason}) {detail}"
         self.dropped += len(events)
         PROXY_EVENTS_DROPPED.labels(reason).inc(len(events))
         now = time.monotonic()
@@ -116,18 +152,50 @@ class EventEmitter:
             extra={
                 "reason": reason,
                 "dropped_total": self.dropped,
-                "events": [(e.get("type"), e.get("interception_id"), e.get("event_id")) for e in events[:20]],
+                "events": [(e.get("type"), e.get("interception_id"), e.get("event_id")) for e, _ in events[:20]],
             },
         )
 
+    def _to_spool(self, events: Sequence[_Queued]) -> list[_Queued]:
+        """Append ``events`` to the spool; return the ones it refused."""
+        assert self._spool is not None
+        if self._spool.pending_records == 0 and self._connected:
+            log.warning("the event bus is not taking events: spooling them to %s", self._spool.directory)
+        refused = [(e, h) for e, h in events if not self._spool.append(_key(e), encode_event(e), h)]
+        self.spooled += len(events) - len(refused)
+        self._spooled.set()
+        return refused
+
+    async def _flushed(self) -> None:
+        await self._queue.join()
+        while self._spool is not None and self._spool.pending_records and self._connected:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    def _close_spool(self) -> None:
+        if self._spool is None:
+            return
+        if self._spool.pending_records:
+            log.warning(
+                "%d event(s) stay in the spool %s; they are replayed when the proxy starts on it again",
+                self._spool.pending_records,
+                self._spool.directory,
+            )
+        self._spool.close()
+
     async def _run(self) -> None:
         await self._connect()
+        await self._publish_forever()
+
+    async def _publish_forever(self) -> None:
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self._batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await asyncio.gather(*(self._send(event) for event in batch))
+                if self._spool is not None and (self._spool.pending_records or not self._connected):
+                    self.unpublished(batch, "behind_spool")
+                else:
+                    await asyncio.gather(*(self._send(item) for item in batch))
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -146,19 +214,46 @@ class EventEmitter:
             log.info("event bus connected; publishing to %s", self._topic)
             return
 
-    async def _send(self, event: Event) -> None:
+    async def _replay(self) -> None:
+        """Connect, then send whatever the spool holds, oldest first, whenever it holds anything."""
+        assert self._spool is not None
+        await self._connect()
+        delay = 0.25
+        while True:
+            if not self._spool.pending_records:
+                self._spooled.clear()
+                await self._spooled.wait()
+                continue
+            try:
+                sent = await drain(self._spool, self._send_spooled, batch=self._batch_size)
+            except Exception as exc:
+                self._log_problem(f"replaying the spool failed, retrying in {delay:.1f}s: {exc!r}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._reconnect_max)
+                continue
+            delay = 0.25
+            log.info("the event bus is taking events again: %d spooled event(s) replayed", sent)
+
+    async def _send_spooled(self, key: bytes | None, value: bytes, headers: Headers) -> None:
+        await self._producer.send(self._topic, key, value, headers)
+        self.replayed += 1
+        self.published += 1
+        PROXY_EVENTS_PUBLISHED.inc()
+
+    async def _send(self, item: _Queued) -> None:
         sent = False
         try:
-            sent = await self._send_with_retries(event, encode_event(event))
+            sent = await self._send_with_retries(item)
         finally:
             if not sent:
-                self.unpublished([event], "send_failed")
+                self.unpublished([item], "send_failed")
 
-    async def _send_with_retries(self, event: Event, value: bytes) -> bool:
-        key = str(event["interception_id"]).encode()
+    async def _send_with_retries(self, item: _Queued) -> bool:
+        event, headers = item
+        key, value = _key(event), encode_event(event)
         for attempt in range(1, self._attempts + 1):
             try:
-                await self._producer.send(self._topic, key, value)
+                await self._producer.send(self._topic, key, value, headers)
             except BusError as exc:
                 PROXY_EVENT_SEND_FAILURES.inc()
                 self._log_problem(f"sending an event failed (attempt {attempt}/{self._attempts}): {exc}")

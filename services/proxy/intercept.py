@@ -1,9 +1,11 @@
 """One interception: authenticate, parse, forward with the central key, relay, record on the side.
 
 Per provider, everything that can be computed once (upstream URL, key header, parsers) is a
-:class:`ProviderSpec`. The request path does: verify the token (cached), read and parse the body,
-send upstream, then either return the blocking answer (recording after the response is sent) or
-relay the stream chunk by chunk through a tee that parses it.
+:class:`ProviderSpec`. The request path does: verify the token (cached), pass the admission limits
+(per user, per replica), read and parse the body, pass the model's circuit breaker, send upstream,
+then either return the blocking answer (recording after the response is sent) or relay the stream
+chunk by chunk through a tee that parses it. Every end is recorded and logged once
+(:mod:`aibridge.proxy.outcome`), including the requests the bridge turns away itself (``rejected``).
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from aibridge.auth import AuthError, Identity, TokenVerifier, token_from_headers
 from aibridge.events import InterceptionContext, Status
 from aibridge.metrics import PROXY_AUTH_FAILURES, PROXY_INTERCEPTIONS
 from aibridge.proxy import anthropic, openai
+from aibridge.proxy.breaker import Breakers, Permit, parse_retry_after
 from aibridge.proxy.clients import classify
 from aibridge.proxy.emitter import EventEmitter
 from aibridge.proxy.errors import InvalidRequestBody, ProxyError, RequestTooLarge, error_body
+from aibridge.proxy.limits import Admission, Rejection, Ticket, render_rejection
+from aibridge.proxy.outcome import log_interception
 from aibridge.proxy.records import ParsedRequest, Provider, ResponseSummary
 from aibridge.proxy.relay import Relay, RelayResponse, Tee
 from aibridge.proxy.upstream import HOP_BY_HOP, Upstream, UpstreamResponse, with_headers
@@ -110,21 +115,29 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class InFlight:
-    """Counts requests between arrival and their last byte; ``idle`` is set when there are none."""
+    """Counts requests between admission and their last byte; ``idle`` is set when there are none."""
 
     def __init__(self) -> None:
         self.count = 0
         self.idle = asyncio.Event()
         self.idle.set()
 
-    def enter(self) -> None:
+    def enter(self, ticket: Ticket) -> Callable[[], None]:
+        """Count one request in; the returned function (idempotent) counts it out and frees its slot."""
         self.count += 1
         self.idle.clear()
+        left = False
 
-    def leave(self) -> None:
-        self.count -= 1
-        if self.count == 0:
-            self.idle.set()
+        def leave() -> None:
+            nonlocal left
+            if not left:
+                left = True
+                ticket.release()
+                self.count -= 1
+                if self.count == 0:
+                    self.idle.set()
+
+        return leave
 
 
 class Interceptor:
@@ -139,6 +152,8 @@ class Interceptor:
         emitter: EventEmitter,
         in_flight: InFlight,
         max_body: int,
+        admission: Admission,
+        breakers: Breakers,
     ) -> None:
         self.spec = spec
         self._upstream = upstream
@@ -146,6 +161,8 @@ class Interceptor:
         self._emitter = emitter
         self._max_body = max_body
         self._in_flight = in_flight
+        self._admission = admission
+        self._breakers = breakers
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -154,6 +171,20 @@ class Interceptor:
             PROXY_AUTH_FAILURES.labels(type(exc).__name__).inc()
             log.info("refused %s: %s", request.url.path, exc)
             return self.spec.error(401, str(exc))
+        admitted = self._admission.admit(identity.user_id)
+        if isinstance(admitted, Rejection):
+            return self._reject(self._context(request, identity, "", False), admitted)
+        leave = self._in_flight.enter(admitted)
+        streaming = False
+        try:
+            response = await self._admitted(request, identity, leave)
+            streaming = isinstance(response, RelayResponse)
+            return response
+        finally:
+            if not streaming:
+                leave()
+
+    async def _admitted(self, request: Request, identity: Identity, leave: Callable[[], None]) -> Response:
         try:
             raw = await read_body(request, self._max_body)
         except ClientDisconnect:
@@ -164,7 +195,15 @@ class Interceptor:
             parsed = self.spec.parse_request(raw)
         except InvalidRequestBody as exc:
             return self._invalid(request, identity, exc)
-        return await self._forward(request, identity, parsed, raw)
+        context = self._context(request, identity, parsed.model, parsed.stream)
+        permit = self._breakers.check(self.spec.provider.value, parsed.model)
+        if isinstance(permit, Rejection):
+            return self._reject(context, permit)
+        self._emitter.emit(context.started())
+        try:
+            return await self._send(request, parsed, raw, context, permit, leave)
+        finally:
+            permit.release()
 
     def _context(self, request: Request, identity: Identity, model: str, streaming: bool) -> InterceptionContext:
         user_agent = request.headers.get("user-agent", "")
@@ -186,27 +225,33 @@ class Interceptor:
         self._end(context, Status.INVALID_REQUEST, exc.status, str(exc))
         return self.spec.error(exc.status, str(exc))
 
-    async def _forward(self, request: Request, identity: Identity, parsed: ParsedRequest, raw: bytes) -> Response:
-        context = self._context(request, identity, parsed.model, parsed.stream)
+    def _reject(self, context: InterceptionContext, rejection: Rejection) -> Response:
+        """The bridge answers itself (a limit or an open breaker): recorded as ``rejected``."""
         self._emitter.emit(context.started())
-        self._in_flight.enter()
-        streaming = False
-        try:
-            response = await self._send(request, parsed, raw, context)
-            streaming = isinstance(response, RelayResponse)
-            return response
-        finally:
-            if not streaming:
-                self._in_flight.leave()
+        self._end(context, Status.REJECTED, rejection.status, rejection.message)
+        status, headers, body = render_rejection(self.spec.provider.value, rejection)
+        return Response(body, status, headers)
 
-    async def _send(
-        self, request: Request, parsed: ParsedRequest, raw: bytes, context: InterceptionContext
+    async def _send(  # noqa: PLR0917
+        self,
+        request: Request,
+        parsed: ParsedRequest,
+        raw: bytes,
+        context: InterceptionContext,
+        permit: Permit,
+        leave: Callable[[], None],
     ) -> Response:
         body, tee = self.spec.prepare(parsed, raw)
         url = self.spec.url if not request.url.query else f"{self.spec.url}?{request.url.query}"
         headers = forward_headers(request, self.spec.key_headers)
         try:
             response = await self._upstream.request("POST", url, headers, body)
+        except ProxyError as exc:
+            permit.failure(type(exc).__name__)
+            self._record(context, parsed, None, status=Status.UPSTREAM_ERROR, http_status=exc.status, error=str(exc))
+            return self.spec.error(exc.status, str(exc))
+        permit.record(response.status, parse_retry_after(_header(response.headers, "retry-after")))
+        try:
             if response.status >= 400:
                 answer = await response.read()
                 message = answer[:_MAX_ERROR].decode("utf-8", "replace")
@@ -215,7 +260,7 @@ class Interceptor:
                 )
                 return with_headers(Response(answer, response.status), response.headers)
             if parsed.stream:
-                return self._stream(context, parsed, response, tee)
+                return self._stream(context, parsed, response, tee, leave)
             answer = await response.read()
         except ProxyError as exc:
             self._record(context, parsed, None, status=Status.UPSTREAM_ERROR, http_status=exc.status, error=str(exc))
@@ -224,10 +269,15 @@ class Interceptor:
         return with_headers(Response(answer, response.status, background=task), response.headers)
 
     def _stream(
-        self, context: InterceptionContext, parsed: ParsedRequest, response: UpstreamResponse, tee: Tee
+        self,
+        context: InterceptionContext,
+        parsed: ParsedRequest,
+        response: UpstreamResponse,
+        tee: Tee,
+        leave: Callable[[], None],
     ) -> RelayResponse:
         def finished(summary: ResponseSummary, status: Status, error: str | None) -> None:
-            self._in_flight.leave()
+            leave()
             self._record(context, parsed, summary, status=status, http_status=response.status, error=error)
 
         relay = Relay(response, tee, finished, self._stream_error)
@@ -281,8 +331,20 @@ class Interceptor:
                     metadata=call.metadata,
                 )
             )
-        self._end(context, status, http_status, error)
+        self._end(context, status, http_status, error, summary)
 
-    def _end(self, context: InterceptionContext, status: Status, http_status: int, error: str | None) -> None:
+    def _end(
+        self,
+        context: InterceptionContext,
+        status: Status,
+        http_status: int,
+        error: str | None,
+        summary: ResponseSummary | None = None,
+    ) -> None:
         self._emitter.emit(context.ended(status, http_status, error[:_MAX_ERROR] if error else None))
         PROXY_INTERCEPTIONS.labels(context.provider, status.value).inc()
+        log_interception(context, status, http_status, summary)
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    return next((value for key, value in headers if key.lower() == name), None)

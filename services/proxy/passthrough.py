@@ -1,4 +1,5 @@
-"""Provider routes forwarded as they are (models, count_tokens): authenticated, not interceptions."""
+"""Provider routes forwarded as they are (models, count_tokens): authenticated and admitted like
+interceptions (a rejection is only counted and logged), but not recorded as interceptions."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from aibridge.auth import AuthError, TokenVerifier
 from aibridge.metrics import PROXY_AUTH_FAILURES, PROXY_PASSTHROUGH_REQUESTS
 from aibridge.proxy.errors import ProxyError, error_body
 from aibridge.proxy.intercept import authenticate, forward_headers, read_body
+from aibridge.proxy.limits import Admission, Rejection, render_rejection
 from aibridge.proxy.records import Provider
 from aibridge.proxy.upstream import Upstream, with_headers
 
@@ -30,6 +32,7 @@ class Passthrough:
         upstream: Upstream,
         verifier: TokenVerifier,
         max_body: int,
+        admission: Admission,
     ) -> None:
         self.provider = provider
         self.route = route
@@ -38,6 +41,7 @@ class Passthrough:
         self._upstream = upstream
         self._verifier = verifier
         self._max_body = max_body
+        self._admission = admission
 
     def _error(self, status: int, message: str) -> Response:
         return Response(error_body(self.provider, status, message), status, media_type="application/json")
@@ -48,7 +52,13 @@ class Passthrough:
         except AuthError as exc:
             PROXY_AUTH_FAILURES.labels(type(exc).__name__).inc()
             return self._error(401, str(exc))
-        response = await self._forward(request)
+        admitted = self._admission.admit(identity.user_id)
+        if isinstance(admitted, Rejection):
+            status, headers, body = render_rejection(self.provider.value, admitted)
+            response: Response = Response(body, status, headers)
+        else:
+            with admitted:
+                response = await self._forward(request)
         PROXY_PASSTHROUGH_REQUESTS.labels(self.provider.value, self.route, str(response.status_code)).inc()
         log.info(
             "passthrough %s %s -> %d",

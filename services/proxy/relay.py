@@ -2,7 +2,10 @@
 
 :class:`RelayResponse` guarantees :meth:`Relay.finish` runs however the response ends: the stream
 completed, the upstream failed mid-stream (the client then gets an error event in the provider's
-shape), or the client went away (even before the first chunk).
+shape), or the client went away (even before the first chunk). A client that goes away is noticed
+at once (a task listens for ``http.disconnect``); the upstream request is then closed, not drained:
+draining would make the provider generate, and bill, output nobody reads. The interception is recorded
+as ``client_disconnected`` with the token counts seen so far, marked ``metadata.partial``.
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ class Relay:
             error = self._error
             if status is Status.CLIENT_DISCONNECTED:
                 error = "the client went away before the stream ended"
+                if summary.usage is not None:
+                    summary.usage.metadata["partial"] = True
             elif status is Status.COMPLETED and summary.error:
                 status, error = Status.UPSTREAM_ERROR, summary.error
             self._on_finished(summary, status, error)
@@ -80,6 +85,10 @@ class RelayResponse(StreamingResponse):
         self._relay = relay
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Starlette listens for ``http.disconnect`` next to the stream only below ASGI spec 2.4; above
+        # it a client that left is noticed at the next chunk, which a thinking model may send minutes
+        # later. Listening is valid in every version, so always do it: the upstream is closed at once.
+        scope = {**scope, "asgi": {**scope.get("asgi", {}), "spec_version": "2.3"}}
         try:
             await super().__call__(scope, receive, send)
         finally:

@@ -6,13 +6,17 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
+from aibridge.proxy.breaker import BreakerSettings
+from aibridge.proxy.limits import LimitSettings
+from aibridge.proxy.spool import SpoolSettings
 from aibridge.settings import CommonSettings
 
 UpstreamClient = Literal["aiohttp", "httpx"]
 
 
-class ProxySettings(CommonSettings):
-    """Where the providers are, which keys to send them, and how patient to be with them."""
+class ProxySettings(CommonSettings, LimitSettings, BreakerSettings, SpoolSettings):
+    """Where the providers are, which keys to send them, how patient to be with them, and the
+    resilience settings (admission limits, circuit breakers, event spool: docs/resilience.md)."""
 
     listen: str = Field(default="0.0.0.0:8080", description="HOST:PORT the proxy listens on.")
     openai_key: SecretStr | None = Field(default=None, description="Central OpenAI API key sent upstream.")
@@ -35,7 +39,9 @@ class ProxySettings(CommonSettings):
     )
     event_buffer_size: int = Field(default=100_000, ge=1, description="Events queued for the bus at most.")
     event_batch_size: int = Field(default=500, ge=1, description="Events sent to the bus concurrently.")
-    event_send_attempts: int = Field(default=3, ge=1, description="Tries per event before it is given up.")
+    event_send_attempts: int = Field(
+        default=3, ge=1, description="Tries per event before it is given up (1 with a spool: the spool retries)."
+    )
     event_flush_timeout: float = Field(default=10.0, ge=0, description="Seconds to flush events at shutdown.")
     shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds in-flight streams get at shutdown.")
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="Largest accepted body.")

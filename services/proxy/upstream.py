@@ -78,7 +78,10 @@ class _AiohttpResponse:
             raise _map_aiohttp(exc) from exc
 
     async def close(self) -> None:
-        self._response.release()
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()  # an unfinished body: drop the connection so the upstream stops
 
 
 def _map_aiohttp(exc: BaseException) -> Exception:

@@ -1,0 +1,57 @@
+"""The one human log line per finished interception (logger ``aibridge.interceptions``, INFO).
+
+It names who, which client, which provider and model, how it ended, the token counts, the number of
+tool calls and the duration. It never contains a prompt, a token or a key.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aibridge.events import InterceptionContext, Status, utcnow
+from aibridge.proxy.records import ResponseSummary, Usage
+
+log = logging.getLogger("aibridge.interceptions")
+
+_NO_USAGE = Usage()
+
+
+def log_interception(
+    context: InterceptionContext, status: Status, http_status: int, summary: ResponseSummary | None
+) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
+    usage = summary.usage if summary is not None and summary.usage is not None else _NO_USAGE
+    tools = len(summary.tool_calls) if summary is not None else 0
+    seconds = (utcnow() - context.started_at).total_seconds()
+    log.info(
+        "%s (%s) %s/%s %s %d in=%d out=%d cache_read=%d cache_write=%d tools=%d %.3fs",
+        context.initiator_username,
+        context.client,
+        context.provider,
+        context.model or "-",
+        status.value,
+        http_status,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_input_tokens,
+        usage.cache_write_input_tokens,
+        tools,
+        seconds,
+        extra={
+            "interception_id": context.interception_id,
+            "user_id": context.initiator_id,
+            "username": context.initiator_username,
+            "client": context.client,
+            "provider": context.provider,
+            "model": context.model,
+            "status": status.value,
+            "http_status": http_status,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_input_tokens": usage.cache_read_input_tokens,
+            "cache_write_input_tokens": usage.cache_write_input_tokens,
+            "tool_calls": tools,
+            "duration_ms": round(seconds * 1000, 1),
+        },
+    )
