@@ -16,3 +16,25 @@ ensure_venv() {
     touch "$stamp"
   fi
 }
+
+# --- observability (issue 6): `promtool check metrics` runs in the test suite -------------------------
+# Installs Debian's `prometheus` package (which ships promtool) when promtool is missing and we are root;
+# otherwise says why tests/observability/test_promtool.py will skip (or fail, with CI=true).
+ensure_promtool() {
+  if command -v promtool >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "promtool not found and cannot install it (needs root and apt-get): install the 'prometheus' package" >&2
+    return 0
+  fi
+  echo "installing promtool (Debian package prometheus)"
+  local log
+  log=$(mktemp)
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "installing the prometheus package failed; promtool checks will not run" >&2
+  fi
+  rm -f "$log"
+}
