@@ -36,6 +36,20 @@ _CONTEXT_COLUMNS = """
     client LowCardinality(String),"""
 
 
+# Query shapes (services/api): the table is read newest first by its key (started_at, id); the
+# projections serve one user's and one model's interceptions in the same order, and ``facets`` the
+# distinct users, models and clients without a scan. ``deduplicate_merge_projection_mode`` is required
+# for projections on a ReplacingMergeTree: merges rebuild them from the deduplicated rows.
+_KEY_PROJECTION = (
+    "PROJECTION {name} (SELECT id, initiator_id, provider, model, client, started_at "
+    "ORDER BY ({key}, started_at, id))"
+)
+_FACETS = "initiator_id, initiator_username, provider, model, client"
+# Children are fetched by interception id, 100 ids per page, each in its own granule of every part:
+# small granules and compression blocks keep the bytes read per id small.
+_CHILD_SETTINGS = "index_granularity = 256, min_compress_block_size = 16384, max_compress_block_size = 65536"
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -63,11 +77,14 @@ MIGRATIONS: list[Migration] = [
     started_at DateTime64(6, 'UTC'),
     ended_at Nullable(DateTime64(6, 'UTC')),
     INDEX idx_id id TYPE bloom_filter GRANULARITY 1,
-    INDEX idx_initiator initiator_id TYPE bloom_filter GRANULARITY 1,
-    INDEX idx_username initiator_username TYPE bloom_filter GRANULARITY 1
+    INDEX idx_client client TYPE set(64) GRANULARITY 1,
+    {_KEY_PROJECTION.format(name="by_initiator", key="initiator_id")},
+    {_KEY_PROJECTION.format(name="by_model", key="model")},
+    PROJECTION facets (SELECT {_FACETS}, count() GROUP BY {_FACETS})
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(started_at)
-ORDER BY (started_at, id)""",
+ORDER BY (started_at, id)
+SETTINGS index_granularity = 1024, deduplicate_merge_projection_mode = 'rebuild'""",
             f"""CREATE TABLE IF NOT EXISTS {USER_PROMPTS} (
     id UUID,
     interception_id UUID,{_CONTEXT_COLUMNS}
@@ -77,7 +94,8 @@ ORDER BY (started_at, id)""",
     created_at DateTime64(6, 'UTC')
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(created_at)
-ORDER BY (interception_id, id)""",
+ORDER BY (interception_id, id)
+SETTINGS {_CHILD_SETTINGS}""",
             f"""CREATE TABLE IF NOT EXISTS {TOKEN_USAGES} (
     id UUID,
     interception_id UUID,{_CONTEXT_COLUMNS}
@@ -90,7 +108,8 @@ ORDER BY (interception_id, id)""",
     created_at DateTime64(6, 'UTC')
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(created_at)
-ORDER BY (interception_id, id)""",
+ORDER BY (interception_id, id)
+SETTINGS {_CHILD_SETTINGS}""",
             f"""CREATE TABLE IF NOT EXISTS {TOOL_USAGES} (
     id UUID,
     interception_id UUID,{_CONTEXT_COLUMNS}
@@ -105,7 +124,8 @@ ORDER BY (interception_id, id)""",
     created_at DateTime64(6, 'UTC')
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(created_at)
-ORDER BY (interception_id, id)""",
+ORDER BY (interception_id, id)
+SETTINGS {_CHILD_SETTINGS}""",
         ),
     ),
 ]

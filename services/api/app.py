@@ -1,0 +1,221 @@
+"""The query API as a FastAPI app: Coder-compatible paths, bridge-token auth, errors as JSON.
+
+Handlers are sync functions, so FastAPI runs them (and their blocking store queries) in its thread
+pool. Every error is ``{"message": ..., "detail"?: ...}``: 400 for bad input (naming the term),
+401 without a valid token, 403 outside the caller's visibility, 503 when the store fails.
+"""
+
+import logging
+import time
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import orjson
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPBearer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aibridge import metrics
+from aibridge.api import models, service
+from aibridge.api.errors import ApiError, BadRequest, StoreUnavailable, Unauthorized
+from aibridge.api.query import Filters, check_range, parse_q, parse_time
+from aibridge.api.repository import ClientSource, InterceptionReader
+from aibridge.api.settings import ApiSettings
+from aibridge.auth import AuthError, Identity, TokenVerifier, token_from_headers
+
+log = logging.getLogger("aibridge.api")
+
+PREFIX = "/api/v2/aibridge"
+Q_DESCRIPTION = (
+    'Space-separated key:value terms, combined with AND; quote values with spaces (client:"Claude Code"). '
+    "Keys: initiator (user id, username or me), provider, model, client, started_after (inclusive) and "
+    "started_before (exclusive) as RFC 3339 times."
+)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": models.ErrorResponse, "description": "Bad input; the message names the offending term."},
+    401: {"model": models.ErrorResponse, "description": "No bridge token, or an invalid one."},
+    403: {"model": models.ErrorResponse, "description": "Outside what the token's role may see."},
+    503: {"model": models.ErrorResponse, "description": "The interception store is unreachable or failed."},
+}
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <bridge token>")
+_api_key = APIKeyHeader(name="X-Api-Key", auto_error=False, description="The bridge token.")
+_session = APIKeyHeader(name="Coder-Session-Token", auto_error=False, description="The bridge token (Coder's header).")
+
+
+class OrjsonResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def create_api_app(settings: ApiSettings, client: Any, verifier: TokenVerifier) -> FastAPI:
+    """The API app with full paths; ``client`` may be None to connect to the store on first use."""
+    app = FastAPI(
+        title="AI Bridge query API",
+        version="2",
+        openapi_url=f"{PREFIX}/openapi.json",
+        docs_url=f"{PREFIX}/docs",
+        redoc_url=None,
+        default_response_class=OrjsonResponse,
+    )
+    app.state.reader = InterceptionReader(ClientSource(settings, client), settings.api_query_timeout)
+    app.state.verifier = verifier
+    _add_error_handlers(app)
+    app.include_router(router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(_Metrics)
+    return app
+
+
+def authenticate(
+    request: Request,
+    _bearer_token: Annotated[object, Depends(_bearer)],
+    _api_key_token: Annotated[object, Depends(_api_key)],
+    _session_token: Annotated[object, Depends(_session)],
+) -> Identity:
+    headers = request.headers
+    api_key = headers.get("x-api-key") or headers.get("coder-session-token")
+    verifier: TokenVerifier = request.app.state.verifier
+    try:
+        return verifier.verify(token_from_headers(headers.get("authorization"), api_key))
+    except AuthError as exc:
+        raise Unauthorized(str(exc)) from exc
+
+
+def store_reader(request: Request) -> InterceptionReader:
+    reader: InterceptionReader = request.app.state.reader
+    return reader
+
+
+Caller = Annotated[Identity, Depends(authenticate)]
+Reader = Annotated[InterceptionReader, Depends(store_reader)]
+QParam = Annotated[str | None, Query(description=Q_DESCRIPTION, max_length=4096)]
+router = APIRouter(prefix=PREFIX, responses=ERRORS)
+
+
+@router.get("/interceptions", response_model=models.InterceptionsPage)
+def list_interceptions(
+    *,
+    identity: Caller,
+    reader: Reader,
+    q: QParam = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
+    after_id: Annotated[UUID | None, Query(description="Cursor: the last id of the previous page.")] = None,
+    offset: Annotated[int | None, Query(ge=0, le=10_000_000, description="Rows to skip.")] = None,
+) -> Any:
+    """Interceptions newest first (started_at, then id, descending), with their children."""
+    return service.list_interceptions(reader, identity, parse_q(q), limit=limit, offset=offset, after_id=after_id)
+
+
+@router.get("/models", response_model=list[str])
+def list_models(identity: Caller, reader: Reader) -> Any:
+    """Distinct models of the interceptions visible to the caller, sorted."""
+    return service.facet(reader, identity, "model")
+
+
+@router.get("/clients", response_model=list[str])
+def list_clients(identity: Caller, reader: Reader) -> Any:
+    """Distinct clients (Claude Code, Codex, ...) of the interceptions visible to the caller, sorted."""
+    return service.facet(reader, identity, "client")
+
+
+@router.get("/providers", response_model=list[str])
+def list_providers(identity: Caller, reader: Reader) -> Any:
+    """Distinct providers of the interceptions visible to the caller, sorted."""
+    return service.facet(reader, identity, "provider")
+
+
+@router.get("/usage", response_model=models.UsageSummary)
+def usage(
+    *,
+    identity: Caller,
+    reader: Reader,
+    group_by: Annotated[Literal["user", "model", "provider", "client"], Query()] = "user",
+    started_after: Annotated[str | None, Query(description="RFC 3339, inclusive.")] = None,
+    started_before: Annotated[str | None, Query(description="RFC 3339, exclusive.")] = None,
+    q: QParam = None,
+) -> Any:
+    """Interceptions and tokens (cache read and write included) per user, model, provider or client.
+
+    Interceptions count by started_at in the window; tokens by the time each usage was recorded.
+    """
+    window = Filters(
+        started_after=_time_param("started_after", started_after),
+        started_before=_time_param("started_before", started_before),
+    )
+    filters = parse_q(q).merged(window)
+    check_range(filters)
+    return service.usage_summary(reader, identity, filters, group_by)
+
+
+def _time_param(name: str, value: str | None) -> Any:
+    return None if value is None else parse_time(value, f"{name}={value}")
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> OrjsonResponse:
+        return OrjsonResponse(exc.body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> OrjsonResponse:
+        return OrjsonResponse(_validation_error(exc).body(), status_code=400)
+
+    @app.exception_handler(ClickHouseError)
+    async def store_error(request: Request, exc: ClickHouseError) -> OrjsonResponse:
+        log.warning("store error outside a query: %s", type(exc).__name__)
+        failure = StoreUnavailable("the interception store is unavailable", type(exc).__name__)
+        return OrjsonResponse(failure.body(), status_code=503)
+
+
+def _validation_error(exc: RequestValidationError) -> BadRequest:
+    first = exc.errors()[0] if exc.errors() else {}
+    location = [str(part) for part in first.get("loc", ()) if part not in ("query", "header")]
+    name = ".".join(location) or "request"
+    given = first.get("input")
+    shown = f" (got {str(given)[:60]!r})" if isinstance(given, str | int) else ""
+    return BadRequest(f"invalid {name}{shown}: {first.get('msg', 'invalid value')}")
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema without its 422 answers: validation errors are 400s here."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+class _Metrics:
+    """Counts and times every request by its route template (never by raw path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")
+            metrics.API_REQUESTS.labels(endpoint, str(status)).inc()
+            metrics.API_REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)

@@ -1,0 +1,51 @@
+"""The query API as a component: its FastAPI app mounted at the root (the runner puts it last, so the
+proxy's routes under /api/v2/aibridge/openai and /anthropic match first)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.routing import BaseRoute, Mount
+
+from aibridge.api.app import create_api_app
+from aibridge.api.errors import StoreUnavailable
+from aibridge.api.repository import InterceptionReader
+from aibridge.api.settings import ApiSettings
+from aibridge.auth import TokenVerifier
+
+log = logging.getLogger("aibridge.api")
+
+_PING_TIMEOUT = 3.0
+
+
+class ApiComponent:
+    name = "api"
+
+    def __init__(self, settings: ApiSettings, client: Any, verifier: TokenVerifier) -> None:
+        self.settings = settings
+        self.app: FastAPI = create_api_app(settings, client, verifier)
+        self._reader: InterceptionReader = self.app.state.reader
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return [Mount("", app=self.app)]
+
+    async def start(self) -> None:
+        problem = (await self.readiness())["clickhouse"]
+        if problem:
+            log.warning("the API starts without its store (%s); it answers 503 until the store is back", problem)
+
+    async def stop(self) -> None:
+        """Nothing to release: requests in flight finish under the server's own shutdown."""
+
+    async def readiness(self) -> dict[str, str | None]:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self._reader.ping), _PING_TIMEOUT)
+        except StoreUnavailable as exc:
+            return {"clickhouse": exc.detail or exc.message}
+        except TimeoutError:
+            return {"clickhouse": f"no answer within {_PING_TIMEOUT:.0f}s"}
+        return {"clickhouse": None}

@@ -1,0 +1,163 @@
+"""Reads interceptions from the store: pages with their children, counts, cursors, facets, usage.
+
+Every call blocks (clickhouse-connect is synchronous; an embedded chDB client serializes its calls
+behind its own lock), so the API runs these in its thread pool. Store failures surface as
+:class:`StoreUnavailable` naming what failed, never as a bare driver exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from aibridge import metrics, store
+from aibridge.api import sql
+from aibridge.api.errors import StoreUnavailable
+from aibridge.api.render import Row, render_child, render_interception
+from aibridge.settings import StoreSettings
+
+log = logging.getLogger("aibridge.api")
+
+_RECONNECT_PAUSE = 1.0
+
+
+class ClientSource:
+    """The client given at start, or one connected on first use and again after a failed attempt."""
+
+    def __init__(self, settings: StoreSettings, client: Client | None) -> None:
+        self._settings = settings
+        self._client = client
+        self._lock = threading.Lock()
+        self._failed_at = 0.0
+        self._failure = ""
+
+    def get(self) -> Client:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    def _connect(self) -> Client:
+        if time.monotonic() - self._failed_at < _RECONNECT_PAUSE:
+            raise StoreUnavailable("the interception store is unreachable", self._failure)
+        try:
+            return store.connect(self._settings.clickhouse_url, self._settings.clickhouse_database)
+        except (ClickHouseError, OSError) as exc:
+            self._failed_at, self._failure = time.monotonic(), _describe(exc)
+            log.warning("cannot reach the store: %s", self._failure)
+            raise StoreUnavailable("the interception store is unreachable", self._failure) from exc
+
+
+class PositionCache:
+    """Recently served page ends (id → started_at, initiator): most cursors need no lookup."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._entries: OrderedDict[UUID, tuple[datetime, str]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def remember(self, interception_id: UUID, started_at: datetime, initiator_id: str) -> None:
+        with self._lock:
+            self._entries[interception_id] = (started_at, initiator_id)
+            self._entries.move_to_end(interception_id)
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def get(self, interception_id: UUID, initiator_ids: tuple[str, ...] | None) -> datetime | None:
+        with self._lock:
+            entry = self._entries.get(interception_id)
+        if entry is None or (initiator_ids is not None and entry[1] not in initiator_ids):
+            return None
+        return entry[0]
+
+
+class InterceptionReader:
+    def __init__(self, source: ClientSource, query_timeout: int = 30) -> None:
+        self._source = source
+        self._timeout = query_timeout
+        self._positions = PositionCache()
+
+    def page(self, criteria: sql.Criteria, limit: int, offset: int, after: sql.Position | None) -> list[Row]:
+        if criteria.matches_nothing:
+            return []
+        rows = self._rows("page", sql.page(criteria, limit, offset, after))
+        results = [render_interception(dict(zip(sql.INTERCEPTION_COLUMNS, row, strict=True))) for row in rows]
+        if results:
+            self._attach_children(results, min(row[14] for row in rows))
+            last = rows[-1]
+            self._positions.remember(last[0], last[14], last[1])
+        return results
+
+    def count(self, criteria: sql.Criteria) -> int:
+        if criteria.matches_nothing:
+            return 0
+        return int(self._rows("count", sql.count(criteria))[0][0])
+
+    def position(self, interception_id: UUID, initiator_ids: tuple[str, ...] | None) -> sql.Position | None:
+        started_at = self._positions.get(interception_id, initiator_ids)
+        if started_at is None:
+            rows = self._rows("cursor", sql.position(interception_id, initiator_ids))
+            if not rows:
+                return None
+            started_at = rows[0][0]
+        return sql.Position(started_at, interception_id)
+
+    def initiator_ids(self, value: str) -> tuple[str, ...]:
+        return tuple(str(row[0]) for row in self._rows("initiators", sql.initiators(value)))
+
+    def facet(self, column: sql.Facet, criteria: sql.Criteria) -> list[str]:
+        if criteria.matches_nothing:
+            return []
+        return [str(row[0]) for row in self._rows("facets", sql.facet(column, criteria))]
+
+    def usage(
+        self, criteria: sql.Criteria, group_by: sql.GroupBy
+    ) -> tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]]:
+        """(key, username, interceptions) rows and (key, username, 4 token sums) rows."""
+        if criteria.matches_nothing:
+            return [], []
+        counts = self._rows("usage", sql.usage_interceptions(criteria, group_by))
+        tokens = self._rows("usage", sql.usage_tokens(criteria, group_by))
+        return counts, tokens
+
+    def ping(self) -> None:
+        self._rows("ping", sql.Statement("SELECT 1"))
+
+    def _attach_children(self, results: list[Row], earliest_start: datetime) -> None:
+        by_id = {result["id"]: result for result in results}
+        ids = [UUID(key) for key in by_id]
+        for table in sql.CHILD_COLUMNS:
+            columns = sql.CHILD_COLUMNS[table]
+            for row in self._rows("children", sql.children(table, ids, earliest_start)):
+                child = render_child(dict(zip(columns, row, strict=True)))
+                by_id[child["interception_id"]][table].append(child)
+
+    def _rows(self, name: str, statement: sql.Statement) -> Sequence[Sequence[Any]]:
+        started = time.perf_counter()
+        try:
+            settings = {"max_execution_time": self._timeout} | statement.settings
+            result = self._source.get().query(statement.sql, parameters=statement.parameters, settings=settings)
+            return result.result_rows
+        except ClickHouseError as exc:
+            metrics.API_STORE_ERRORS.labels(name).inc()
+            log.warning("store query %s failed: %s", name, _describe(exc))
+            raise StoreUnavailable("the interception store failed to answer", _describe(exc)) from exc
+        finally:
+            metrics.API_STORE_QUERY_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:300]}"

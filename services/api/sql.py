@@ -1,0 +1,208 @@
+"""The store's queries, as SQL text plus bound parameters (pure: no I/O).
+
+Deduplication without ``FINAL`` over the whole table: every version and redelivered copy of one
+interception shares its sorting key (``started_at``, ``id``), so a page is the first ``limit``
+DISTINCT keys in key order (read backwards along the primary key or a projection, stopping early),
+and its rows are then fetched by key with ``LIMIT 1 BY id`` keeping the highest ``version``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal
+from uuid import UUID
+
+from aibridge import store
+
+INTERCEPTION_COLUMNS: Final = (
+    "id", "initiator_id", "initiator_username", "provider", "model", "client", "api_key_id", "route",
+    "streaming", "user_agent", "status", "http_status", "error", "metadata", "started_at", "ended_at",
+)  # fmt: skip
+CHILD_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    store.USER_PROMPTS: ("interception_id", "id", "provider_response_id", "prompt", "metadata", "created_at"),
+    store.TOKEN_USAGES: (
+        "interception_id", "id", "provider_response_id", "input_tokens", "output_tokens",
+        "cache_read_input_tokens", "cache_write_input_tokens", "metadata", "created_at",
+    ),
+    store.TOOL_USAGES: (
+        "interception_id", "id", "provider_response_id", "server_url", "tool", "input", "injected",
+        "invocation_error", "metadata", "created_at",
+    ),
+}  # fmt: skip
+# A child event happens during its interception (same proxy clock), so its created_at is not earlier
+# than the interception's started_at; the margin absorbs clock steps. The bound lets ClickHouse skip
+# parts and partitions older than the page.
+CHILD_CLOCK_MARGIN: Final = timedelta(days=1)
+
+GroupBy = Literal["user", "model", "provider", "client"]
+GROUP_COLUMNS: Final[dict[str, str]] = {
+    "user": "initiator_id",
+    "model": "model",
+    "provider": "provider",
+    "client": "client",
+}
+Facet = Literal["model", "client", "provider"]
+
+
+def as_utc(moment: datetime) -> datetime:
+    """The store returns naive UTC datetimes; requests carry aware ones."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def format_param_time(moment: datetime) -> str:
+    return as_utc(moment).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+@dataclass(frozen=True, slots=True)
+class Criteria:
+    """Resolved filters: ``initiator_ids`` None means everyone, an empty tuple no one."""
+
+    initiator_ids: tuple[str, ...] | None = None
+    provider: str | None = None
+    model: str | None = None
+    client: str | None = None
+    started_after: datetime | None = None
+    started_before: datetime | None = None
+
+    @property
+    def matches_nothing(self) -> bool:
+        return self.initiator_ids == ()
+
+
+@dataclass
+class Statement:
+    sql: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+# Every copy of an interception or child row has the same partition (same started_at / created_at).
+_FINAL_SETTINGS: Final = {"do_not_merge_across_partitions_select_final": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a keyset cursor points: the (started_at, id) key of the last row already seen."""
+
+    started_at: datetime
+    id: UUID
+
+
+def where(criteria: Criteria, time_column: str = "started_at") -> Statement:
+    """``WHERE ...`` for the criteria (always at least ``1``), with its parameters."""
+    conditions: list[str] = ["1"]
+    parameters: dict[str, Any] = {}
+    if criteria.initiator_ids is not None:
+        conditions.append("initiator_id IN {initiator_ids:Array(String)}")
+        parameters["initiator_ids"] = list(criteria.initiator_ids)
+    for column in ("provider", "model", "client"):
+        value = getattr(criteria, column)
+        if value is not None:
+            conditions.append(f"{column} = {{{column}:String}}")
+            parameters[column] = value
+    if criteria.started_after is not None:
+        conditions.append(f"{time_column} >= {{started_after:DateTime64(6, 'UTC')}}")
+        parameters["started_after"] = format_param_time(criteria.started_after)
+    if criteria.started_before is not None:
+        conditions.append(f"{time_column} < {{started_before:DateTime64(6, 'UTC')}}")
+        parameters["started_before"] = format_param_time(criteria.started_before)
+    return Statement("WHERE " + " AND ".join(conditions), parameters)
+
+
+def page(criteria: Criteria, limit: int, offset: int, after: Position | None) -> Statement:
+    """The page's interception rows, newest first, one row per id (its highest version)."""
+    filters = where(criteria)
+    if after is not None:
+        filters.sql += (
+            " AND started_at <= {after_at:DateTime64(6, 'UTC')}"
+            " AND (started_at < {after_at:DateTime64(6, 'UTC')} OR id < {after_id:UUID})"
+        )
+        filters.parameters |= {"after_at": format_param_time(after.started_at), "after_id": str(after.id)}
+    keys = (
+        f"SELECT DISTINCT started_at, id FROM {store.INTERCEPTIONS} {filters.sql} "
+        "ORDER BY started_at DESC, id DESC LIMIT {limit:UInt32} OFFSET {offset:UInt64}"
+    )
+    sql = (
+        f"SELECT {', '.join(INTERCEPTION_COLUMNS)} FROM {store.INTERCEPTIONS} "
+        f"WHERE (started_at, id) IN ({keys}) "
+        "ORDER BY started_at DESC, id DESC, version DESC LIMIT 1 BY id"
+    )
+    return Statement(sql, filters.parameters | {"limit": limit, "offset": offset})
+
+
+def children(table: str, interception_ids: list[UUID], earliest_start: datetime) -> Statement:
+    columns = CHILD_COLUMNS[table]
+    sql = (
+        f"SELECT {', '.join(columns)} FROM {table} "
+        "WHERE interception_id IN {ids:Array(UUID)} AND created_at >= {since:DateTime64(6, 'UTC')} "
+        "ORDER BY interception_id, created_at, id LIMIT 1 BY interception_id, id"
+    )
+    since = format_param_time(max(as_utc(earliest_start) - CHILD_CLOCK_MARGIN, datetime(1970, 1, 2, tzinfo=UTC)))
+    return Statement(sql, {"ids": [str(i) for i in interception_ids], "since": since})
+
+
+def count(criteria: Criteria) -> Statement:
+    """Exact number of distinct interceptions matching.
+
+    With an initiator the by_initiator projection narrows the rows to that user's, where an exact
+    distinct count is cheap. Otherwise ``FINAL``: ClickHouse only merges the key ranges where parts
+    overlap (recent data), and never across partitions, which is right because every copy of an
+    interception has the same started_at and so the same partition.
+    """
+    filters = where(criteria)
+    if criteria.initiator_ids is not None:
+        return Statement(f"SELECT uniqExact(id) FROM {store.INTERCEPTIONS} {filters.sql}", filters.parameters)
+    return Statement(
+        f"SELECT count() FROM {store.INTERCEPTIONS} FINAL {filters.sql}", filters.parameters, _FINAL_SETTINGS
+    )
+
+
+def position(interception_id: UUID, initiator_ids: tuple[str, ...] | None) -> Statement:
+    scope = "" if initiator_ids is None else " AND initiator_id IN {initiator_ids:Array(String)}"
+    sql = f"SELECT started_at FROM {store.INTERCEPTIONS} WHERE id = {{id:UUID}}{scope} LIMIT 1"
+    parameters: dict[str, Any] = {"id": str(interception_id)}
+    if initiator_ids is not None:
+        parameters["initiator_ids"] = list(initiator_ids)
+    return Statement(sql, parameters)
+
+
+def initiators(value: str) -> Statement:
+    """User ids whose id or username is ``value`` (served by the facets projection)."""
+    return Statement(
+        f"SELECT initiator_id FROM {store.INTERCEPTIONS} "
+        "WHERE initiator_id = {value:String} OR initiator_username = {value:String} "
+        "GROUP BY initiator_id ORDER BY initiator_id LIMIT 1000",
+        {"value": value},
+    )
+
+
+def facet(column: Facet, criteria: Criteria) -> Statement:
+    filters = where(criteria)
+    return Statement(
+        f"SELECT {column} FROM {store.INTERCEPTIONS} {filters.sql} GROUP BY {column} ORDER BY {column}",
+        filters.parameters,
+    )
+
+
+def usage_interceptions(criteria: Criteria, group_by: GroupBy) -> Statement:
+    key = GROUP_COLUMNS[group_by]
+    filters = where(criteria)
+    return Statement(
+        f"SELECT {key} AS key, argMax(initiator_username, started_at) AS username, uniqExact(id) AS n "
+        f"FROM {store.INTERCEPTIONS} {filters.sql} GROUP BY key",
+        filters.parameters,
+    )
+
+
+def usage_tokens(criteria: Criteria, group_by: GroupBy) -> Statement:
+    """Token sums by group over token usages created in the window, each usage counted once."""
+    key = GROUP_COLUMNS[group_by]
+    filters = where(criteria, time_column="created_at")
+    return Statement(
+        f"SELECT {key} AS key, argMax(initiator_username, created_at) AS username, "
+        "sum(input_tokens), sum(output_tokens), sum(cache_read_input_tokens), sum(cache_write_input_tokens) "
+        f"FROM {store.TOKEN_USAGES} FINAL {filters.sql} GROUP BY key",
+        filters.parameters,
+        _FINAL_SETTINGS,
+    )
