@@ -36,6 +36,9 @@ class RecorderSettings(CommonSettings, StoreSettings):
         default=None, description="How long a rebalance waits for members to rejoin (aiokafka's default when unset)."
     )
     kafka_fetch_max_bytes: PositiveInt = Field(default=52_428_800, description="Most bytes one fetch returns.")
+    kafka_fetch_max_wait_ms: PositiveInt = Field(
+        default=100, description="How long the broker may hold a fetch waiting for data (adds to the delay)."
+    )
     kafka_max_partition_fetch_bytes: PositiveInt = Field(
         default=8_388_608, description="Most bytes one fetch returns per partition (larger fetches, fewer round trips)."
     )
@@ -57,6 +60,7 @@ class RecorderSettings(CommonSettings, StoreSettings):
             "heartbeat_interval_ms": self.kafka_heartbeat_interval_ms,
             "max_poll_interval_ms": self.kafka_max_poll_interval_ms,
             "fetch_max_bytes": self.kafka_fetch_max_bytes,
+            "fetch_max_wait_ms": self.kafka_fetch_max_wait_ms,
             "max_partition_fetch_bytes": self.kafka_max_partition_fetch_bytes,
         }
         if self.kafka_rebalance_timeout_ms is not None:
