@@ -120,6 +120,16 @@ def frame_at(buffer: memoryview, offset: int) -> int | None:
     return end
 
 
+def read_segment(path: Path) -> list[tuple[bytes | None, bytes, tuple[tuple[str, bytes], ...]]]:
+    """Every valid record of one segment file, acknowledged or not (for inspection and tests)."""
+    buffer = memoryview(path.read_bytes())
+    records, offset = [], 0
+    while (end := frame_at(buffer, offset)) is not None:
+        records.append(decode_payload(bytes(buffer[offset + _FRAME.size : end])))
+        offset = end
+    return records
+
+
 class Spool:
     """See the module docstring. Open with ``Spool(directory, max_bytes)``; :meth:`close` when done."""
 
