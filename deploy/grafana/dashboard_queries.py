@@ -1,0 +1,194 @@
+"""The queries of the AI Bridge dashboard: ClickHouse SQL over ``aibridge/store.py``'s tables and PromQL
+over ``aibridge/metrics.py``'s metrics. ``build_dashboard.py`` lays them out.
+
+Stored rows are read with ``FINAL``: an interception has a started and an ended row (ReplacingMergeTree
+by ``version``), and at-least-once delivery may store a child row twice under the same id.
+SQL uses the ClickHouse plugin's macros (``$__timeFilter``, ``$__timeInterval``, ``$__conditionalAll``)
+and the dashboard variables ``user``, ``provider``, ``model``, ``client`` and ``prices``.
+"""
+
+from __future__ import annotations
+
+# Approximate list prices in USD per million tokens: (model prefix, input, output, cache read, cache write).
+# The first prefix that starts the model name wins, so the more specific ones come first. Edit to taste
+# (e.g. negotiated prices) and rebuild; a model without a price costs 0 and shows an empty "Priced as".
+PRICES: tuple[tuple[str, float, float, float, float], ...] = (
+    ("claude-opus-4-5", 5.0, 25.0, 0.5, 6.25),
+    ("claude-opus-4", 15.0, 75.0, 1.5, 18.75),
+    ("claude-sonnet-4", 3.0, 15.0, 0.3, 3.75),
+    ("claude-3-7-sonnet", 3.0, 15.0, 0.3, 3.75),
+    ("claude-3-5-sonnet", 3.0, 15.0, 0.3, 3.75),
+    ("claude-haiku-4-5", 1.0, 5.0, 0.1, 1.25),
+    ("claude-3-5-haiku", 0.8, 4.0, 0.08, 1.0),
+    ("gpt-5-mini", 0.25, 2.0, 0.025, 0.0),
+    ("gpt-5-nano", 0.05, 0.4, 0.005, 0.0),
+    ("gpt-5", 1.25, 10.0, 0.125, 0.0),
+    ("gpt-4.1-mini", 0.4, 1.6, 0.1, 0.0),
+    ("gpt-4.1-nano", 0.1, 0.4, 0.025, 0.0),
+    ("gpt-4.1", 2.0, 8.0, 0.5, 0.0),
+    ("gpt-4o-mini", 0.15, 0.6, 0.075, 0.0),
+    ("gpt-4o", 2.5, 10.0, 1.25, 0.0),
+    ("o4-mini", 1.1, 4.4, 0.275, 0.0),
+    ("o3", 2.0, 8.0, 0.5, 0.0),
+)
+
+# Dashboard variable -> its column in every stored table (they all carry the interception's context).
+FILTERS = (("user", "initiator_username"), ("provider", "provider"), ("model", "model"), ("client", "client"))
+RATE = "$__rate_interval"
+WITH_PRICES = "WITH ${prices:raw} AS prices\n"
+
+
+def prices_literal() -> str:
+    """:data:`PRICES` as a ClickHouse array of tuples (the value of the hidden ``prices`` constant)."""
+    return "[" + ", ".join(f"('{prefix}', {a}, {b}, {c}, {d})" for prefix, a, b, c, d in PRICES) + "]"
+
+
+def where(time_column: str) -> str:
+    """The dashboard's time range and variables as a ClickHouse condition (``All`` drops a filter)."""
+    filters = [f"$__conditionalAll({column} IN (${{{var}:singlequote}}), ${var})" for var, column in FILTERS]
+    return "\n  AND ".join([f"$__timeFilter({time_column})", *filters])
+
+
+def priced_usage(keys: str) -> str:
+    """Token sums per ``keys`` (which include ``model``) with the matching price row and approximate cost."""
+    return f"""SELECT {keys}, input, output, cache_read, cache_write,
+    arrayFirst(p -> startsWith(model, p.1), prices) AS price,
+    (input * price.2 + output * price.3 + cache_read * price.4 + cache_write * price.5) / 1e6 AS cost
+  FROM (
+    SELECT {keys}, sum(input_tokens) AS input, sum(output_tokens) AS output,
+      sum(cache_read_input_tokens) AS cache_read, sum(cache_write_input_tokens) AS cache_write
+    FROM token_usages FINAL
+    WHERE {where("created_at")}
+    GROUP BY {keys}
+  )"""
+
+
+def variable_sql(name: str, column: str) -> str:
+    """Values of a filter variable in the time range; models follow the chosen providers."""
+    condition = "$__timeFilter(started_at)"
+    if name == "model":
+        condition += " AND $__conditionalAll(provider IN (${provider:singlequote}), $provider)"
+    return f"SELECT DISTINCT {column} FROM interceptions WHERE {condition} ORDER BY {column}"
+
+
+TOKEN_TOTALS = f"""SELECT sum(input_tokens) AS `Input`, sum(output_tokens) AS `Output`,
+  sum(cache_read_input_tokens) AS `Cache read`, sum(cache_write_input_tokens) AS `Cache write`
+FROM token_usages FINAL
+WHERE {where("created_at")}"""
+
+HEADLINE = f"""SELECT count() AS `Interceptions`, uniqExact(initiator_username) AS `Active users`,
+  countIf(status NOT IN ('completed', '')) AS `Not completed`
+FROM interceptions FINAL
+WHERE {where("started_at")}"""
+
+COST_TOTAL = f"""{WITH_PRICES}SELECT round(sum(cost), 2) AS `Approx. cost (USD)`
+FROM ({priced_usage("model")})"""
+
+LEADERBOARD = f"""{WITH_PRICES}SELECT i.user AS `User`, i.interceptions AS `Interceptions`, t.input AS `Input`,
+  t.output AS `Output`, t.cache_read AS `Cache read`, t.cache_write AS `Cache write`, c.tool_calls AS `Tool calls`,
+  round(t.cost, 2) AS `Approx. cost (USD)`
+FROM (
+  SELECT initiator_username AS user, count() AS interceptions FROM interceptions FINAL
+  WHERE {where("started_at")}
+  GROUP BY user
+) AS i
+LEFT JOIN (
+  SELECT initiator_username AS user, sum(input) AS input, sum(output) AS output, sum(cache_read) AS cache_read,
+    sum(cache_write) AS cache_write, sum(cost) AS cost
+  FROM ({priced_usage("initiator_username, model")})
+  GROUP BY user
+) AS t ON t.user = i.user
+LEFT JOIN (
+  SELECT initiator_username AS user, count() AS tool_calls FROM tool_usages FINAL
+  WHERE {where("created_at")}
+  GROUP BY user
+) AS c ON c.user = i.user
+ORDER BY `Approx. cost (USD)` DESC, `Interceptions` DESC, `User`
+LIMIT 100"""
+
+TOP_CLIENTS = f"""SELECT client AS `Client`, count() AS `Interceptions`
+FROM interceptions FINAL
+WHERE {where("started_at")}
+GROUP BY client ORDER BY `Interceptions` DESC, `Client` LIMIT 15"""
+
+TOP_MODELS = f"""{WITH_PRICES}SELECT i.provider AS `Provider`, i.model AS `Model`, i.interceptions AS `Interceptions`,
+  u.input + u.output + u.cache_read + u.cache_write AS `Tokens`, u.price.1 AS `Priced as`,
+  round(u.cost, 2) AS `Approx. cost (USD)`
+FROM (
+  SELECT provider, model, count() AS interceptions FROM interceptions FINAL
+  WHERE {where("started_at")}
+  GROUP BY provider, model
+) AS i
+LEFT JOIN ({priced_usage("provider, model")}) AS u ON u.provider = i.provider AND u.model = i.model
+ORDER BY `Interceptions` DESC, `Model` LIMIT 20"""
+
+INTERCEPTIONS_OVER_TIME = f"""SELECT $__timeInterval(started_at) AS time, initiator_username AS user,
+  count() AS interceptions
+FROM interceptions FINAL
+WHERE {where("started_at")}
+GROUP BY time, user ORDER BY time"""
+
+USER_PROMPTS = f"""SELECT created_at AS `Time`, initiator_username AS `User`, client AS `Client`, model AS `Model`,
+  prompt AS `Prompt`, interception_id AS `Interception`
+FROM user_prompts FINAL
+WHERE {where("created_at")}
+ORDER BY created_at DESC LIMIT 500"""
+
+TOOL_TOTALS = f"""SELECT count() AS `Tool calls`, countIf(invocation_error IS NOT NULL) AS `Invocation errors`
+FROM tool_usages FINAL
+WHERE {where("created_at")}"""
+
+TOOL_CALLS = f"""SELECT created_at AS `Time`, initiator_username AS `User`, model AS `Model`, tool AS `Tool`,
+  if(invocation_error IS NULL, 'ok', 'error') AS `Result`, ifNull(invocation_error, '') AS `Error`,
+  injected AS `Injected`, ifNull(server_url, '') AS `Server`, input AS `Input`, interception_id AS `Interception`
+FROM tool_usages FINAL
+WHERE {where("created_at")}
+ORDER BY created_at DESC LIMIT 500"""
+
+
+# ---- PromQL ------------------------------------------------------------------------------------------
+
+
+def selector(*labels: str, extra: str = "") -> str:
+    """A label matcher on the dashboard's variables (``All`` is ``.*``, which also matches a missing label)."""
+    matchers = [extra] if extra else []
+    return "{" + ", ".join([*matchers, *(f'{label}=~"${{{label}:regex}}"' for label in labels)]) + "}"
+
+
+def quantile(q: float, metric: str, labels: tuple[str, ...] = (), by: str = "") -> str:
+    group = f"le, {by}" if by else "le"
+    return f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket{selector(*labels)}[{RATE}])))"
+
+
+ENDED = "aibridge_proxy_interceptions_ended_total"
+INTERCEPTION_FILTERS = ("provider", "model", "client")
+INTERCEPTIONS_BY_STATUS = f"sum by (status) (rate({ENDED}{selector(*INTERCEPTION_FILTERS)}[{RATE}]))"
+_NOT_COMPLETED = selector(*INTERCEPTION_FILTERS, extra='status!="completed"')
+ERROR_SHARE = (
+    f"sum by (status) (rate({ENDED}{_NOT_COMPLETED}[{RATE}]))"
+    f" / scalar(sum(rate({ENDED}{selector(*INTERCEPTION_FILTERS)}[{RATE}])))"
+)
+REJECTIONS = f"sum by (reason) (rate(aibridge_proxy_rejections_total[{RATE}]))"
+IN_FLIGHT = f"sum by (provider) (aibridge_proxy_interceptions_in_flight{selector('provider', 'model')})"
+TOKENS_BY_TYPE = f"sum by (type) (rate(aibridge_proxy_tokens_total{selector(*INTERCEPTION_FILTERS)}[{RATE}]))"
+EVENTS = {
+    "published/s": f"sum(rate(aibridge_proxy_events_published_total[{RATE}]))",
+    "dropped/s: {{reason}}": f"sum by (reason) (rate(aibridge_proxy_events_dropped_total[{RATE}]))",
+    "buffered": "sum(aibridge_proxy_events_buffered)",
+    "spooled": "sum(aibridge_spool_records)",
+}
+RECORDER_LAG = {
+    "lag (messages)": "sum(aibridge_recorder_consumer_lag_messages)",
+    "p95 publish to stored": quantile(0.95, "aibridge_recorder_publish_to_stored_seconds"),
+}
+RECORDER_THROUGHPUT = {
+    "events consumed/s": f"sum(rate(aibridge_recorder_events_consumed_total[{RATE}]))",
+    "rows/s: {{table}}": f"sum by (table) (rate(aibridge_recorder_rows_written_total[{RATE}]))",
+}
+RECORDER_FAILURES = {
+    "dead letters: {{kind}}": f"sum by (kind) (increase(aibridge_recorder_dead_letters_total[{RATE}]))",
+    "store errors: {{operation}}": f"sum by (operation) (increase(aibridge_recorder_store_errors_total[{RATE}]))",
+    "paused": "max(aibridge_recorder_paused)",
+}
+API_REQUESTS = f"sum by (endpoint, status) (rate(aibridge_api_requests_total[{RATE}]))"
+API_LATENCY = quantile(0.95, "aibridge_api_request_seconds", by="endpoint")
