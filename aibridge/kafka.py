@@ -69,22 +69,31 @@ class KafkaConsumer:
 
     def __init__(self, settings: CommonSettings, group_id: str, topic: str | None = None, **options: Any) -> None:
         self._topic = topic or settings.kafka_topic
-        self._consumer = AIOKafkaConsumer(
-            self._topic,
+        self._options: dict[str, Any] = {
             **settings.kafka_client_options(),
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
             **options,
-        )
+        }
+        self._client: AIOKafkaConsumer | None = None
         self._paused = False
 
+    @property
+    def _consumer(self) -> AIOKafkaConsumer:
+        """The aiokafka consumer; it must be created inside the running loop, so :meth:`start` builds it."""
+        if self._client is None:
+            raise BusError("the Kafka consumer is not started")
+        return self._client
+
     async def start(self) -> None:
+        consumer = AIOKafkaConsumer(self._topic, **self._options)
         try:
-            await self._consumer.start()
+            await consumer.start()
         except KafkaError as exc:
-            await self._consumer.stop()
+            await consumer.stop()
             raise BusError(f"cannot connect to Kafka: {exc}") from exc
+        self._client = consumer
 
     async def poll(self, max_records: int, timeout: float) -> list[Message]:
         if self._paused:
@@ -119,14 +128,18 @@ class KafkaConsumer:
 
     def pause(self) -> None:
         self._paused = True
-        self._consumer.pause(*self._consumer.assignment())
+        if self._client is not None:
+            self._client.pause(*self._client.assignment())
 
     def resume(self) -> None:
         self._paused = False
-        self._consumer.resume(*self._consumer.assignment())
+        if self._client is not None:
+            self._client.resume(*self._client.assignment())
 
     async def probe(self, timeout: float = 3.0) -> str | None:
         """None when the cluster answers a metadata request within ``timeout`` seconds, else why not."""
+        if self._client is None:
+            return "the Kafka consumer is not started"
         try:
             await asyncio.wait_for(self._consumer.topics(), timeout)
         except (KafkaError, TimeoutError) as exc:
@@ -135,6 +148,8 @@ class KafkaConsumer:
 
     async def lag(self) -> int:
         """Messages in the assigned partitions not yet consumed."""
+        if self._client is None:
+            return 0
         assignment = list(self._consumer.assignment())
         if not assignment:
             return 0
@@ -145,4 +160,6 @@ class KafkaConsumer:
         return total
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        consumer, self._client = self._client, None
+        if consumer is not None:
+            await consumer.stop()

@@ -102,17 +102,9 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 45) 
     raise AssertionError(f"{url} not ready within {timeout}s")
 
 
-RECORDER_CONSUMER_OUTSIDE_LOOP = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="`aibridge recorder` exits at start: aibridge.kafka.KafkaConsumer builds its AIOKafkaConsumer in "
-    "__init__, outside the event loop (RuntimeError from aiokafka); strict, so the fix turns this red: drop the mark",
-)
-
-
 @pytest.mark.slow
 @pytest.mark.kafka
-@pytest.mark.parametrize("component", ["proxy", pytest.param("recorder", marks=RECORDER_CONSUMER_OUTSIDE_LOOP), "api"])
+@pytest.mark.parametrize("component", ["proxy", "recorder", "api"])
 def test_component_gets_ready_with_the_chart_environment(
     rendered: list[Manifest], component: str, kafka_bootstrap: str, kafka_topic: str, tmp_path: Path
 ) -> None:
