@@ -109,7 +109,11 @@ def _child_id(interception_id: uuid.UUID, name: str) -> uuid.UUID:
     return uuid.uuid5(interception_id, name)
 
 
-_CHILD_COLUMNS = {store.USER_PROMPTS: PROMPT_COLUMNS, store.TOKEN_USAGES: TOKEN_COLUMNS, store.TOOL_USAGES: TOOL_COLUMNS}
+_CHILD_COLUMNS = {
+    store.USER_PROMPTS: PROMPT_COLUMNS,
+    store.TOKEN_USAGES: TOKEN_COLUMNS,
+    store.TOOL_USAGES: TOOL_COLUMNS,
+}
 
 
 def insert(client: Client, specs: list[Spec], *, duplicate: bool = False) -> None:
