@@ -186,17 +186,16 @@ class Pipeline:
 
     async def _wait_paused(self, delay: float) -> None:
         """Pause fetching, then keep polling (the group needs it) for ``delay`` seconds."""
-        deadline = time.monotonic() + delay
-        if self._stop_deadline is not None:
-            if time.monotonic() >= self._stop_deadline:
-                raise _GaveUp
-            deadline = min(deadline, self._stop_deadline)
+        if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
+            raise _GaveUp
         self._pause()
-        while (left := deadline - time.monotonic()) > 0:
+        deadline = time.monotonic() + delay
+        while (left := min(deadline, self._stop_deadline or deadline) - time.monotonic()) > 0:
+            step = min(left, IDLE_POLL_SECONDS)  # short steps: a stop request may move the deadline
             try:
-                self._held.extend(await self._consumer.poll(self._config.poll_max_records, left))
+                self._held.extend(await self._consumer.poll(self._config.poll_max_records, step))
             except BusError:
-                await asyncio.sleep(left)
+                await asyncio.sleep(step)
 
     def _pause(self) -> None:
         if not self._paused:
