@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from aibridge import store
+from aibridge import store, telemetry
 from aibridge.auth import TokenVerifier
 from aibridge.bus import BusConsumer, BusProducer, InProcessBus, JsonlProducer
 from aibridge.component import Component
@@ -205,6 +205,8 @@ class Host:
 
 def serve(plan: Plan, *, log_level: str = "INFO") -> int:
     configure_logging(log_level)
+    common = CommonSettings(**plan.overrides)  # type: ignore[arg-type]
+    telemetry.configure(common.trace_enable, trace_logs=common.trace_logs)
     try:
         app = Host(plan).build()
     except ConfigurationError as exc:
@@ -222,7 +224,10 @@ def serve(plan: Plan, *, log_level: str = "INFO") -> int:
         timeout_graceful_shutdown=30,
         timeout_keep_alive=75,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        telemetry.shutdown()
     return 0
 
 
