@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
-from conftest import PARTITIONS, create_topics, eventually, kafka_committed, kafka_read_all
+from recorder_harness import PARTITIONS, create_topics, eventually, kafka_committed, kafka_read_all
 from test_recorder_pipeline import dedup_counts, expected_counts, interception
 
 from aibridge import metrics

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from clickhouse_connect.driver.client import Client
-from conftest import BusHarness, eventually
+from recorder_harness import BusHarness, eventually
 
 from aibridge import metrics, store
 from aibridge.events import Event, InterceptionContext, Status, example_events
