@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -142,7 +143,7 @@ class Host:
         else:
             from aibridge.kafka import KafkaConsumer
 
-            consumer = KafkaConsumer(settings, group_id=settings.consumer_group)
+            consumer = KafkaConsumer(settings, group_id=settings.consumer_group, **settings.kafka_consumer_options())
             dead_letters = self.producer(settings)
         client = self._store_client(settings, create=True)
         return RecorderComponent(settings, consumer, dead_letters, client)  # type: ignore[arg-type]
@@ -203,9 +204,10 @@ class Host:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def serve(plan: Plan, *, log_level: str = "INFO") -> int:
-    configure_logging(log_level)
+def serve(plan: Plan) -> int:
     common = CommonSettings(**plan.overrides)  # type: ignore[arg-type]
+    # Structured records are for log shippers: keep every line JSON then, even on a terminal.
+    configure_logging(common.log_level, json_lines=True if common.structured_logs else None)
     telemetry.configure(common.trace_enable, trace_logs=common.trace_logs)
     try:
         app = Host(plan).build()
@@ -224,11 +226,24 @@ def serve(plan: Plan, *, log_level: str = "INFO") -> int:
         timeout_graceful_shutdown=30,
         timeout_keep_alive=75,
     )
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal with the handler it found;
+    # make that handler end the process as a clean exit (after flushing traces) rather than a kill.
+    signal.signal(signal.SIGTERM, _stop_requested)
     try:
         uvicorn.Server(config).run()
+    except (KeyboardInterrupt, StopRequested):
+        pass
     finally:
         telemetry.shutdown()
     return 0
+
+
+class StopRequested(Exception):
+    """SIGTERM arrived after the server had already shut down gracefully."""
+
+
+def _stop_requested(signum: int, frame: object) -> None:
+    raise StopRequested
 
 
 def _distributed(args: argparse.Namespace, component: ComponentName, default_listen: str) -> int:
@@ -240,7 +255,7 @@ def _distributed(args: argparse.Namespace, component: ComponentName, default_lis
         return 2
     overrides = _trace_overrides(args)
     plan = Plan(components=(component,), bus="kafka", host=host, port=port, overrides=overrides)
-    return serve(plan, log_level=CommonSettings().log_level)
+    return serve(plan)
 
 
 def _trace_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -278,7 +293,7 @@ def run_up(args: argparse.Namespace) -> int:
     simulate = bool(home.simulated) and "proxy" in components
     plan = Plan(components, args.bus or "inprocess", host, port, home.root, simulate, overrides)
     print_banner(home, plan.host, plan.port, components, plan.bus)
-    return serve(plan, log_level=CommonSettings().log_level)
+    return serve(plan)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
