@@ -83,7 +83,7 @@ async def test_openai_blocking_records_prompt_and_usage_with_cached_tokens(
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello, bridge — ünïcode ✓"}],
         extra_headers={"x-simulator-cache-read-tokens": "1024", "x-simulator-reasoning-tokens": "7"},
     )
-    assert completion.choices[0].message.content.startswith("Simulated answer")
+    assert (completion.choices[0].message.content or "").startswith("Simulated answer")
     forwarded = simulator.state.requests[-1]
     assert forwarded.headers["authorization"] == f"Bearer {OPENAI_KEY}"
     assert token not in str(forwarded.headers)
@@ -122,7 +122,7 @@ async def test_openai_streaming_with_tools_records_assembled_call(
         tools=[WEATHER_TOOL],  # type: ignore[list-item]
         stream=True,
     )
-    chunks = [chunk async for chunk in stream]
+    chunks = [chunk async for chunk in stream]  # type: ignore[union-attr]
     assert all(len(chunk.choices) == 1 for chunk in chunks), "the usage chunk the client did not ask for leaked"
     call_id = next(c.choices[0].delta.tool_calls[0].id for c in chunks if c.choices[0].delta.tool_calls)
     arguments = "".join(
@@ -227,7 +227,7 @@ async def test_anthropic_streaming_like_claude_code_records_tool_use_and_cumulat
     async with client.messages.stream(
         model="claude-sonnet-4-5",
         max_tokens=1024,
-        messages=[{"role": "user", "content": content}],  # type: ignore[typeddict-item]
+        messages=[{"role": "user", "content": content}],  # type: ignore[typeddict-item, misc, list-item]
         tools=[READ_TOOL],  # type: ignore[list-item]
         extra_headers={"x-simulator-cache-read-tokens": "500", "x-simulator-cache-write-tokens": "300"},
     ) as stream:
