@@ -37,12 +37,11 @@ _CONTEXT_COLUMNS = """
 
 
 # Query shapes (services/api): the table is read newest first by its key (started_at, id); the
-# projections serve one user's and one model's interceptions in the same order, and ``facets`` the
-# distinct users, models and clients without a scan. ``deduplicate_merge_projection_mode`` is required
+# projections serve one user's and one model's interceptions, ``by_id`` the cursor (after_id) lookup,
+# and ``facets`` the distinct users, models and clients without a scan. ``deduplicate_merge_projection_mode`` is required
 # for projections on a ReplacingMergeTree: merges rebuild them from the deduplicated rows.
 _KEY_PROJECTION = (
-    "PROJECTION {name} (SELECT id, initiator_id, provider, model, client, started_at "
-    "ORDER BY ({key}, started_at, id))"
+    "PROJECTION {name} (SELECT id, initiator_id, provider, model, client, started_at ORDER BY ({key}, started_at, id))"
 )
 _FACETS = "initiator_id, initiator_username, provider, model, client"
 # Children are fetched by interception id, 100 ids per page, each in its own granule of every part:
@@ -80,6 +79,7 @@ MIGRATIONS: list[Migration] = [
     INDEX idx_client client TYPE set(64) GRANULARITY 1,
     {_KEY_PROJECTION.format(name="by_initiator", key="initiator_id")},
     {_KEY_PROJECTION.format(name="by_model", key="model")},
+    PROJECTION by_id (SELECT id, started_at, initiator_id ORDER BY id),
     PROJECTION facets (SELECT {_FACETS}, count() GROUP BY {_FACETS})
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(started_at)

@@ -78,19 +78,27 @@ def interceptions_sql(rows: int, first: int, last: int, version: int) -> str:
       FROM {source(rows, first, last)}"""
 
 
+def child_id(salt: str) -> str:
+    """A deterministic UUID, so a redelivered child row duplicates the original exactly."""
+    return (
+        f"reinterpretAsUUID(concat(reinterpretAsFixedString(sipHash64({salt})), "
+        f"reinterpretAsFixedString(sipHash64({salt}, 1))))"
+    )
+
+
 def children_sql(rows: int, first: int, last: int) -> list[str]:
     context = "uid, username, provider, model, client, concat('msg_', hex(sipHash64(number)))"
     at = "started_at + toIntervalMillisecond(300)"
     src = source(rows, first, last)
     return [
-        f"""INSERT INTO {store.USER_PROMPTS} SELECT generateUUIDv4(number), iid, {context},
+        f"""INSERT INTO {store.USER_PROMPTS} SELECT {child_id("number, 10")}, iid, {context},
               concat('Refactor the retry loop in module ', toString(number % 977), '.py and add tests'), '{{}}', {at}
             FROM {src}""",
-        f"""INSERT INTO {store.TOKEN_USAGES} SELECT generateUUIDv4(number), iid, {context},
+        f"""INSERT INTO {store.TOKEN_USAGES} SELECT {child_id("number, 11")}, iid, {context},
               1000 + number % 5000, 100 + number % 900, number % 20000, number % 3000,
               '{{"service_tier":"standard"}}', {at}
             FROM {src}""",
-        f"""INSERT INTO {store.TOOL_USAGES} SELECT generateUUIDv4(tuple(number, k)), iid, {context},
+        f"""INSERT INTO {store.TOOL_USAGES} SELECT {child_id("number, 12 + k")}, iid, {context},
               concat('toolu_', hex(sipHash64(number, k))), if(k = 2, 'https://mcp.example/sse', NULL),
               ['Read','Bash','Edit'][k + 1], concat('{{"file_path": "/src/f', toString(number % 1000), '.py"}}'),
               k = 2, NULL, '{{}}', {at}

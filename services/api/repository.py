@@ -28,6 +28,8 @@ from aibridge.settings import StoreSettings
 log = logging.getLogger("aibridge.api")
 
 _RECONNECT_PAUSE = 1.0
+_INITIATOR_CACHE_SECONDS = 300.0
+_INITIATOR_CACHE_SIZE = 10_000
 
 
 class ClientSource:
@@ -88,6 +90,7 @@ class InterceptionReader:
         self._source = source
         self._timeout = query_timeout
         self._positions = PositionCache()
+        self._initiators: dict[str, tuple[tuple[str, ...], float]] = {}
 
     def page(self, criteria: sql.Criteria, limit: int, offset: int, after: sql.Position | None) -> list[Row]:
         if criteria.matches_nothing:
@@ -115,7 +118,17 @@ class InterceptionReader:
         return sql.Position(started_at, interception_id)
 
     def initiator_ids(self, value: str) -> tuple[str, ...]:
-        return tuple(str(row[0]) for row in self._rows("initiators", sql.initiators(value)))
+        """User ids for a user id or username; found ones are remembered for a few minutes."""
+        now = time.monotonic()
+        cached = self._initiators.get(value)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        found = tuple(str(row[0]) for row in self._rows("initiators", sql.initiators(value)))
+        if found:
+            if len(self._initiators) >= _INITIATOR_CACHE_SIZE:
+                self._initiators.clear()
+            self._initiators[value] = (found, now + _INITIATOR_CACHE_SECONDS)
+        return found
 
     def facet(self, column: sql.Facet, criteria: sql.Criteria) -> list[str]:
         if criteria.matches_nothing:
