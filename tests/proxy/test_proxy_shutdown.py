@@ -1,5 +1,5 @@
 """SIGTERM to a running ``aibridge proxy`` process: it stops accepting, lets the open stream finish,
-publishes the stream's events and exits."""
+publishes the stream's events and exits 0."""
 
 from __future__ import annotations
 
@@ -100,8 +100,7 @@ async def test_sigterm_mid_stream_finishes_the_stream_publishes_its_events_and_e
         rest = b"".join([chunk async for chunk in chunks])
     assert first.startswith(b"data: {")
     assert rest.endswith(b"data: [DONE]\n\n"), "the in-flight stream was cut"
-    # uvicorn shuts down cleanly, then re-raises the signal it caught, so the exit status says "SIGTERM".
-    assert process.wait(30) in {0, -signal.SIGTERM}, log_path.read_text()
+    assert process.wait(30) == 0, log_path.read_text()
 
     events = await read_events(kafka_bootstrap, kafka_topic, until=ended_count(1), timeout=10)
     assert [e["type"] for e in events] == ["interception.started", "prompt", "token_usage", "interception.ended"]
