@@ -12,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -98,7 +98,9 @@ class InterceptionReader:
         rows = self._rows("page", sql.page(criteria, limit, offset, after))
         results = [render_interception(dict(zip(sql.INTERCEPTION_COLUMNS, row, strict=True))) for row in rows]
         if results:
-            self._attach_children(results, min(row[14] for row in rows))
+            now = datetime.now(UTC)
+            window = (min(row[14] for row in rows), max(sql.as_utc(row[15]) if row[15] else now for row in rows))
+            self._attach_children(results, window)
             last = rows[-1]
             self._positions.remember(last[0], last[14], last[1])
         return results
@@ -148,12 +150,12 @@ class InterceptionReader:
     def ping(self) -> None:
         self._rows("ping", sql.Statement("SELECT 1"))
 
-    def _attach_children(self, results: list[Row], earliest_start: datetime) -> None:
+    def _attach_children(self, results: list[Row], window: tuple[datetime, datetime]) -> None:
         by_id = {result["id"]: result for result in results}
         ids = [UUID(key) for key in by_id]
         for table in sql.CHILD_COLUMNS:
             columns = sql.CHILD_COLUMNS[table]
-            for row in self._rows("children", sql.children(table, ids, earliest_start)):
+            for row in self._rows("children", sql.children(table, ids, window)):
                 child = render_child(dict(zip(columns, row, strict=True)))
                 by_id[child["interception_id"]][table].append(child)
 

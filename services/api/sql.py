@@ -30,10 +30,12 @@ CHILD_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
         "invocation_error", "metadata", "created_at",
     ),
 }  # fmt: skip
-# A child event happens during its interception (same proxy clock), so its created_at is not earlier
-# than the interception's started_at; the margin absorbs clock steps. The bound lets ClickHouse skip
-# parts and partitions older than the page.
+# A child event happens during its interception (same proxy clock, emitted before the ended event), so
+# its created_at lies between the interception's started_at and ended_at (now, while in flight); the
+# margin absorbs clock steps. The bounds let ClickHouse skip parts and partitions outside the page.
 CHILD_CLOCK_MARGIN: Final = timedelta(days=1)
+EARLIEST: Final = datetime(1970, 1, 2, tzinfo=UTC)
+LATEST: Final = datetime(2105, 12, 31, tzinfo=UTC)
 
 GroupBy = Literal["user", "model", "provider", "client"]
 GROUP_COLUMNS: Final[dict[str, str]] = {
@@ -134,15 +136,19 @@ def page(criteria: Criteria, limit: int, offset: int, after: Position | None) ->
     return Statement(sql, filters.parameters | {"limit": limit, "offset": offset})
 
 
-def children(table: str, interception_ids: list[UUID], earliest_start: datetime) -> Statement:
+def children(table: str, interception_ids: list[UUID], window: tuple[datetime, datetime]) -> Statement:
+    """The children of the page's interceptions, each once; ``window`` is (oldest start, latest end or now)."""
     columns = CHILD_COLUMNS[table]
     sql = (
         f"SELECT {', '.join(columns)} FROM {table} "
-        "WHERE interception_id IN {ids:Array(UUID)} AND created_at >= {since:DateTime64(6, 'UTC')} "
+        "WHERE interception_id IN {ids:Array(UUID)} "
+        "AND created_at BETWEEN {since:DateTime64(6, 'UTC')} AND {until:DateTime64(6, 'UTC')} "
         "ORDER BY interception_id, created_at, id LIMIT 1 BY interception_id, id"
     )
-    since = format_param_time(max(as_utc(earliest_start) - CHILD_CLOCK_MARGIN, datetime(1970, 1, 2, tzinfo=UTC)))
-    return Statement(sql, {"ids": [str(i) for i in interception_ids], "since": since})
+    since = max(as_utc(window[0]) - CHILD_CLOCK_MARGIN, EARLIEST)
+    until = min(as_utc(window[1]) + CHILD_CLOCK_MARGIN, LATEST)
+    parameters = {"ids": [str(i) for i in interception_ids], "since": format_param_time(since)}
+    return Statement(sql, parameters | {"until": format_param_time(until)})
 
 
 def count(criteria: Criteria) -> Statement:
