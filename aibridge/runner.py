@@ -223,7 +223,7 @@ def serve(plan: Plan) -> int:
         lifespan="on",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=max(1, round(common.shutdown_grace)),
         timeout_keep_alive=75,
     )
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal with the handler it found;

@@ -53,6 +53,9 @@ class CommonSettings(BaseSettings):
     log_level: str = Field(default="INFO")
     trace_enable: bool = Field(default=False, description="Export OpenTelemetry traces over OTLP.")
     trace_logs: bool = Field(default=False, description="Attach log records to the active span.")
+    shutdown_grace: float = Field(
+        default=30.0, ge=0, description="Seconds in-flight requests and streams get to finish at shutdown."
+    )
     metrics_initiator_label: bool = Field(
         default=True,
         description="Label the proxy's usage metrics with the initiator (username); false to bound cardinality.",

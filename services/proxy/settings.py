@@ -43,7 +43,6 @@ class ProxySettings(CommonSettings, LimitSettings, BreakerSettings, SpoolSetting
         default=3, ge=1, description="Tries per event before it is given up (1 with a spool: the spool retries)."
     )
     event_flush_timeout: float = Field(default=10.0, ge=0, description="Seconds to flush events at shutdown.")
-    shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds in-flight streams get at shutdown.")
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="Largest accepted body.")
 
     @field_validator("openai_base_url", "anthropic_base_url")
