@@ -85,16 +85,15 @@ def start_broker(port: int | None = None) -> Broker:
     return Broker(port, process)
 
 
-if __name__ == "__main__":
-    broker = start_broker(int(sys.argv[1]) if len(sys.argv) > 1 else None)
+def main(argv: list[str]) -> None:
+    """Run a broker until SIGTERM or SIGINT, then stop it."""
+    broker = start_broker(int(argv[0]) if argv else None)
+    # Block the signals only now, so the broker process does not inherit the mask, then wait for one.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     print(broker.bootstrap, flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    broker.stop()
 
-    def _terminate(*_: object) -> None:
-        broker.stop()
-        sys.exit(0)
 
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        broker.process.wait()
-    except KeyboardInterrupt:
-        broker.stop()
+if __name__ == "__main__":
+    main(sys.argv[1:])
