@@ -1,6 +1,6 @@
-"""A built-in simulated provider: OpenAI chat completions and Anthropic messages, offline.
+"""A built-in simulated provider: OpenAI chat completions and responses, Anthropic messages, offline.
 
-Serves ``/v1/chat/completions``, ``/v1/messages``, ``/v1/messages/count_tokens`` and ``/v1/models``
+Serves ``/v1/chat/completions``, ``/v1/responses``, ``/v1/messages``, ``/v1/messages/count_tokens`` and ``/v1/models``
 (OpenAI's or Anthropic's list, told apart by the ``anthropic-version`` or ``x-api-key`` header). It
 works mounted under any prefix: with the app at ``/_simulator``, the OpenAI base URL is
 ``http://HOST:PORT/_simulator/v1`` and the Anthropic one ``http://HOST:PORT/_simulator``.
@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aibridge.proxy.simulator import anthropic_sim, openai_sim
+from aibridge.proxy.simulator import anthropic_sim, openai_sim, responses_sim
 from aibridge.proxy.simulator.common import Controls, SimulatorState
 
 __all__ = ["SimulatorState", "create_simulator_app"]
@@ -97,6 +97,17 @@ def _messages(body: Any, controls: Controls) -> Response:
     )
 
 
+def _responses_endpoint(state: SimulatorState) -> Any:
+    async def endpoint(request: Request) -> Response:
+        body, controls, early = await _prelude(request, state, False)
+        if early is not None:
+            return early
+        problem = responses_sim.validate(body)
+        return openai_sim.error(400, problem) if problem else responses_sim.answer(body, controls)
+
+    return endpoint
+
+
 def _count_tokens_endpoint(state: SimulatorState) -> Any:
     async def endpoint(request: Request) -> Response:
         body, _, early = await _prelude(request, state, True)
@@ -127,6 +138,7 @@ def create_simulator_app(
     state.openai_key, state.anthropic_key = openai_key, anthropic_key
     routes = [
         Route("/v1/chat/completions", _endpoint(state, False, _chat), methods=["POST"]),
+        Route("/v1/responses", _responses_endpoint(state), methods=["POST"]),
         Route("/v1/messages", _endpoint(state, True, _messages), methods=["POST"]),
         Route("/v1/messages/count_tokens", _count_tokens_endpoint(state), methods=["POST"]),
         Route("/v1/models", _models_endpoint(state), methods=["GET"]),
