@@ -1,0 +1,255 @@
+"""The OpenAI Responses API (``POST /v1/responses``, what Codex speaks), parsed on the side: pure functions.
+
+Request: ``input`` is a string or a list of items (messages with ``input_text`` parts, ``function_call``,
+``function_call_output``, ``reasoning``, ...). The prompt is the string, or the text parts of the last item
+when it is a user message; an agent loop's follow-up turn ends with a ``function_call_output`` item and
+has no prompt.
+
+Usage (``response.usage``) follows the convention of :mod:`aibridge.proxy.records`: ``input_tokens`` of the
+record excludes the cache, so input = input_tokens - cached_tokens - cache_write_tokens (both are a
+breakdown of input_tokens), cache read = cached_tokens, cache write = cache_write_tokens. The other details
+(reasoning tokens, cache-write TTLs) and the service tier go to metadata.
+
+Streaming: each event is ``event: <type>`` and ``data: {"type": <type>, "sequence_number": n, ...}``, with no
+``[DONE]``. The response id and model come with ``response.created``; usage with the terminal event
+(``response.completed``, ``response.incomplete`` or ``response.failed``). Tool calls are output items of type
+``function_call`` (and ``custom_tool_call``, Codex's ``apply_patch``), assembled from
+``response.output_item.added``, the argument deltas and their ``.done`` events, and ``response.output_item.done``
+(whose full item is authoritative). The stream is forwarded unchanged: it always carries its usage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+
+from aibridge.proxy.errors import InvalidRequestBody, ProxyError, openai_error
+from aibridge.proxy.openai import load_object
+from aibridge.proxy.records import ParsedRequest, ResponseSummary, ToolCall, Usage, as_int
+from aibridge.proxy.sse import SSEDecoder, SSEEvent
+
+ROUTE = "/v1/responses"
+TOOL_ITEMS = frozenset({"function_call", "custom_tool_call"})
+TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_OPENING_EVENTS = frozenset({"response.created", "response.in_progress", "response.queued"})
+_DELTA_EVENTS = frozenset({"response.function_call_arguments.delta", "response.custom_tool_call_input.delta"})
+_CACHE_DETAILS = ("cached_tokens", "cache_write_tokens")
+
+
+def parse_request(raw: bytes) -> ParsedRequest:
+    body = load_object(raw)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequestBody("you must provide a model parameter")
+    items = body.get("input")
+    if items is not None and not isinstance(items, str | list):
+        raise InvalidRequestBody("'input' must be a string or an array of input items")
+    return ParsedRequest(body, model, body.get("stream") is True, last_user_prompt(items))
+
+
+def last_user_prompt(items: Any) -> str | None:
+    """A string input, or the ``input_text`` parts of the last item when it is a user message."""
+    if isinstance(items, str):
+        return items
+    if not isinstance(items, list) or not items or not isinstance(items[-1], dict):
+        return None
+    last = items[-1]
+    if last.get("role") != "user" or last.get("type", "message") != "message":
+        return None
+    content = last.get("content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    texts = [
+        part["text"]
+        for part in content
+        if isinstance(part, dict) and part.get("type") == "input_text" and isinstance(part.get("text"), str)
+    ]
+    return "\n".join(texts) if texts else None
+
+
+def usage_from(usage: dict[str, Any], service_tier: Any = None) -> Usage:
+    input_details = _mapping(usage.get("input_tokens_details"))
+    cached = as_int(input_details.get("cached_tokens"))
+    written = as_int(input_details.get("cache_write_tokens"))
+    metadata: dict[str, Any] = {}
+    extra_input = {k: v for k, v in input_details.items() if k not in _CACHE_DETAILS and v}
+    if extra_input:
+        metadata["input_tokens_details"] = extra_input
+    output_details = {k: v for k, v in _mapping(usage.get("output_tokens_details")).items() if v}
+    if output_details:
+        metadata["output_tokens_details"] = output_details
+    if service_tier:
+        metadata["service_tier"] = service_tier
+    return Usage(
+        input_tokens=max(0, as_int(usage.get("input_tokens")) - cached - written),
+        output_tokens=as_int(usage.get("output_tokens")),
+        cache_read_input_tokens=cached,
+        cache_write_input_tokens=written,
+        metadata=metadata,
+    )
+
+
+def tool_call(item: dict[str, Any], arguments: str | None = None) -> ToolCall:
+    """A ``function_call`` (arguments) or ``custom_tool_call`` (free-form input) output item."""
+    kind = item.get("type")
+    if arguments is None:
+        arguments = str(item.get("arguments" if kind == "function_call" else "input") or "")
+    metadata = {} if kind == "function_call" else {"item_type": kind}
+    return ToolCall(str(item.get("call_id") or ""), str(item.get("name") or ""), arguments, metadata)
+
+
+def summarize(response: dict[str, Any]) -> ResponseSummary:
+    """What a response object says: id, model, usage, tool calls, error."""
+    summary = ResponseSummary(response_id=str(response.get("id") or ""), model=str(response.get("model") or ""))
+    if isinstance(response.get("usage"), dict):
+        summary.usage = usage_from(response["usage"], response.get("service_tier"))
+    summary.tool_calls = [tool_call(item) for _, item in _tool_items(response)]
+    summary.error = _error_text(response.get("error"))
+    return summary
+
+
+def parse_response(raw: bytes) -> ResponseSummary:
+    """A blocking response object."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ResponseSummary(error="the upstream answer is not JSON")
+    if not isinstance(body, dict):
+        return ResponseSummary(error="the upstream answer is not a JSON object")
+    return summarize(body)
+
+
+def prepare(request: ParsedRequest, raw: bytes) -> tuple[bytes, ResponsesStream]:
+    """The request goes upstream byte for byte: a streamed response always ends with its usage."""
+    return raw, ResponsesStream()
+
+
+@dataclass(slots=True)
+class _PendingCall:
+    """A tool call being streamed; once its ``output_item.done`` arrived, ``item`` is complete."""
+
+    item: dict[str, Any]
+    deltas: list[str] = field(default_factory=list)
+    arguments: str | None = None
+    complete: bool = False
+
+    def call(self) -> ToolCall:
+        if self.complete:
+            return tool_call(self.item)
+        return tool_call(self.item, self.arguments if self.arguments is not None else "".join(self.deltas))
+
+
+class ResponsesStream:
+    """Tees a streamed response: ``feed`` returns the chunk unchanged and parses it on the side."""
+
+    def __init__(self) -> None:
+        self.summary = ResponseSummary()
+        self._decoder = SSEDecoder()
+        self._calls: dict[int, _PendingCall] = {}
+        self._last_sequence = -1
+
+    def feed(self, chunk: bytes) -> bytes:
+        for event in self._decoder.feed(chunk):
+            self._observe(event)
+        return chunk
+
+    def close(self) -> bytes:
+        for event in self._decoder.close():
+            self._observe(event)
+        self.summary.tool_calls = [self._calls[index].call() for index in sorted(self._calls)]
+        return b""
+
+    def error_event(self, exc: ProxyError) -> bytes:
+        """The ``error`` event that ends a stream the bridge could not finish.
+
+        Fields flat as the API reference documents them, and nested under ``error`` as the API sends
+        them at run time (the official SDK raises ``APIError`` on the nested form).
+        """
+        error = cast("dict[str, Any]", openai_error(exc.status, str(exc))["error"])
+        event = {
+            "type": "error",
+            "code": error["code"] or error["type"],
+            "message": error["message"],
+            "param": None,
+            "sequence_number": self._last_sequence + 1,
+            "error": error,
+        }
+        return b"event: error\ndata: " + orjson.dumps(event) + b"\n\n"
+
+    def _observe(self, event: SSEEvent) -> None:
+        if event.data is None:
+            return
+        try:
+            payload = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(payload, dict):
+            if isinstance(payload.get("sequence_number"), int):
+                self._last_sequence = max(self._last_sequence, payload["sequence_number"])
+            self._take(str(payload.get("type") or event.event), payload)
+
+    def _take(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind.startswith("response.output_item."):
+            self._take_item(payload, done=kind.endswith(".done"))
+        elif kind in _DELTA_EVENTS:
+            self._pending(payload).deltas.append(str(payload.get("delta") or ""))
+        elif kind == "response.function_call_arguments.done":
+            self._pending(payload).arguments = str(payload.get("arguments") or "")
+        elif kind == "response.custom_tool_call_input.done":
+            self._pending(payload).arguments = str(payload.get("input") or "")
+        elif kind in _OPENING_EVENTS or kind in TERMINAL_EVENTS:
+            self._take_response(_mapping(payload.get("response")), terminal=kind in TERMINAL_EVENTS)
+        elif kind == "error":
+            nested = _mapping(payload.get("error"))
+            self.summary.error = _error_text(nested or payload) or "error in stream"
+
+    def _take_item(self, payload: dict[str, Any], *, done: bool) -> None:
+        item = _mapping(payload.get("item"))
+        if item.get("type") not in TOOL_ITEMS:
+            return
+        index = as_int(payload.get("output_index"))
+        if done:
+            self._calls[index] = _PendingCall(item, complete=True)
+        elif (pending := self._calls.get(index)) is not None:
+            pending.item = item
+        else:
+            self._calls[index] = _PendingCall(item)
+
+    def _pending(self, payload: dict[str, Any]) -> _PendingCall:
+        index = as_int(payload.get("output_index"))
+        return self._calls.setdefault(index, _PendingCall({"type": "function_call", "id": payload.get("item_id")}))
+
+    def _take_response(self, response: dict[str, Any], *, terminal: bool) -> None:
+        if response.get("id"):
+            self.summary.response_id = str(response["id"])
+        if response.get("model"):
+            self.summary.model = str(response["model"])
+        if not terminal:
+            return
+        final = summarize(response)
+        self.summary.usage = final.usage or self.summary.usage
+        self.summary.error = final.error or self.summary.error
+        for index, item in _tool_items(response):
+            self._calls[index] = _PendingCall(item, complete=True)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _tool_items(response: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """The tool-call output items with their output index."""
+    output = response.get("output")
+    if not isinstance(output, list):
+        return []
+    return [(i, item) for i, item in enumerate(output) if isinstance(item, dict) and item.get("type") in TOOL_ITEMS]
+
+
+def _error_text(error: Any) -> str | None:
+    if not isinstance(error, dict) or not error:
+        return None
+    return f"{error.get('code') or error.get('type') or 'error'}: {error.get('message') or ''}"
