@@ -16,7 +16,7 @@ from aibridge.auth import TokenVerifier
 from aibridge.bus import BusProducer, InProcessProducer
 from aibridge.proxy.breaker import BreakerPolicy, Breakers
 from aibridge.proxy.emitter import EventEmitter
-from aibridge.proxy.intercept import InFlight, Interceptor, ProviderSpec, anthropic_spec, openai_spec
+from aibridge.proxy.intercept import InFlight, Interceptor, ProviderSpec, anthropic_spec, openai_spec, responses_spec
 from aibridge.proxy.limits import Admission
 from aibridge.proxy.passthrough import Passthrough, not_found
 from aibridge.proxy.records import Provider
@@ -55,6 +55,7 @@ class ProxyComponent:
         anthropic_key = settings.anthropic_key.get_secret_value() if settings.anthropic_key else None
         self.openai = self._interceptor(openai_spec(settings.openai_base_url, openai_key))
         self.anthropic = self._interceptor(anthropic_spec(settings.anthropic_base_url, anthropic_key))
+        self.responses = self._interceptor(responses_spec(settings.openai_base_url, openai_key))
         self._passthrough = [
             self._passthrough_route(self.openai.spec, "GET", "/v1/models", f"{settings.openai_base_url}/models"),
             self._passthrough_route(
@@ -99,6 +100,7 @@ class ProxyComponent:
     def routes(self) -> list[BaseRoute]:
         return [
             Route(f"{OPENAI_PREFIX}/v1/chat/completions", self.openai.handle, methods=["POST"]),
+            Route(f"{OPENAI_PREFIX}/v1/responses", self.responses.handle, methods=["POST"]),
             Route(f"{ANTHROPIC_PREFIX}/v1/messages", self.anthropic.handle, methods=["POST"]),
             *self._passthrough,
             Route(f"{OPENAI_PREFIX}/{{rest:path}}", _not_found_openai, methods=ANY_METHOD),

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
 
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
@@ -22,7 +23,7 @@ from starlette.responses import Response
 from aibridge.auth import AuthError, Identity, TokenVerifier, token_from_headers
 from aibridge.events import InterceptionContext, Status
 from aibridge.metrics import PROXY_AUTH_FAILURES, PROXY_INTERCEPTIONS
-from aibridge.proxy import anthropic, openai
+from aibridge.proxy import anthropic, openai, responses
 from aibridge.proxy.breaker import Breakers, Permit, parse_retry_after
 from aibridge.proxy.clients import classify
 from aibridge.proxy.emitter import EventEmitter
@@ -39,6 +40,13 @@ DROPPED_REQUEST_HEADERS = HOP_BY_HOP | {"host", "content-length", "authorization
 _MAX_ERROR = 1000
 
 
+@runtime_checkable
+class OwnErrorEvents(Protocol):
+    """A tee that writes the event ending a stream the bridge could not finish (Responses events are numbered)."""
+
+    def error_event(self, exc: ProxyError) -> bytes: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
     provider: Provider
@@ -47,12 +55,15 @@ class ProviderSpec:
     key_headers: dict[str, str]
     parse_request: Callable[[bytes], ParsedRequest]
     parse_response: Callable[[bytes], ResponseSummary]
+    stream_tee: Callable[[ParsedRequest, bytes], tuple[bytes, Tee]] | None = None
 
     def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
         return Response(error_body(self.provider, status, message), status, headers, "application/json")
 
     def prepare(self, request: ParsedRequest, raw: bytes) -> tuple[bytes, Tee]:
         """The body to send upstream and the tee for a streamed answer."""
+        if self.stream_tee is not None:
+            return self.stream_tee(request, raw)
         if self.provider is Provider.OPENAI:
             body, hide_usage = openai.upstream_body(request, raw)
             return body, openai.ChatStream(hide_usage=hide_usage)
@@ -68,6 +79,18 @@ def openai_spec(base_url: str, key: str | None) -> ProviderSpec:
         headers | {"accept-encoding": "gzip, deflate"},
         openai.parse_request,
         openai.parse_response,
+    )
+
+
+def responses_spec(base_url: str, key: str | None) -> ProviderSpec:
+    """OpenAI's Responses API: OpenAI's key and error shape, its own route, parsers and stream."""
+    return replace(
+        openai_spec(base_url, key),
+        route=responses.ROUTE,
+        url=f"{base_url}/responses",
+        parse_request=responses.parse_request,
+        parse_response=responses.parse_response,
+        stream_tee=responses.prepare,
     )
 
 
@@ -280,7 +303,8 @@ class Interceptor:
             leave()
             self._record(context, parsed, summary, status=status, http_status=response.status, error=error)
 
-        relay = Relay(response, tee, finished, self._stream_error)
+        error_event = tee.error_event if isinstance(tee, OwnErrorEvents) else self._stream_error
+        relay = Relay(response, tee, finished, error_event)
         return with_headers(RelayResponse(relay, response.status), response.headers)
 
     def _record_blocking(
