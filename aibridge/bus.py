@@ -133,6 +133,12 @@ class InProcessBus:
         """Messages not yet committed (of one topic, or of all)."""
         return sum(len(log.messages) for p, log in self._logs.items() if topic in (None, p.topic))
 
+    def unread(self, topic: str) -> int:
+        """Messages of ``topic`` not yet taken by its consumer (the consumer lag)."""
+        return sum(
+            log.committed + len(log.messages) - log.position for p, log in self._logs.items() if p.topic == topic
+        )
+
 
 class InProcessProducer:
     def __init__(self, bus: InProcessBus) -> None:
@@ -175,6 +181,9 @@ class InProcessConsumer:
 
     def resume(self) -> None:
         self._paused = False
+
+    async def lag(self) -> int:
+        return self._bus.unread(self._topic)
 
     async def stop(self) -> None:
         self._bus.rewind(self._topic)

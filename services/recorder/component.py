@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 from clickhouse_connect.driver.client import Client
 from starlette.routing import BaseRoute
 
-from aibridge import store
+from aibridge import metrics, store
 from aibridge.bus import BusConsumer, BusProducer
 from aibridge.recorder.pipeline import Pipeline, PipelineConfig
 from aibridge.recorder.records_log import RecordsLog
@@ -28,6 +28,11 @@ class _Probed(Protocol):
     async def probe(self) -> str | None: ...
 
 
+@runtime_checkable
+class _Lagging(Protocol):
+    async def lag(self) -> int: ...
+
+
 class RecorderComponent:
     """Consumes interception events from the bus and stores them (see :mod:`aibridge.recorder.pipeline`)."""
 
@@ -40,6 +45,7 @@ class RecorderComponent:
         self._client = client
         self._pipeline: Pipeline | None = None
         self._task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
         self._started = False
 
     @property
@@ -58,6 +64,8 @@ class RecorderComponent:
         self._pipeline = self._build_pipeline()
         self._task = asyncio.create_task(self._pipeline.run(), name="recorder-pipeline")
         self._task.add_done_callback(_report_end)
+        if isinstance(self._consumer, _Lagging):
+            self._lag_task = asyncio.create_task(self._watch_lag(self._consumer), name="recorder-lag")
         log.info(
             "recording %s into %s (batches of %d events or %.2fs; dead letters to %s)",
             self._settings.kafka_topic,
@@ -69,6 +77,11 @@ class RecorderComponent:
 
     async def stop(self) -> None:
         """Stop fetching, write and commit the open batch, then stop the consumer (what SIGTERM triggers)."""
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
+            self._lag_task = None
         if self._pipeline is not None and self._task is not None:
             self._pipeline.request_stop()
             grace = self._settings.shutdown_timeout + 5
@@ -92,11 +105,29 @@ class RecorderComponent:
     def _prepare_store(self) -> None:
         try:
             applied = store.migrate(self._client)
+        except Exception as exc:
+            raise self._store_failed("migrate", exc) from exc
+        try:
             apply_retention(self._client, self._settings.retention)
         except Exception as exc:
-            raise store.StoreError(f"cannot prepare the store {self._settings.clickhouse_database}: {exc}") from exc
+            raise self._store_failed("retention", exc) from exc
         if applied:
             log.info("applied store migrations %s", applied)
+
+    def _store_failed(self, operation: str, exc: Exception) -> store.StoreError:
+        metrics.RECORDER_STORE_ERRORS.labels(operation).inc()
+        return store.StoreError(f"cannot prepare the store {self._settings.clickhouse_database}: {exc}")
+
+    async def _watch_lag(self, consumer: _Lagging) -> None:
+        """Keep ``aibridge_recorder_consumer_lag_messages`` current (every ``consumer_lag_interval`` s)."""
+        interval = self._settings.consumer_lag_interval
+        while True:
+            try:
+                async with asyncio.timeout(interval):  # not wait_for: on 3.11 it can swallow our cancellation
+                    metrics.RECORDER_CONSUMER_LAG_MESSAGES.set(await consumer.lag())
+            except Exception as exc:  # the gauge keeps its last value; the pipeline reports the bus itself
+                log.debug("consumer lag unavailable: %r", exc)
+            await asyncio.sleep(interval)
 
     def _build_pipeline(self) -> Pipeline:
         settings = self._settings
@@ -129,6 +160,7 @@ class RecorderComponent:
         try:
             await asyncio.wait_for(asyncio.to_thread(self._client.command, "SELECT 1"), _PING_TIMEOUT)
         except Exception as exc:
+            metrics.RECORDER_STORE_ERRORS.labels("ping").inc()
             return f"store unreachable: {type(exc).__name__}: {str(exc).strip()[:300]}"
         return None
 

@@ -23,10 +23,12 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from aibridge import metrics
+from aibridge import metrics, telemetry
 from aibridge.bus import BusConsumer, BusError, Message
 from aibridge.recorder.records_log import RecordsLog
+from aibridge.recorder.rows import Row
 from aibridge.recorder.stages import Backoff, Batch, BatchWriter, DeadLetters, Decoder, Rejection, offsets_text
+from aibridge.recorder.tracing import BatchTracer
 from aibridge.store import StoreError
 
 log = logging.getLogger("aibridge.recorder")
@@ -68,6 +70,7 @@ class Pipeline:
         self._stopping = asyncio.Event()
         self._stop_deadline: float | None = None
         self._paused = False
+        self._tracing = BatchTracer() if telemetry.enabled() else None
         self.store_error: str | None = None
         self.bus_error: str | None = None
 
@@ -90,7 +93,7 @@ class Pipeline:
 
     async def _step(self) -> None:
         for message in await self._next_messages():
-            outcome = self._decoder.decode(message)
+            outcome = self._decode(message)
             if isinstance(outcome, Rejection):
                 await self._dead_letter(message, outcome)
                 self._batch.add(message, None)
@@ -98,6 +101,11 @@ class Pipeline:
                 self._batch.add(message, outcome)
         if self._batch.is_due(self._config.batch_max_rows, self._config.batch_max_seconds):
             await self._flush()
+
+    def _decode(self, message: Message) -> Row | Rejection:
+        if self._tracing is None:
+            return self._decoder.decode(message)
+        return self._tracing.decode(self._decoder, message)
 
     async def _next_messages(self) -> list[Message]:
         if self._held:
@@ -113,6 +121,7 @@ class Pipeline:
             await asyncio.sleep(self._config.retry_backoff_min)
             return []
         self.bus_error = None
+        metrics.RECORDER_EVENTS_CONSUMED.inc(len(messages))
         return messages
 
     async def _dead_letter(self, message: Message, rejection: Rejection) -> None:
@@ -143,17 +152,22 @@ class Pipeline:
             await self._write(batch)
         await self._commit(batch)
         self._batch = Batch()
+        if self._tracing is not None:
+            self._tracing.reset()
 
     async def _write(self, batch: Batch) -> None:
         backoff = self._backoff()
+        first_started_ns, attempts = time.time_ns(), 0
         while True:
             started = time.monotonic()
+            attempts += 1
             try:
                 await self._writer.write(batch)
                 break
             except StoreError as exc:
                 self.store_error = str(exc)
                 metrics.RECORDER_FAILURES.labels("write").inc()
+                metrics.RECORDER_STORE_ERRORS.labels("insert").inc()
                 log.warning("store write of %d events failed, retrying: %s", batch.messages, exc)
                 await self._wait_paused(backoff.next())
         self._resume()
@@ -161,6 +175,8 @@ class Pipeline:
             log.info("store write succeeded again; resumed fetching")
         self.store_error = None
         self._stored(batch, time.monotonic() - started)
+        if self._tracing is not None:
+            self._tracing.inserted(batch.messages, first_started_ns, time.time_ns(), attempts)
 
     def _stored(self, batch: Batch, seconds: float) -> None:
         metrics.RECORDER_WRITE_SECONDS.observe(seconds)
@@ -193,9 +209,13 @@ class Pipeline:
         while (left := min(deadline, self._stop_deadline or deadline) - time.monotonic()) > 0:
             step = min(left, IDLE_POLL_SECONDS)  # short steps: a stop request may move the deadline
             try:
-                self._held.extend(await self._consumer.poll(self._config.poll_max_records, step))
+                held = await self._consumer.poll(self._config.poll_max_records, step)
             except BusError:
                 await asyncio.sleep(step)
+                continue
+            # Counted here, where they leave the bus, not when _next_messages replays them.
+            metrics.RECORDER_EVENTS_CONSUMED.inc(len(held))
+            self._held.extend(held)
 
     def _pause(self) -> None:
         if not self._paused:

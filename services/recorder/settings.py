@@ -27,6 +27,9 @@ class RecorderSettings(CommonSettings, StoreSettings):
     shutdown_timeout: PositiveFloat = Field(
         default=20.0, description="On stop, how long (s) to keep retrying the last batch before leaving it uncommitted."
     )
+    consumer_lag_interval: PositiveFloat = Field(
+        default=5.0, description="Seconds between reads of the consumer lag (aibridge_recorder_consumer_lag_messages)."
+    )
     kafka_session_timeout_ms: PositiveInt = Field(default=10_000, description="Consumer-group session timeout.")
     kafka_heartbeat_interval_ms: PositiveInt = Field(default=3_000, description="Consumer-group heartbeat interval.")
     kafka_max_poll_interval_ms: PositiveInt = Field(
