@@ -38,15 +38,31 @@ _CONTEXT_COLUMNS = """
 
 # Query shapes (services/api): the table is read newest first by its key (started_at, id); the
 # projections serve one user's and one model's interceptions, ``by_id`` the cursor (after_id) lookup,
-# and ``facets`` the distinct users, models and clients without a scan. ``deduplicate_merge_projection_mode`` is required
-# for projections on a ReplacingMergeTree: merges rebuild them from the deduplicated rows.
+# and ``facets`` the distinct users, models and clients without a scan.
+# ``deduplicate_merge_projection_mode`` is required for projections on a ReplacingMergeTree: merges
+# rebuild them from the deduplicated rows.
 _KEY_PROJECTION = (
     "PROJECTION {name} (SELECT id, initiator_id, provider, model, client, started_at ORDER BY ({key}, started_at, id))"
 )
 _FACETS = "initiator_id, initiator_username, provider, model, client"
-# Children are fetched by interception id, 100 ids per page, each in its own granule of every part:
-# small granules and compression blocks keep the bytes read per id small.
-_CHILD_SETTINGS = "index_granularity = 256, min_compress_block_size = 16384, max_compress_block_size = 65536"
+# Children are fetched for a page of interceptions: by interception id (the table's key; small granules
+# and compression blocks keep the bytes read per id small) or, when the page spans a short time, by
+# created_at from the by_time projection, where the page's children lie together. ClickHouse picks
+# whichever reads fewer granules.
+_CHILD_SETTINGS = (
+    "index_granularity = 256, min_compress_block_size = 16384, max_compress_block_size = 65536, "
+    "deduplicate_merge_projection_mode = 'rebuild'"
+)
+_CHILD_RESPONSE_COLUMNS = {
+    USER_PROMPTS: "prompt",
+    TOKEN_USAGES: "input_tokens, output_tokens, cache_read_input_tokens, cache_write_input_tokens",
+    TOOL_USAGES: "call_id, server_url, tool, input, injected, invocation_error",
+}
+
+
+def _by_time(table: str) -> str:
+    columns = f"interception_id, id, provider_response_id, {_CHILD_RESPONSE_COLUMNS[table]}, metadata, created_at"
+    return f"PROJECTION by_time (SELECT {columns} ORDER BY created_at)"
 
 
 @dataclass(frozen=True)
@@ -91,7 +107,8 @@ SETTINGS index_granularity = 1024, deduplicate_merge_projection_mode = 'rebuild'
     provider_response_id String,
     prompt String,
     metadata String,
-    created_at DateTime64(6, 'UTC')
+    created_at DateTime64(6, 'UTC'),
+    {_by_time(USER_PROMPTS)}
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(created_at)
 ORDER BY (interception_id, id)
@@ -105,7 +122,8 @@ SETTINGS {_CHILD_SETTINGS}""",
     cache_read_input_tokens Int64,
     cache_write_input_tokens Int64,
     metadata String,
-    created_at DateTime64(6, 'UTC')
+    created_at DateTime64(6, 'UTC'),
+    {_by_time(TOKEN_USAGES)}
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(created_at)
 ORDER BY (interception_id, id)
@@ -121,7 +139,8 @@ SETTINGS {_CHILD_SETTINGS}""",
     injected Bool,
     invocation_error Nullable(String),
     metadata String,
-    created_at DateTime64(6, 'UTC')
+    created_at DateTime64(6, 'UTC'),
+    {_by_time(TOOL_USAGES)}
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(created_at)
 ORDER BY (interception_id, id)

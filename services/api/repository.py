@@ -98,9 +98,9 @@ class InterceptionReader:
         rows = self._rows("page", sql.page(criteria, limit, offset, after))
         results = [render_interception(dict(zip(sql.INTERCEPTION_COLUMNS, row, strict=True))) for row in rows]
         if results:
-            now = datetime.now(UTC)
-            window = (min(row[14] for row in rows), max(sql.as_utc(row[15]) if row[15] else now for row in rows))
-            self._attach_children(results, window)
+            in_flight_until = datetime.now(UTC) + sql.IN_FLIGHT_MARGIN
+            latest = max(sql.as_utc(row[15]) if row[15] else in_flight_until for row in rows)
+            self._attach_children(results, (min(row[14] for row in rows), latest))
             last = rows[-1]
             self._positions.remember(last[0], last[14], last[1])
         return results
@@ -153,9 +153,10 @@ class InterceptionReader:
     def _attach_children(self, results: list[Row], window: tuple[datetime, datetime]) -> None:
         by_id = {result["id"]: result for result in results}
         ids = [UUID(key) for key in by_id]
-        for table in sql.CHILD_COLUMNS:
-            columns = sql.CHILD_COLUMNS[table]
-            for row in self._rows("children", sql.children(table, ids, window)):
+        for table, columns in sql.CHILD_COLUMNS.items():
+            rows = self._rows("children", sql.children(table, ids, window))
+            unique = {(row[0], row[1]): row for row in rows}  # copies of a redelivered event are identical
+            for row in sorted(unique.values(), key=lambda row: (row[-1], str(row[1]))):
                 child = render_child(dict(zip(columns, row, strict=True)))
                 by_id[child["interception_id"]][table].append(child)
 

@@ -31,9 +31,12 @@ CHILD_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     ),
 }  # fmt: skip
 # A child event happens during its interception (same proxy clock, emitted before the ended event), so
-# its created_at lies between the interception's started_at and ended_at (now, while in flight); the
-# margin absorbs clock steps. The bounds let ClickHouse skip parts and partitions outside the page.
-CHILD_CLOCK_MARGIN: Final = timedelta(days=1)
+# its created_at lies between the interception's started_at and ended_at; the margin absorbs clock
+# steps. While an interception is in flight the window ends at the API's clock plus IN_FLIGHT_MARGIN
+# (the proxy's clock may run ahead on another machine). The window lets ClickHouse skip parts and read
+# the page's children together from the by_time projection.
+CHILD_CLOCK_MARGIN: Final = timedelta(minutes=5)
+IN_FLIGHT_MARGIN: Final = timedelta(hours=1)
 EARLIEST: Final = datetime(1970, 1, 2, tzinfo=UTC)
 LATEST: Final = datetime(2105, 12, 31, tzinfo=UTC)
 
@@ -137,13 +140,16 @@ def page(criteria: Criteria, limit: int, offset: int, after: Position | None) ->
 
 
 def children(table: str, interception_ids: list[UUID], window: tuple[datetime, datetime]) -> Statement:
-    """The children of the page's interceptions, each once; ``window`` is (oldest start, latest end or now)."""
+    """The children of the page's interceptions; ``window`` is (oldest start, latest end).
+
+    No ORDER BY or LIMIT BY here: either would make ClickHouse read in key order and refuse the
+    by_time projection; :func:`aibridge.api.repository` orders and deduplicates the few rows instead.
+    """
     columns = CHILD_COLUMNS[table]
     sql = (
         f"SELECT {', '.join(columns)} FROM {table} "
         "WHERE interception_id IN {ids:Array(UUID)} "
-        "AND created_at BETWEEN {since:DateTime64(6, 'UTC')} AND {until:DateTime64(6, 'UTC')} "
-        "ORDER BY interception_id, created_at, id LIMIT 1 BY interception_id, id"
+        "AND created_at BETWEEN {since:DateTime64(6, 'UTC')} AND {until:DateTime64(6, 'UTC')}"
     )
     since = max(as_utc(window[0]) - CHILD_CLOCK_MARGIN, EARLIEST)
     until = min(as_utc(window[1]) + CHILD_CLOCK_MARGIN, LATEST)

@@ -84,6 +84,7 @@ def test_in_flight_interceptions_are_listed_with_ended_at_null(as_user: AsUser, 
         assert (result["ended_at"] is None) is in_flight
         assert (result["status"] is None) is in_flight
         assert (result["http_status"] is None) is in_flight
+        assert len(result["user_prompts"]) == 1  # children recorded so far show while in flight
 
 
 def test_an_interception_carries_its_children_once(as_user: AsUser, specs: list[Spec]) -> None:
