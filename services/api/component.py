@@ -10,10 +10,12 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.routing import BaseRoute, Mount
 
+from aibridge import telemetry
 from aibridge.api.app import create_api_app
 from aibridge.api.errors import StoreUnavailable
 from aibridge.api.repository import InterceptionReader
 from aibridge.api.settings import ApiSettings
+from aibridge.asgi_tracing import ServerSpans
 from aibridge.auth import TokenVerifier
 
 log = logging.getLogger("aibridge.api")
@@ -31,7 +33,7 @@ class ApiComponent:
 
     @property
     def routes(self) -> list[BaseRoute]:
-        return [Mount("", app=self.app)]
+        return [Mount("", app=ServerSpans(self.app, telemetry.API_SERVICE))]
 
     async def start(self) -> None:
         problem = (await self.readiness())["clickhouse"]

@@ -18,8 +18,9 @@ from uuid import UUID
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
+from opentelemetry.trace import SpanKind
 
-from aibridge import metrics, store
+from aibridge import metrics, store, telemetry
 from aibridge.api import sql
 from aibridge.api.errors import StoreUnavailable
 from aibridge.api.render import Row, render_child, render_interception
@@ -161,6 +162,14 @@ class InterceptionReader:
                 by_id[child["interception_id"]][table].append(child)
 
     def _rows(self, name: str, statement: sql.Statement) -> Sequence[Sequence[Any]]:
+        if not telemetry.enabled():
+            return self._query(name, statement)
+        with telemetry.tracer(telemetry.API_SERVICE).start_as_current_span(
+            "Store.Query", kind=SpanKind.CLIENT, attributes={"db.system.name": "clickhouse", "aibridge.query": name}
+        ):
+            return self._query(name, statement)
+
+    def _query(self, name: str, statement: sql.Statement) -> Sequence[Sequence[Any]]:
         started = time.perf_counter()
         try:
             settings = {"max_execution_time": self._timeout} | statement.settings
