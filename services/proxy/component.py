@@ -80,6 +80,7 @@ class ProxyComponent:
             max_body=self.settings.max_request_bytes,
             admission=self.admission,
             breakers=self.breakers,
+            metrics_initiator_label=self.settings.metrics_initiator_label,
         )
 
     def _passthrough_route(self, spec: ProviderSpec, method: str, route: str, url: str) -> Route:

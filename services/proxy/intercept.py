@@ -22,13 +22,14 @@ from starlette.responses import Response
 
 from aibridge.auth import AuthError, Identity, TokenVerifier, token_from_headers
 from aibridge.events import InterceptionContext, Status
-from aibridge.metrics import PROXY_AUTH_FAILURES, PROXY_INTERCEPTIONS
+from aibridge.metrics import PROXY_AUTH_FAILURES
 from aibridge.proxy import anthropic, openai, responses
 from aibridge.proxy.breaker import Breakers, Permit, parse_retry_after
 from aibridge.proxy.clients import classify
 from aibridge.proxy.emitter import EventEmitter
 from aibridge.proxy.errors import InvalidRequestBody, ProxyError, RequestTooLarge, error_body
 from aibridge.proxy.limits import Admission, Rejection, Ticket, render_rejection
+from aibridge.proxy.observe import Observation
 from aibridge.proxy.outcome import log_interception
 from aibridge.proxy.records import ParsedRequest, Provider, ResponseSummary
 from aibridge.proxy.relay import Relay, RelayResponse, Tee
@@ -177,8 +178,10 @@ class Interceptor:
         max_body: int,
         admission: Admission,
         breakers: Breakers,
+        metrics_initiator_label: bool = True,
     ) -> None:
         self.spec = spec
+        self._initiator_label = metrics_initiator_label
         self._upstream = upstream
         self._verifier = verifier
         self._emitter = emitter
@@ -188,6 +191,17 @@ class Interceptor:
         self._breakers = breakers
 
     async def handle(self, request: Request) -> Response:
+        obs = Observation(request, self.spec.provider.value, self._initiator_label)
+        http_status = 500
+        try:
+            with obs.active():
+                response = await self._handle(request, obs)
+            http_status = response.status_code
+            return response
+        finally:
+            obs.returned(http_status)
+
+    async def _handle(self, request: Request, obs: Observation) -> Response:
         try:
             identity = authenticate(request, self._verifier)
         except AuthError as exc:
@@ -196,41 +210,46 @@ class Interceptor:
             return self.spec.error(401, str(exc))
         admitted = self._admission.admit(identity.user_id)
         if isinstance(admitted, Rejection):
-            return self._reject(self._context(request, identity, "", False), admitted)
-        leave = self._in_flight.enter(admitted)
+            return self._reject(self._context(request, identity, "", False, obs), admitted, obs)
+        leave = obs.in_flight(self._in_flight.enter(admitted))
         streaming = False
         try:
-            response = await self._admitted(request, identity, leave)
+            response = await self._admitted(request, identity, leave, obs)
             streaming = isinstance(response, RelayResponse)
             return response
         finally:
             if not streaming:
                 leave()
 
-    async def _admitted(self, request: Request, identity: Identity, leave: Callable[[], None]) -> Response:
+    async def _admitted(
+        self, request: Request, identity: Identity, leave: Callable[[], None], obs: Observation
+    ) -> Response:
         try:
             raw = await read_body(request, self._max_body)
         except ClientDisconnect:
             return Response(status_code=499)
         except RequestTooLarge as exc:
-            return self._invalid(request, identity, exc)
+            return self._invalid(request, identity, exc, obs)
         try:
             parsed = self.spec.parse_request(raw)
         except InvalidRequestBody as exc:
-            return self._invalid(request, identity, exc)
-        context = self._context(request, identity, parsed.model, parsed.stream)
+            return self._invalid(request, identity, exc, obs)
+        context = self._context(request, identity, parsed.model, parsed.stream, obs)
+        obs.processing()
         permit = self._breakers.check(self.spec.provider.value, parsed.model)
         if isinstance(permit, Rejection):
-            return self._reject(context, permit)
-        self._emitter.emit(context.started())
+            return self._reject(context, permit, obs)
+        obs.emit(self._emitter, context.started())
         try:
-            return await self._send(request, parsed, raw, context, permit, leave)
+            return await self._send(request, parsed, raw, context, permit, leave, obs)
         finally:
             permit.release()
 
-    def _context(self, request: Request, identity: Identity, model: str, streaming: bool) -> InterceptionContext:
+    def _context(
+        self, request: Request, identity: Identity, model: str, streaming: bool, obs: Observation
+    ) -> InterceptionContext:
         user_agent = request.headers.get("user-agent", "")
-        return InterceptionContext(
+        context = InterceptionContext(
             initiator_id=identity.user_id,
             initiator_username=identity.username,
             provider=self.spec.provider.value,
@@ -241,17 +260,19 @@ class Interceptor:
             api_key_id=identity.token_id,
             user_agent=user_agent,
         )
+        obs.created(context)
+        return context
 
-    def _invalid(self, request: Request, identity: Identity, exc: ProxyError) -> Response:
-        context = self._context(request, identity, "", False)
-        self._emitter.emit(context.started())
-        self._end(context, Status.INVALID_REQUEST, exc.status, str(exc))
+    def _invalid(self, request: Request, identity: Identity, exc: ProxyError, obs: Observation) -> Response:
+        context = self._context(request, identity, "", False, obs)
+        obs.emit(self._emitter, context.started())
+        self._end(context, Status.INVALID_REQUEST, exc.status, str(exc), obs)
         return self.spec.error(exc.status, str(exc))
 
-    def _reject(self, context: InterceptionContext, rejection: Rejection) -> Response:
+    def _reject(self, context: InterceptionContext, rejection: Rejection, obs: Observation) -> Response:
         """The bridge answers itself (a limit or an open breaker): recorded as ``rejected``."""
-        self._emitter.emit(context.started())
-        self._end(context, Status.REJECTED, rejection.status, rejection.message)
+        obs.emit(self._emitter, context.started())
+        self._end(context, Status.REJECTED, rejection.status, rejection.message, obs)
         status, headers, body = render_rejection(self.spec.provider.value, rejection)
         return Response(body, status, headers)
 
@@ -263,56 +284,66 @@ class Interceptor:
         context: InterceptionContext,
         permit: Permit,
         leave: Callable[[], None],
+        obs: Observation,
     ) -> Response:
         body, tee = self.spec.prepare(parsed, raw)
         url = self.spec.url if not request.url.query else f"{self.spec.url}?{request.url.query}"
         headers = forward_headers(request, self.spec.key_headers)
         try:
-            response = await self._upstream.request("POST", url, headers, body)
+            response = await obs.request(self._upstream.request("POST", url, headers, body))
         except ProxyError as exc:
             permit.failure(type(exc).__name__)
-            self._record(context, parsed, None, status=Status.UPSTREAM_ERROR, http_status=exc.status, error=str(exc))
+            self._record(
+                context, parsed, None, obs, status=Status.UPSTREAM_ERROR, http_status=exc.status, error=str(exc)
+            )
             return self.spec.error(exc.status, str(exc))
         permit.record(response.status, parse_retry_after(_header(response.headers, "retry-after")))
         try:
             if response.status >= 400:
-                answer = await response.read()
+                answer = await obs.read(response)
                 message = answer[:_MAX_ERROR].decode("utf-8", "replace")
                 self._record(
-                    context, parsed, None, status=Status.UPSTREAM_ERROR, http_status=response.status, error=message
+                    context, parsed, None, obs, status=Status.UPSTREAM_ERROR, http_status=response.status, error=message
                 )
                 return with_headers(Response(answer, response.status), response.headers)
             if parsed.stream:
-                return self._stream(context, parsed, response, tee, leave)
-            answer = await response.read()
+                return self._stream(context, parsed, response, tee, leave, obs)
+            answer = await obs.read(response)
         except ProxyError as exc:
-            self._record(context, parsed, None, status=Status.UPSTREAM_ERROR, http_status=exc.status, error=str(exc))
+            self._record(
+                context, parsed, None, obs, status=Status.UPSTREAM_ERROR, http_status=exc.status, error=str(exc)
+            )
             return self.spec.error(exc.status, str(exc))
-        task = BackgroundTask(self._record_blocking, context, parsed, answer, response.status)
+        obs.defer()
+        task = BackgroundTask(self._record_blocking, context, parsed, answer, response.status, obs)
         return with_headers(Response(answer, response.status, background=task), response.headers)
 
-    def _stream(
+    def _stream(  # noqa: PLR0917
         self,
         context: InterceptionContext,
         parsed: ParsedRequest,
         response: UpstreamResponse,
         tee: Tee,
         leave: Callable[[], None],
+        obs: Observation,
     ) -> RelayResponse:
         def finished(summary: ResponseSummary, status: Status, error: str | None) -> None:
+            obs.streamed(relay.upstream_wait, relay.client_wait, error if status is Status.UPSTREAM_ERROR else None)
             leave()
-            self._record(context, parsed, summary, status=status, http_status=response.status, error=error)
+            self._record(context, parsed, summary, obs, status=status, http_status=response.status, error=error)
 
         error_event = tee.error_event if isinstance(tee, OwnErrorEvents) else self._stream_error
         relay = Relay(response, tee, finished, error_event)
+        obs.defer()
         return with_headers(RelayResponse(relay, response.status), response.headers)
 
     def _record_blocking(
-        self, context: InterceptionContext, parsed: ParsedRequest, answer: bytes, http_status: int
+        self, context: InterceptionContext, parsed: ParsedRequest, answer: bytes, http_status: int, obs: Observation
     ) -> None:
+        obs.sent_to_client()
         summary = self.spec.parse_response(answer)
         status = Status.COMPLETED if summary.error is None else Status.UPSTREAM_ERROR
-        self._record(context, parsed, summary, status=status, http_status=http_status, error=summary.error)
+        self._record(context, parsed, summary, obs, status=status, http_status=http_status, error=summary.error)
 
     def _stream_error(self, exc: ProxyError) -> bytes:
         payload = error_body(self.spec.provider, exc.status, str(exc))
@@ -325,17 +356,20 @@ class Interceptor:
         context: InterceptionContext,
         parsed: ParsedRequest,
         summary: ResponseSummary | None,
+        obs: Observation,
         *,
         status: Status,
         http_status: int,
         error: str | None,
     ) -> None:
+        obs.processed(summary)
         response_id = summary.response_id if summary else ""
         if parsed.prompt is not None:
-            self._emitter.emit(context.prompt(parsed.prompt, response_id))
+            obs.emit(self._emitter, context.prompt(parsed.prompt, response_id))
         if summary is not None and summary.usage is not None:
             usage = summary.usage
-            self._emitter.emit(
+            obs.emit(
+                self._emitter,
                 context.token_usage(
                     provider_response_id=response_id,
                     input_tokens=usage.input_tokens,
@@ -343,31 +377,34 @@ class Interceptor:
                     cache_read_input_tokens=usage.cache_read_input_tokens,
                     cache_write_input_tokens=usage.cache_write_input_tokens,
                     metadata=usage.metadata,
-                )
+                ),
             )
         for call in summary.tool_calls if summary else ():
-            self._emitter.emit(
+            obs.emit(
+                self._emitter,
                 context.tool_usage(
                     provider_response_id=response_id,
                     tool=call.name or "unknown",
                     call_id=call.call_id,
                     tool_input=call.arguments,
                     metadata=call.metadata,
-                )
+                ),
             )
-        self._end(context, status, http_status, error, summary)
+        self._end(context, status, http_status, error, obs, summary)
 
-    def _end(
+    def _end(  # noqa: PLR0917
         self,
         context: InterceptionContext,
         status: Status,
         http_status: int,
         error: str | None,
+        obs: Observation,
         summary: ResponseSummary | None = None,
     ) -> None:
-        self._emitter.emit(context.ended(status, http_status, error[:_MAX_ERROR] if error else None))
-        PROXY_INTERCEPTIONS.labels(context.provider, status.value).inc()
-        log_interception(context, status, http_status, summary)
+        obs.emit(self._emitter, context.ended(status, http_status, error[:_MAX_ERROR] if error else None))
+        with obs.active():
+            log_interception(context, status, http_status, summary)
+        obs.ended(context, status, http_status)
 
 
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:

@@ -8,11 +8,13 @@ import logging
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from aibridge import telemetry
 from aibridge.auth import AuthError, TokenVerifier
 from aibridge.metrics import PROXY_AUTH_FAILURES, PROXY_PASSTHROUGH_REQUESTS
 from aibridge.proxy.errors import ProxyError, error_body
 from aibridge.proxy.intercept import authenticate, forward_headers, read_body
 from aibridge.proxy.limits import Admission, Rejection, render_rejection
+from aibridge.proxy.observe import passthrough_span
 from aibridge.proxy.records import Provider
 from aibridge.proxy.upstream import Upstream, with_headers
 
@@ -47,6 +49,14 @@ class Passthrough:
         return Response(error_body(self.provider, status, message), status, media_type="application/json")
 
     async def handle(self, request: Request) -> Response:
+        if not telemetry.enabled():
+            return await self._handle(request)
+        with passthrough_span(request, self.provider.value, self.route) as span:
+            response = await self._handle(request)
+            span.set_attribute("http.response.status_code", response.status_code)
+            return response
+
+    async def _handle(self, request: Request) -> Response:
         try:
             identity = authenticate(request, self._verifier)
         except AuthError as exc:

@@ -10,6 +10,7 @@ as ``client_disconnected`` with the token counts seen so far, marked ``metadata.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
@@ -44,12 +45,24 @@ class Relay:
         self._error: str | None = None
         self._tee_closed = False
         self._finished = False
+        self.upstream_wait = 0.0  # seconds waiting for the upstream's next chunk
+        self.client_wait = 0.0  # seconds the server spent sending chunks to the client
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.chunks():
+            upstream = self._response.chunks()
+            clock = time.perf_counter
+            while True:
+                waiting = clock()
+                try:
+                    chunk = await anext(upstream)
+                except StopAsyncIteration:
+                    break
+                self.upstream_wait += clock() - waiting
                 if forwarded := self._tee.feed(chunk):
+                    sending = clock()
                     yield forwarded
+                    self.client_wait += clock() - sending
             self._tee_closed = True
             if tail := self._tee.close():
                 yield tail

@@ -1,0 +1,327 @@
+"""Metrics and spans of one interception, from its arrival to its last byte (docs/observability.md).
+
+One :class:`Observation` per intercepted request carries what they need between
+:meth:`Interceptor.handle <aibridge.proxy.intercept.Interceptor.handle>` and its end: the arrival time,
+the time spent waiting on the upstream and on the client (the bridge's overhead is the rest), the
+in-flight labels and — only while tracing is on — the spans. With tracing off it builds no span, no
+attribute dict and no header; what remains per request is the Prometheus bookkeeping.
+
+Span tree (names as in Coder's AI Bridge)::
+
+    Intercept                                  arrival → last byte (server span; continues a traceparent)
+    ├── Intercept.CreateInterceptor            token, admission, body, parse, interception context
+    ├── Intercept.ProcessRequest               breaker, upstream call, relaying the answer
+    │   ├── Intercept.ProcessRequest.Upstream  request sent → last upstream byte read (event "first byte")
+    │   └── Intercept.ProcessRequest.ToolCall  one per tool call the model selected
+    ├── Intercept.RecordInterception           one per event queued for the bus; each injects its own
+    ├── Intercept.RecordPromptUsage            context into the event's Kafka headers, so the
+    ├── Intercept.RecordTokenUsage             recorder's spans join this trace
+    ├── Intercept.RecordToolUsage
+    └── Intercept.RecordInterceptionEnded
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from starlette.requests import Request
+
+from aibridge import metrics, telemetry
+from aibridge.bus import Headers
+from aibridge.events import Event, EventType, InterceptionContext
+from aibridge.events import Status as Outcome
+from aibridge.proxy.emitter import EventEmitter
+from aibridge.proxy.errors import ProxyError
+from aibridge.proxy.records import ResponseSummary
+from aibridge.proxy.upstream import UpstreamResponse
+
+INTERCEPT = "Intercept"
+CREATE = "Intercept.CreateInterceptor"
+PROCESS = "Intercept.ProcessRequest"
+UPSTREAM = "Intercept.ProcessRequest.Upstream"
+TOOL_CALL = "Intercept.ProcessRequest.ToolCall"
+PASSTHROUGH = "Passthrough"
+RECORD_SPANS = {
+    EventType.INTERCEPTION_STARTED: "Intercept.RecordInterception",
+    EventType.PROMPT: "Intercept.RecordPromptUsage",
+    EventType.TOKEN_USAGE: "Intercept.RecordTokenUsage",
+    EventType.TOOL_USAGE: "Intercept.RecordToolUsage",
+    EventType.INTERCEPTION_ENDED: "Intercept.RecordInterceptionEnded",
+}
+_TOKEN_FIELDS: tuple[tuple[metrics.TokenType, str], ...] = (
+    ("input", "input_tokens"),
+    ("output", "output_tokens"),
+    ("cache_read", "cache_read_input_tokens"),
+    ("cache_write", "cache_write_input_tokens"),
+)
+_FAILED = frozenset({Outcome.UPSTREAM_ERROR, Outcome.BRIDGE_ERROR})
+
+
+class _Spans:
+    """The open spans of one interception (tracing on only)."""
+
+    def __init__(self, request: Request, provider: str) -> None:
+        self.tracer = telemetry.tracer(telemetry.PROXY_SERVICE)
+        self.intercept = self.tracer.start_span(
+            INTERCEPT,
+            context=telemetry.extract_from_http(request.headers.raw),
+            kind=SpanKind.SERVER,
+            attributes={
+                "aibridge.provider": provider,
+                "url.path": request.url.path,
+                "http.request.method": request.method,
+            },
+        )
+        self.context = trace.set_span_in_context(self.intercept)
+        self.create: Span | None = self.tracer.start_span(CREATE, context=self.context)
+        self.process: Span | None = None
+        self.upstream: Span | None = None
+
+    def child(self, name: str, parent: Span | None = None, **attributes: Any) -> Span:
+        context = self.context if parent is None else trace.set_span_in_context(parent)
+        return self.tracer.start_span(name, context=context, attributes=attributes)
+
+
+class Observation:
+    def __init__(self, request: Request, provider: str, include_initiator: bool) -> None:
+        self.arrival = time.perf_counter()
+        self.method = request.method
+        self.provider = provider
+        self.include_initiator = include_initiator
+        self.upstream_wait = 0.0
+        self.client_wait = 0.0
+        self.sent_upstream = False
+        self.deferred = False
+        self._model = ""
+        self._returned_at = 0.0
+        self._counts_in_flight = False
+        self._in_flight: tuple[str, str, str] | None = None
+        self._spans = _Spans(request, provider) if telemetry.enabled() else None
+
+    # ---- the request's phases ---------------------------------------------------------------------
+
+    def active(self) -> Any:
+        """Make ``Intercept`` the current span (log records become its events with trace logs on)."""
+        return nullcontext() if self._spans is None else trace.use_span(self._spans.intercept, end_on_exit=False)
+
+    def in_flight(self, leave: Callable[[], None]) -> Callable[[], None]:
+        """``leave`` (idempotent), also counting this interception out of the in-flight gauge."""
+        self._counts_in_flight = True
+
+        def both() -> None:
+            leave()
+            if self._in_flight is not None:
+                metrics.PROXY_INTERCEPTIONS_IN_FLIGHT.labels(*self._in_flight).dec()
+                self._in_flight = None
+
+        return both
+
+    def created(self, context: InterceptionContext) -> None:
+        """The interception context exists: the model is known."""
+        self._model = context.model
+        if self._counts_in_flight and self._in_flight is None:
+            self._in_flight = (context.provider, context.model, context.route)
+            metrics.PROXY_INTERCEPTIONS_IN_FLIGHT.labels(*self._in_flight).inc()
+        if self._spans is not None:
+            _describe(self._spans.intercept, context)
+            self._end_create()
+
+    def processing(self) -> None:
+        if self._spans is not None:
+            self._end_create()
+            self._spans.process = self._spans.child(PROCESS)
+
+    async def request(self, call: Awaitable[UpstreamResponse]) -> UpstreamResponse:
+        """Await the upstream's status line and headers (time to first byte)."""
+        self.sent_upstream = True
+        spans = self._spans
+        if spans is not None:
+            spans.upstream = spans.child(UPSTREAM, spans.process, **{"server.address": self.provider})
+        started = time.perf_counter()
+        try:
+            response = await call
+        except ProxyError as exc:
+            self.upstream_wait += time.perf_counter() - started
+            self.upstream_done(exc)
+            raise
+        waited = time.perf_counter() - started
+        self.upstream_wait += waited
+        metrics.PROXY_UPSTREAM_TTFB_SECONDS.labels(self.provider, self._model).observe(waited)
+        if spans is not None and spans.upstream is not None:
+            spans.upstream.add_event("first byte")
+            spans.upstream.set_attribute("http.response.status_code", response.status)
+        return response
+
+    async def read(self, response: UpstreamResponse) -> bytes:
+        """The whole upstream body; ends the ``Upstream`` span."""
+        started = time.perf_counter()
+        try:
+            answer = await response.read()
+        except ProxyError as exc:
+            self.upstream_done(exc)
+            raise
+        finally:
+            self.upstream_wait += time.perf_counter() - started
+        self.upstream_done()
+        return answer
+
+    def upstream_done(self, error: BaseException | str | None = None) -> None:
+        spans = self._spans
+        if spans is None or spans.upstream is None:
+            return
+        if error is not None:
+            if isinstance(error, BaseException):
+                spans.upstream.record_exception(error)
+            spans.upstream.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        spans.upstream.end()
+        spans.upstream = None
+
+    def streamed(self, upstream_wait: float, client_wait: float, error: str | None) -> None:
+        """A relayed stream finished; the waits are the relay's."""
+        self.upstream_wait += upstream_wait
+        self.client_wait += client_wait
+        self.upstream_done(error)
+
+    def defer(self) -> None:
+        """The interception ends after the response was returned (a stream, or recording in the background)."""
+        self.deferred = True
+
+    def returned(self, http_status: int) -> None:
+        """The handler returned; close everything unless the end comes later."""
+        if self.deferred:
+            self._returned_at = time.perf_counter()
+            return
+        self._close(http_status, None)
+
+    def sent_to_client(self) -> None:
+        """A blocking answer has been written to the client (its background recording begins)."""
+        if self._returned_at:
+            self.client_wait += time.perf_counter() - self._returned_at
+
+    def processed(self, summary: ResponseSummary | None) -> None:
+        """The answer is through: one ``ToolCall`` span per selected tool, then ``ProcessRequest`` ends."""
+        spans = self._spans
+        if spans is None or spans.process is None:
+            return
+        for call in summary.tool_calls if summary else ():
+            attributes = {"aibridge.tool.name": call.name or "unknown", "aibridge.tool.call_id": call.call_id}
+            spans.child(TOOL_CALL, spans.process, **attributes).end()
+        spans.process.end()
+        spans.process = None
+
+    # ---- recording ----------------------------------------------------------------------------------
+
+    def emit(self, emitter: EventEmitter, event: Event) -> None:
+        """Queue ``event`` for the bus (in its ``Intercept.Record…`` span, whose context rides along in the
+        message headers) and count it in the usage metrics."""
+        _count(event, self.include_initiator)
+        if self._spans is None:
+            emitter.emit(event)
+            return
+        kind = event["type"]
+        attributes: dict[str, Any] = {"aibridge.event.type": kind, "aibridge.interception_id": event["interception_id"]}
+        if kind == EventType.TOOL_USAGE:
+            attributes |= {"aibridge.tool.name": event["tool"], "aibridge.tool.call_id": event["call_id"]}
+        span = self._spans.child(RECORD_SPANS[EventType(kind)], **attributes)
+        headers: Headers = telemetry.inject_headers(trace.set_span_in_context(span))
+        emitter.emit(event, headers)
+        span.end()
+
+    def ended(self, context: InterceptionContext, status: Outcome, http_status: int) -> None:
+        """The interception's end: the ended counter, duration and overhead; every span closes."""
+        labels = metrics.interception_labels(
+            provider=context.provider,
+            model=context.model,
+            status=status.value,
+            route=context.route,
+            method=self.method,
+            client=context.client,
+            initiator=context.initiator_username,
+            include_initiator=self.include_initiator,
+        )
+        metrics.PROXY_INTERCEPTIONS_ENDED.labels(*labels).inc()
+        duration = time.perf_counter() - self.arrival
+        streaming = "true" if context.streaming else "false"
+        metrics.PROXY_INTERCEPTION_DURATION_SECONDS.labels(context.provider, context.model, streaming).observe(duration)
+        if self.sent_upstream:
+            overhead = max(0.0, duration - self.upstream_wait - self.client_wait)
+            metrics.PROXY_OVERHEAD_SECONDS.labels(context.provider, streaming).observe(overhead)
+        self._close(http_status, status)
+
+    def _end_create(self) -> None:
+        if self._spans is not None and self._spans.create is not None:
+            self._spans.create.end()
+            self._spans.create = None
+
+    def _close(self, http_status: int, status: Outcome | None) -> None:
+        spans, self._spans = self._spans, None
+        if spans is None:
+            return
+        for span in (spans.create, spans.upstream, spans.process):
+            if span is not None:
+                span.end()
+        spans.intercept.set_attribute("http.response.status_code", http_status)
+        if status is not None:
+            spans.intercept.set_attribute("aibridge.status", status.value)
+        if status in _FAILED or http_status >= 500:
+            spans.intercept.set_status(Status(StatusCode.ERROR))
+        spans.intercept.end()
+
+
+def _describe(span: Span, context: InterceptionContext) -> None:
+    span.set_attributes(
+        {
+            "aibridge.interception_id": context.interception_id,
+            "aibridge.user_id": context.initiator_id,
+            "aibridge.username": context.initiator_username,
+            "aibridge.model": context.model,
+            "aibridge.client": context.client,
+            "aibridge.streaming": context.streaming,
+            "http.route": context.route,
+        }
+    )
+
+
+def _count(event: Event, include_initiator: bool) -> None:
+    kind = event["type"]
+    if kind in (EventType.INTERCEPTION_STARTED, EventType.INTERCEPTION_ENDED):
+        return
+    provider, model, client = event["provider"], event["model"], event["client"]
+    if kind == EventType.TOOL_USAGE:
+        metrics.PROXY_TOOL_SELECTIONS.labels(provider, model, client).inc()
+        return
+    labels = metrics.usage_labels(
+        provider=provider,
+        model=model,
+        client=client,
+        initiator=event["initiator"]["username"],
+        include_initiator=include_initiator,
+    )
+    if kind == EventType.PROMPT:
+        metrics.PROXY_PROMPTS.labels(*labels).inc()
+        return
+    for token_type, field in _TOKEN_FIELDS:
+        metrics.PROXY_TOKENS.labels(*labels, token_type).inc(event[field])
+
+
+@contextmanager
+def passthrough_span(request: Request, provider: str, route: str) -> Iterator[Span]:
+    """The ``Passthrough`` server span of a forwarded route (call only with tracing on)."""
+    tracer = telemetry.tracer(telemetry.PROXY_SERVICE)
+    context: Context = telemetry.extract_from_http(request.headers.raw)
+    attributes = {
+        "aibridge.provider": provider,
+        "http.route": route,
+        "http.request.method": request.method,
+        "url.path": request.url.path,
+    }
+    with tracer.start_as_current_span(
+        PASSTHROUGH, context=context, kind=SpanKind.SERVER, attributes=attributes
+    ) as span:
+        yield span
