@@ -12,9 +12,6 @@ from prometheus_client import Counter, Gauge, Histogram
 
 # ---- proxy -------------------------------------------------------------------------------------
 
-PROXY_INTERCEPTIONS = Counter(
-    "aibridge_proxy_interceptions", "Interceptions that ended, by provider and status.", ["provider", "status"]
-)
 PROXY_PASSTHROUGH_REQUESTS = Counter(
     "aibridge_proxy_passthrough_requests",
     "Passthrough requests (models, count_tokens), by provider, route and HTTP status.",
