@@ -45,14 +45,12 @@ _KEY_PROJECTION = (
     "PROJECTION {name} (SELECT id, initiator_id, provider, model, client, started_at ORDER BY ({key}, started_at, id))"
 )
 _FACETS = "initiator_id, initiator_username, provider, model, client"
-# Children are fetched for a page of interceptions: by interception id (the table's key; small granules
-# and compression blocks keep the bytes read per id small) or, when the page spans a short time, by
-# created_at from the by_time projection, where the page's children lie together. ClickHouse picks
-# whichever reads fewer granules.
-_CHILD_SETTINGS = (
-    "index_granularity = 256, min_compress_block_size = 16384, max_compress_block_size = 65536, "
-    "deduplicate_merge_projection_mode = 'rebuild'"
-)
+# Children are fetched for a page of interceptions, knowing their ids, initiators and time window.
+# Ordered by (initiator_id, created_at, ...), one user's children in a window lie together (a user's
+# page spans hours or days); the by_time projection, ordered by created_at, serves pages that span
+# a short time (the newest page, a time range). ClickHouse reads whichever touches fewer granules.
+# Every copy of a child row (redelivery) has the same key, so ReplacingMergeTree still collapses them.
+_CHILD_SETTINGS = "index_granularity = 1024, deduplicate_merge_projection_mode = 'rebuild'"
 _CHILD_RESPONSE_COLUMNS = {
     USER_PROMPTS: "prompt",
     TOKEN_USAGES: "input_tokens, output_tokens, cache_read_input_tokens, cache_write_input_tokens",
@@ -111,7 +109,7 @@ SETTINGS index_granularity = 1024, deduplicate_merge_projection_mode = 'rebuild'
     {_by_time(USER_PROMPTS)}
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(created_at)
-ORDER BY (interception_id, id)
+ORDER BY (initiator_id, created_at, interception_id, id)
 SETTINGS {_CHILD_SETTINGS}""",
             f"""CREATE TABLE IF NOT EXISTS {TOKEN_USAGES} (
     id UUID,
@@ -126,7 +124,7 @@ SETTINGS {_CHILD_SETTINGS}""",
     {_by_time(TOKEN_USAGES)}
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(created_at)
-ORDER BY (interception_id, id)
+ORDER BY (initiator_id, created_at, interception_id, id)
 SETTINGS {_CHILD_SETTINGS}""",
             f"""CREATE TABLE IF NOT EXISTS {TOOL_USAGES} (
     id UUID,
@@ -143,7 +141,7 @@ SETTINGS {_CHILD_SETTINGS}""",
     {_by_time(TOOL_USAGES)}
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(created_at)
-ORDER BY (interception_id, id)
+ORDER BY (initiator_id, created_at, interception_id, id)
 SETTINGS {_CHILD_SETTINGS}""",
         ),
     ),

@@ -100,8 +100,13 @@ class InterceptionReader:
         results = [render_interception(dict(zip(sql.INTERCEPTION_COLUMNS, row, strict=True))) for row in rows]
         if results:
             in_flight_until = datetime.now(UTC) + sql.IN_FLIGHT_MARGIN
-            latest = max(sql.as_utc(row[15]) if row[15] else in_flight_until for row in rows)
-            self._attach_children(results, (min(row[14] for row in rows), latest))
+            span = sql.PageSpan(
+                interception_ids=[row[0] for row in rows],
+                initiator_ids={str(row[1]) for row in rows},
+                earliest_start=min(row[14] for row in rows),
+                latest_end=max(sql.as_utc(row[15]) if row[15] else in_flight_until for row in rows),
+            )
+            self._attach_children(results, span)
             last = rows[-1]
             self._positions.remember(last[0], last[14], last[1])
         return results
@@ -151,11 +156,10 @@ class InterceptionReader:
     def ping(self) -> None:
         self._rows("ping", sql.Statement("SELECT 1"))
 
-    def _attach_children(self, results: list[Row], window: tuple[datetime, datetime]) -> None:
+    def _attach_children(self, results: list[Row], span: sql.PageSpan) -> None:
         by_id = {result["id"]: result for result in results}
-        ids = [UUID(key) for key in by_id]
         for table, columns in sql.CHILD_COLUMNS.items():
-            rows = self._rows("children", sql.children(table, ids, window))
+            rows = self._rows("children", sql.children(table, span))
             unique = {(row[0], row[1]): row for row in rows}  # copies of a redelivered event are identical
             for row in sorted(unique.values(), key=lambda row: (row[-1], str(row[1]))):
                 child = render_child(dict(zip(columns, row, strict=True)))

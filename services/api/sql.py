@@ -87,6 +87,16 @@ _FINAL_SETTINGS: Final = {"do_not_merge_across_partitions_select_final": 1}
 
 
 @dataclass(frozen=True, slots=True)
+class PageSpan:
+    """What locates a page's children: its interceptions, their initiators, their time window."""
+
+    interception_ids: list[UUID]
+    initiator_ids: set[str]
+    earliest_start: datetime
+    latest_end: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Position:
     """Where a keyset cursor points: the (started_at, id) key of the last row already seen."""
 
@@ -139,22 +149,29 @@ def page(criteria: Criteria, limit: int, offset: int, after: Position | None) ->
     return Statement(sql, filters.parameters | {"limit": limit, "offset": offset})
 
 
-def children(table: str, interception_ids: list[UUID], window: tuple[datetime, datetime]) -> Statement:
-    """The children of the page's interceptions; ``window`` is (oldest start, latest end).
+def children(table: str, page: PageSpan) -> Statement:
+    """The children of the page's interceptions (their ids, initiators and time window).
 
     No ORDER BY or LIMIT BY here: either would make ClickHouse read in key order and refuse the
-    by_time projection; :func:`aibridge.api.repository` orders and deduplicates the few rows instead.
+    by_time projection; :mod:`aibridge.api.repository` orders and deduplicates the few rows instead.
     """
-    columns = CHILD_COLUMNS[table]
     sql = (
-        f"SELECT {', '.join(columns)} FROM {table} "
-        "WHERE interception_id IN {ids:Array(UUID)} "
-        "AND created_at BETWEEN {since:DateTime64(6, 'UTC')} AND {until:DateTime64(6, 'UTC')}"
+        f"SELECT {', '.join(CHILD_COLUMNS[table])} FROM {table} "
+        "WHERE initiator_id IN {initiator_ids:Array(String)} "
+        "AND created_at BETWEEN {since:DateTime64(6, 'UTC')} AND {until:DateTime64(6, 'UTC')} "
+        "AND interception_id IN {ids:Array(UUID)}"
     )
-    since = max(as_utc(window[0]) - CHILD_CLOCK_MARGIN, EARLIEST)
-    until = min(as_utc(window[1]) + CHILD_CLOCK_MARGIN, LATEST)
-    parameters = {"ids": [str(i) for i in interception_ids], "since": format_param_time(since)}
-    return Statement(sql, parameters | {"until": format_param_time(until)})
+    since = max(as_utc(page.earliest_start) - CHILD_CLOCK_MARGIN, EARLIEST)
+    until = min(as_utc(page.latest_end) + CHILD_CLOCK_MARGIN, LATEST)
+    return Statement(
+        sql,
+        {
+            "initiator_ids": sorted(page.initiator_ids),
+            "since": format_param_time(since),
+            "until": format_param_time(until),
+            "ids": [str(i) for i in page.interception_ids],
+        },
+    )
 
 
 def count(criteria: Criteria) -> Statement:
