@@ -12,7 +12,15 @@ from typing import Any
 import orjson
 
 from aibridge.proxy.openai import load_object, require_model_and_messages
-from aibridge.proxy.records import ParsedRequest, ResponseSummary, ToolCall, Usage, as_int
+from aibridge.proxy.records import (
+    ParsedRequest,
+    ResponseSummary,
+    ToolCall,
+    Usage,
+    as_int,
+    message_text,
+    upstream_object,
+)
 from aibridge.proxy.sse import SSEDecoder, SSEEvent
 
 TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
@@ -33,17 +41,7 @@ def last_user_prompt(messages: list[Any]) -> str | None:
     """
     if not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
         return None
-    content = messages[-1].get("content")
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return None
-    texts = [
-        part["text"]
-        for part in content
-        if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
-    ]
-    return "\n".join(texts) if texts else None
+    return message_text(messages[-1].get("content"), "text")
 
 
 def usage_from(usage: dict[str, Any]) -> Usage:
@@ -66,12 +64,9 @@ def _tool_call(block: dict[str, Any], arguments: str | None = None) -> ToolCall:
 
 def parse_response(raw: bytes) -> ResponseSummary:
     """A blocking message."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return ResponseSummary(error="the upstream answer is not JSON")
-    if not isinstance(body, dict):
-        return ResponseSummary(error="the upstream answer is not a JSON object")
+    body = upstream_object(raw)
+    if isinstance(body, ResponseSummary):
+        return body
     summary = ResponseSummary(response_id=str(body.get("id") or ""), model=str(body.get("model") or ""))
     if isinstance(body.get("usage"), dict):
         summary.usage = usage_from(body["usage"])

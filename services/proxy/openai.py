@@ -8,7 +8,15 @@ from typing import Any
 import orjson
 
 from aibridge.proxy.errors import InvalidRequestBody
-from aibridge.proxy.records import ParsedRequest, ResponseSummary, ToolCall, Usage, as_int
+from aibridge.proxy.records import (
+    ParsedRequest,
+    ResponseSummary,
+    ToolCall,
+    Usage,
+    as_int,
+    message_text,
+    upstream_object,
+)
 from aibridge.proxy.sse import SSEDecoder, SSEEvent
 
 _NULL_USAGE = (b',"usage":null', b'"usage":null,', b', "usage": null', b'"usage": null, ')
@@ -43,13 +51,7 @@ def last_user_prompt(messages: list[Any]) -> str | None:
     """The text of the last message when its role is user (string content or its text parts)."""
     if not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
         return None
-    content = messages[-1].get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
-        return "\n".join(texts) if texts else None
-    return None
+    return message_text(messages[-1].get("content"), None)
 
 
 def wants_usage(body: dict[str, Any]) -> bool:
@@ -93,12 +95,9 @@ def usage_from(usage: dict[str, Any], service_tier: Any = None) -> Usage:
 
 def parse_response(raw: bytes) -> ResponseSummary:
     """A blocking chat completion."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return ResponseSummary(error="the upstream answer is not JSON")
-    if not isinstance(body, dict):
-        return ResponseSummary(error="the upstream answer is not a JSON object")
+    body = upstream_object(raw)
+    if isinstance(body, ResponseSummary):
+        return body
     summary = ResponseSummary(response_id=str(body.get("id") or ""), model=str(body.get("model") or ""))
     if isinstance(body.get("usage"), dict):
         summary.usage = usage_from(body["usage"], body.get("service_tier"))

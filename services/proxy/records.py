@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 
 class Provider(StrEnum):
     OPENAI = "openai"
@@ -61,3 +63,30 @@ def as_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0
     return max(0, int(value))
+
+
+def message_text(content: Any, part_type: str | None) -> str | None:
+    """A message's text: string content, or its text parts (of ``part_type``, or any) joined by newlines."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    texts = [
+        part["text"]
+        for part in content
+        if isinstance(part, dict)
+        and isinstance(part.get("text"), str)
+        and (part_type is None or part.get("type") == part_type)
+    ]
+    return "\n".join(texts) if texts else None
+
+
+def upstream_object(raw: bytes) -> dict[str, Any] | ResponseSummary:
+    """A blocking answer's JSON object, or a summary saying why it is not one."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ResponseSummary(error="the upstream answer is not JSON")
+    if not isinstance(body, dict):
+        return ResponseSummary(error="the upstream answer is not a JSON object")
+    return body

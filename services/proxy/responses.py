@@ -27,7 +27,15 @@ import orjson
 
 from aibridge.proxy.errors import InvalidRequestBody, ProxyError, openai_error
 from aibridge.proxy.openai import load_object
-from aibridge.proxy.records import ParsedRequest, ResponseSummary, ToolCall, Usage, as_int
+from aibridge.proxy.records import (
+    ParsedRequest,
+    ResponseSummary,
+    ToolCall,
+    Usage,
+    as_int,
+    message_text,
+    upstream_object,
+)
 from aibridge.proxy.sse import SSEDecoder, SSEEvent
 
 ROUTE = "/v1/responses"
@@ -58,17 +66,7 @@ def last_user_prompt(items: Any) -> str | None:
     last = items[-1]
     if last.get("role") != "user" or last.get("type", "message") != "message":
         return None
-    content = last.get("content")
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return None
-    texts = [
-        part["text"]
-        for part in content
-        if isinstance(part, dict) and part.get("type") == "input_text" and isinstance(part.get("text"), str)
-    ]
-    return "\n".join(texts) if texts else None
+    return message_text(last.get("content"), "input_text")
 
 
 def usage_from(usage: dict[str, Any], service_tier: Any = None) -> Usage:
@@ -114,12 +112,9 @@ def summarize(response: dict[str, Any]) -> ResponseSummary:
 
 def parse_response(raw: bytes) -> ResponseSummary:
     """A blocking response object."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return ResponseSummary(error="the upstream answer is not JSON")
-    if not isinstance(body, dict):
-        return ResponseSummary(error="the upstream answer is not a JSON object")
+    body = upstream_object(raw)
+    if isinstance(body, ResponseSummary):
+        return body
     return summarize(body)
 
 
