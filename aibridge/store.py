@@ -59,7 +59,10 @@ _CHILD_RESPONSE_COLUMNS = {
 
 
 def _by_time(table: str) -> str:
-    columns = f"interception_id, id, provider_response_id, {_CHILD_RESPONSE_COLUMNS[table]}, metadata, created_at"
+    columns = (
+        f"interception_id, id, initiator_id, provider_response_id, {_CHILD_RESPONSE_COLUMNS[table]}, metadata, "
+        "created_at"
+    )
     return f"PROJECTION by_time (SELECT {columns} ORDER BY created_at)"
 
 

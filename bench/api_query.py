@@ -19,6 +19,7 @@ times the same requests end to end through HTTP (JSON included).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -126,6 +127,17 @@ def build(client: Client, rows: int, recent: int, batch: int) -> None:
     for statement in children_sql(rows, redelivered, redelivered + recent // 100):
         client.command(statement)
     print(f"built in {time.perf_counter() - started:.0f}s: {describe(client)}", flush=True)
+    settle(client)
+
+
+def settle(client: Client, timeout: float = 600) -> None:
+    """Wait for the background merges the build started (they compete with the queries for CPU)."""
+    deadline, quiet = time.monotonic() + timeout, 0
+    while quiet < 3 and time.monotonic() < deadline:
+        merging = client.query("SELECT count() FROM system.merges WHERE database = currentDatabase()")
+        quiet = quiet + 1 if merging.result_rows[0][0] == 0 else 0
+        time.sleep(1)
+    print(f"merges settled: {describe(client)}", flush=True)
 
 
 def describe(client: Client) -> str:
@@ -136,25 +148,32 @@ def describe(client: Client) -> str:
     return "; ".join(f"{table}: {rows:,} rows in {count} parts" for table, count, rows in parts)
 
 
-def scenarios(client: Client) -> dict[str, str]:
+Scenario = tuple[str, str, Identity]
+
+
+def scenarios(client: Client) -> list[Scenario]:
+    """(name, q, caller): a member listing their own (no initiator to resolve) and an admin naming them."""
     users = client.query(
-        "SELECT initiator_username, count() AS n FROM interceptions GROUP BY initiator_username ORDER BY n"
+        "SELECT initiator_username, any(initiator_id), count() AS n FROM interceptions "
+        "GROUP BY initiator_username ORDER BY n"
     ).result_rows
-    user, user_rows = users[len(users) // 2]
+    user, user_id, user_rows = users[len(users) // 2]
+    member = Identity(str(user_id), str(user), Role.MEMBER, "bench", time.time() + 86400)
     middle = START + timedelta(days=30)
     print(f"one user: {user} ({user_rows:,} rows, the median user); one model: o3 (1/8 of all)")
-    return {
-        "no filter": "",
-        "one user": f"initiator:{user}",
-        "one model": "model:o3",
-        "7-day range": f"started_after:{middle:%Y-%m-%dT%H:%M:%SZ} "
-        f"started_before:{middle + timedelta(days=7):%Y-%m-%dT%H:%M:%SZ}",
-    }
+    window = f"started_after:{middle:%Y-%m-%dT%H:%M:%SZ} started_before:{middle + timedelta(days=7):%Y-%m-%dT%H:%M:%SZ}"
+    return [
+        ("no filter", "", ADMIN),
+        ("one user (member token)", "", member),
+        ("one user (admin, initiator:name)", f"initiator:{user}", ADMIN),
+        ("one model", "model:o3", ADMIN),
+        ("7-day range", window, ADMIN),
+    ]
 
 
-def deep_cursor(reader: InterceptionReader, q: str, depth: int) -> UUID:
+def deep_cursor(reader: InterceptionReader, q: str, caller: Identity, depth: int) -> UUID:
     """The id at ``depth`` in the scenario's order (found once, outside the timing)."""
-    criteria = service.resolve(parse_q(q), ADMIN, reader)
+    criteria = service.resolve(parse_q(q), caller, reader)
     rows = reader.page(criteria, 1, min(depth, reader.count(criteria) // 2), None)
     return UUID(rows[0]["id"])
 
@@ -178,24 +197,17 @@ def report(name: str, samples: list[float]) -> None:
 
 
 def measure(client: Client, settings: ApiSettings, runs: int, depth: int) -> None:
+    """Each call gets a fresh reader: its caches (cursor positions, usernames) are cold."""
     base = InterceptionReader(ClientSource(settings, client))
-    for name, q in scenarios(client).items():
-        after = deep_cursor(base, q, depth)
+    for name, q, caller in scenarios(client):
+        after = deep_cursor(base, q, caller, depth)
 
-        def first_page(q: str = q) -> Any:
-            return service.list_interceptions(
-                InterceptionReader(ClientSource(settings, client)), ADMIN, parse_q(q), limit=100, offset=None,
-                after_id=None,
-            )  # fmt: skip
+        def page(q: str = q, caller: Identity = caller, after: UUID | None = None) -> Any:
+            reader = InterceptionReader(ClientSource(settings, client))
+            return service.list_interceptions(reader, caller, parse_q(q), limit=100, offset=None, after_id=after)
 
-        def cursor_page(q: str = q, after: UUID = after) -> Any:
-            return service.list_interceptions(
-                InterceptionReader(ClientSource(settings, client)), ADMIN, parse_q(q), limit=100, offset=None,
-                after_id=after,
-            )  # fmt: skip
-
-        report(f"{name}, first page", timed(first_page, runs))
-        report(f"{name}, deep cursor", timed(cursor_page, runs))
+        report(f"{name}, first page", timed(page, runs))
+        report(f"{name}, deep cursor", timed(functools.partial(page, after=after), runs))
 
 
 def measure_http(client: Client, settings: ApiSettings, runs: int) -> None:
@@ -207,14 +219,16 @@ def measure_http(client: Client, settings: ApiSettings, runs: int) -> None:
 
     keys = Path(settings.clickhouse_url.removeprefix("chdb://")).parent / "keys"
     generate_keypair(keys)
-    token = issue_token(load_private_key(keys / "signing_key.pem"), "admin", role=Role.ADMIN)
+    key = load_private_key(keys / "signing_key.pem")
+    token = issue_token(key, "admin", role=Role.ADMIN)
     verifier = TokenVerifier.from_files(keys / "signing_key.pub.pem")
     with serve_in_thread(create_api_app(settings, client, verifier)) as url, httpx.Client(base_url=url) as http:
-        for name, q in scenarios(client).items():
+        for name, q, caller in scenarios(client):
+            bearer = token if caller is ADMIN else issue_token(key, caller.username, user_id=caller.user_id)
 
-            def get(q: str = q) -> Any:
+            def get(q: str = q, bearer: str = bearer) -> Any:
                 answer = http.get(
-                    "/api/v2/aibridge/interceptions", params={"q": q}, headers={"Authorization": f"Bearer {token}"}
+                    "/api/v2/aibridge/interceptions", params={"q": q}, headers={"Authorization": f"Bearer {bearer}"}
                 )
                 answer.raise_for_status()
                 return answer
