@@ -198,12 +198,13 @@ def report(name: str, samples: list[float]) -> None:
 
 def measure(client: Client, settings: ApiSettings, runs: int, depth: int) -> None:
     """Each call gets a fresh reader: its caches (cursor positions, usernames) are cold."""
-    base = InterceptionReader(ClientSource(settings, client))
+    clients = ClientSource(settings, client)  # the API's clients and query threads, shared as in the API
+    base = InterceptionReader(clients)
     for name, q, caller in scenarios(client):
         after = deep_cursor(base, q, caller, depth)
 
         def page(q: str = q, caller: Identity = caller, after: UUID | None = None) -> Any:
-            reader = InterceptionReader(ClientSource(settings, client))
+            reader = InterceptionReader(clients)
             return service.list_interceptions(reader, caller, parse_q(q), limit=100, offset=None, after_id=after)
 
         report(f"{name}, first page", timed(page, runs))

@@ -7,60 +7,32 @@ behind its own lock), so the API runs these in its thread pool. Store failures s
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from opentelemetry.trace import SpanKind
 
-from aibridge import metrics, store, telemetry
+from aibridge import metrics, telemetry
 from aibridge.api import sql
 from aibridge.api.errors import StoreUnavailable
+from aibridge.api.pool import ClientSource, describe
 from aibridge.api.render import Row, render_child, render_interception
-from aibridge.settings import StoreSettings
+
+__all__ = ["ClientSource", "InterceptionReader", "PositionCache"]
 
 log = logging.getLogger("aibridge.api")
 
-_RECONNECT_PAUSE = 1.0
 _INITIATOR_CACHE_SECONDS = 300.0
 _INITIATOR_CACHE_SIZE = 10_000
-
-
-class ClientSource:
-    """The client given at start, or one connected on first use and again after a failed attempt."""
-
-    def __init__(self, settings: StoreSettings, client: Client | None) -> None:
-        self._settings = settings
-        self._client = client
-        self._lock = threading.Lock()
-        self._failed_at = 0.0
-        self._failure = ""
-
-    def get(self) -> Client:
-        client = self._client
-        if client is not None:
-            return client
-        with self._lock:
-            if self._client is None:
-                self._client = self._connect()
-            return self._client
-
-    def _connect(self) -> Client:
-        if time.monotonic() - self._failed_at < _RECONNECT_PAUSE:
-            raise StoreUnavailable("the interception store is unreachable", self._failure)
-        try:
-            return store.connect(self._settings.clickhouse_url, self._settings.clickhouse_database)
-        except (ClickHouseError, OSError) as exc:
-            self._failed_at, self._failure = time.monotonic(), _describe(exc)
-            log.warning("cannot reach the store: %s", self._failure)
-            raise StoreUnavailable("the interception store is unreachable", self._failure) from exc
 
 
 class PositionCache:
@@ -92,6 +64,10 @@ class InterceptionReader:
         self._timeout = query_timeout
         self._positions = PositionCache()
         self._initiators: dict[str, tuple[tuple[str, ...], float]] = {}
+
+    def concurrently(self, call: Callable[[], Any]) -> Future[Any]:
+        """``call`` started on the reader's query pool (with another client of the store)."""
+        return self._source.submit(call)
 
     def page(self, criteria: sql.Criteria, limit: int, offset: int, after: sql.Position | None) -> list[Row]:
         if criteria.matches_nothing:
@@ -157,13 +133,20 @@ class InterceptionReader:
         self._rows("ping", sql.Statement("SELECT 1"))
 
     def _attach_children(self, results: list[Row], span: sql.PageSpan) -> None:
+        tables = list(sql.CHILD_COLUMNS)
+        others = {table: self.concurrently(functools.partial(self._children, table, span)) for table in tables[1:]}
+        found = {tables[0]: self._children(tables[0], span)} | {table: f.result() for table, f in others.items()}
         by_id = {result["id"]: result for result in results}
-        for table, columns in sql.CHILD_COLUMNS.items():
-            rows = self._rows("children", sql.children(table, span))
-            unique = {(row[0], row[1]): row for row in rows}  # copies of a redelivered event are identical
-            for row in sorted(unique.values(), key=lambda row: (row[-1], str(row[1]))):
-                child = render_child(dict(zip(columns, row, strict=True)))
+        for table in tables:
+            for child in found[table]:
                 by_id[child["interception_id"]][table].append(child)
+
+    def _children(self, table: str, span: sql.PageSpan) -> list[Row]:
+        columns = sql.CHILD_COLUMNS[table]
+        rows = self._rows("children", sql.children(table, span))
+        unique = {(row[0], row[1]): row for row in rows}  # copies of a redelivered event are identical
+        ordered = sorted(unique.values(), key=lambda row: (row[-1], str(row[1])))
+        return [render_child(dict(zip(columns, row, strict=True))) for row in ordered]
 
     def _rows(self, name: str, statement: sql.Statement) -> Sequence[Sequence[Any]]:
         if not telemetry.enabled():
@@ -177,16 +160,12 @@ class InterceptionReader:
         started = time.perf_counter()
         try:
             settings = {"max_execution_time": self._timeout} | statement.settings
-            result = self._source.get().query(statement.sql, parameters=statement.parameters, settings=settings)
+            with self._source.lease() as client:
+                result = client.query(statement.sql, parameters=statement.parameters, settings=settings)
             return result.result_rows
         except ClickHouseError as exc:
             metrics.API_STORE_ERRORS.labels(name).inc()
-            log.warning("store query %s failed: %s", name, _describe(exc))
-            raise StoreUnavailable("the interception store failed to answer", _describe(exc)) from exc
+            log.warning("store query %s failed: %s", name, describe(exc))
+            raise StoreUnavailable("the interception store failed to answer", describe(exc)) from exc
         finally:
             metrics.API_STORE_QUERY_SECONDS.labels(name).observe(time.perf_counter() - started)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text[:300]}"

@@ -64,13 +64,14 @@ def list_interceptions(
     if after_id is not None and offset is not None:
         raise BadRequest("after_id and offset cannot be used together: page with one or the other")
     criteria = resolve(filters, identity, reader)
+    counted = reader.concurrently(lambda: reader.count(criteria))  # independent of the page
     after = None
     if after_id is not None:
         after = reader.position(after_id, visible_initiators(identity))
         if after is None:
             raise BadRequest(f"unknown after_id {after_id}: no interception with that id is visible to you")
     results = reader.page(criteria, limit, offset or 0, after)
-    return {"count": reader.count(criteria), "results": results}
+    return {"count": counted.result(), "results": results}
 
 
 def usage_summary(

@@ -84,6 +84,7 @@ class Statement:
 
 # Every copy of an interception or child row has the same partition (same started_at / created_at).
 _FINAL_SETTINGS: Final = {"do_not_merge_across_partitions_select_final": 1}
+_IN_ORDER_SETTINGS: Final = {"max_threads": 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +147,10 @@ def page(criteria: Criteria, limit: int, offset: int, after: Position | None) ->
         f"WHERE (started_at, id) IN ({keys}) "
         "ORDER BY started_at DESC, id DESC, version DESC LIMIT 1 BY id"
     )
-    return Statement(sql, filters.parameters | {"limit": limit, "offset": offset})
+    # A read in key order that stops early is fastest on one thread (measured on the 10 M store: 15-20 ms
+    # instead of 25-35 ms); the by_initiator GROUP BY is not in order and is faster on several.
+    settings = {} if distinct else _IN_ORDER_SETTINGS
+    return Statement(sql, filters.parameters | {"limit": limit, "offset": offset}, settings)
 
 
 def children(table: str, page: PageSpan) -> Statement:
@@ -196,7 +200,7 @@ def position(interception_id: UUID, initiator_ids: tuple[str, ...] | None) -> St
     parameters: dict[str, Any] = {"id": str(interception_id)}
     if initiator_ids is not None:
         parameters["initiator_ids"] = list(initiator_ids)
-    return Statement(sql, parameters)
+    return Statement(sql, parameters, _IN_ORDER_SETTINGS)  # a point lookup: one thread is quicker
 
 
 def initiators(value: str) -> Statement:

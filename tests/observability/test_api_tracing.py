@@ -65,7 +65,8 @@ def test_a_request_continues_the_callers_trace(
     assert {s.resource.attributes["service.name"] for s in finished} == {"aibridge-api"}
     queries = [s for s in finished if s.name == "Store.Query"]
     assert queries and all(q.parent is not None and q.parent.span_id == server[0].context.span_id for q in queries)
-    assert queries[0].attributes is not None and queries[0].attributes["aibridge.query"] == "page"
+    # the page and the count (and any children) run concurrently: their spans finish in any order
+    assert {(q.attributes or {}).get("aibridge.query") for q in queries} >= {"page", "count"}
     continued, denied, unmatched = server
     assert f"{continued.context.trace_id:032x}" == TRACE_ID
     assert continued.parent is not None and f"{continued.parent.span_id:016x}" == PARENT_ID
