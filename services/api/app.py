@@ -108,7 +108,10 @@ def list_interceptions(
     offset: Annotated[int | None, Query(ge=0, le=10_000_000, description="Rows to skip.")] = None,
 ) -> Any:
     """Interceptions newest first (started_at, then id, descending), with their children."""
-    return service.list_interceptions(reader, identity, parse_q(q), limit=limit, offset=offset, after_id=after_id)
+    page = service.list_interceptions(reader, identity, parse_q(q), limit=limit, offset=offset, after_id=after_id)
+    # Rendered already in the documented shape (tests/api/test_api_schema.py checks answers against it):
+    # a Response skips FastAPI's re-validation of up to 1000 interceptions (3-4 ms for a page of 100).
+    return OrjsonResponse(page)
 
 
 @router.get("/models", response_model=list[str])

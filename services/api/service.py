@@ -63,13 +63,16 @@ def list_interceptions(
 ) -> dict[str, Any]:
     if after_id is not None and offset is not None:
         raise BadRequest("after_id and offset cannot be used together: page with one or the other")
+    # The cursor lookup needs only the caller's scope: it runs while a username is resolved to ids.
+    positioned = None
+    if after_id is not None:
+        scope = visible_initiators(identity)
+        positioned = reader.concurrently(lambda: reader.position(after_id, scope))
     criteria = resolve(filters, identity, reader)
     counted = reader.concurrently(lambda: reader.count(criteria))  # independent of the page
-    after = None
-    if after_id is not None:
-        after = reader.position(after_id, visible_initiators(identity))
-        if after is None:
-            raise BadRequest(f"unknown after_id {after_id}: no interception with that id is visible to you")
+    after = None if positioned is None else positioned.result()
+    if after_id is not None and after is None:
+        raise BadRequest(f"unknown after_id {after_id}: no interception with that id is visible to you")
     results = reader.page(criteria, limit, offset or 0, after)
     return {"count": counted.result(), "results": results}
 
