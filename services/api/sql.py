@@ -85,6 +85,7 @@ class Statement:
 # Every copy of an interception or child row has the same partition (same started_at / created_at).
 _FINAL_SETTINGS: Final = {"do_not_merge_across_partitions_select_final": 1}
 _IN_ORDER_SETTINGS: Final = {"max_threads": 1}
+_BESIDE_SETTINGS: Final = {"max_threads": 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,10 +188,15 @@ def count(criteria: Criteria) -> Statement:
     interception has the same started_at and so the same partition.
     """
     filters = where(criteria)
+    # The count runs beside the page (repository): on one thread it leaves the other core to the page.
     if criteria.initiator_ids is not None:
-        return Statement(f"SELECT uniqExact(id) FROM {store.INTERCEPTIONS} {filters.sql}", filters.parameters)
+        return Statement(
+            f"SELECT uniqExact(id) FROM {store.INTERCEPTIONS} {filters.sql}", filters.parameters, _BESIDE_SETTINGS
+        )
     return Statement(
-        f"SELECT count() FROM {store.INTERCEPTIONS} FINAL {filters.sql}", filters.parameters, _FINAL_SETTINGS
+        f"SELECT count() FROM {store.INTERCEPTIONS} FINAL {filters.sql}",
+        filters.parameters,
+        _FINAL_SETTINGS | _BESIDE_SETTINGS,
     )
 
 
