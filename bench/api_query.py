@@ -9,7 +9,8 @@ queries see unmerged parts and duplicates, as in production.
 
 Then times the API's own code path (``service.list_interceptions``: cursor lookup, page with its
 children, exact count) per scenario: no filter, one user, one model, a 7-day range; each as the first
-page and as a deep cursor page (cursor cache cold, so the cursor lookup is included). ``--http``
+page and as a deep cursor page (cursor cache cold, so the cursor lookup is included; a fresh reader
+per call, sharing one pool of store clients and query threads as the API does). ``--http``
 times the same requests end to end through HTTP (JSON included).
 
     .venv/bin/python bench/api_query.py                      # build if missing, then measure

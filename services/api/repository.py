@@ -1,7 +1,8 @@
 """Reads interceptions from the store: pages with their children, counts, cursors, facets, usage.
 
-Every call blocks (clickhouse-connect is synchronous; an embedded chDB client serializes its calls
-behind its own lock), so the API runs these in its thread pool. Store failures surface as
+Every call blocks (clickhouse-connect is synchronous and serializes the calls of one client), so the
+API runs these in its thread pool; the independent queries of one page run concurrently, each on a
+client lent by :class:`aibridge.api.pool.ClientSource`. Store failures surface as
 :class:`StoreUnavailable` naming what failed, never as a bare driver exception.
 """
 
