@@ -41,7 +41,9 @@ class ApiComponent:
             log.warning("the API starts without its store (%s); it answers 503 until the store is back", problem)
 
     async def stop(self) -> None:
-        """Nothing to release: requests in flight finish under the server's own shutdown."""
+        """Stops the query threads once their work is done (requests in flight finish under the
+        server's own shutdown)."""
+        self._reader.close()
 
     async def readiness(self) -> dict[str, str | None]:
         try:

@@ -55,7 +55,20 @@ class ClientSource:
         """``call`` started on the source's thread pool, in the caller's context (so the spans of its
         queries stay children of the request's span)."""
         context = contextvars.copy_context()
-        return self._executor.submit(context.run, call)
+        try:
+            return self._executor.submit(context.run, call)
+        except RuntimeError:  # closed: a request outliving the server's shutdown grace runs it inline
+            done: Future[T] = Future()
+            try:
+                done.set_result(call())
+            except BaseException as exc:
+                done.set_exception(exc)
+            return done
+
+    def close(self) -> None:
+        """Stop the query threads once their work is done (the clients stay: embedded ones are the
+        process's, HTTP ones hold no server-side state)."""
+        self._executor.shutdown(wait=False)
 
     def get(self) -> Client:
         """The first client (connected now if there is none yet)."""

@@ -130,6 +130,9 @@ class InterceptionReader:
         tokens = self._rows("usage", sql.usage_tokens(criteria, group_by))
         return counts, tokens
 
+    def close(self) -> None:
+        self._source.close()
+
     def ping(self) -> None:
         self._rows("ping", sql.Statement("SELECT 1"))
 

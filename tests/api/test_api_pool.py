@@ -45,3 +45,9 @@ def test_pooled_work_keeps_the_callers_context(chdb_url: str, store_client: Clie
     source = _source(chdb_url, store_client)
     _marker.set("request")
     assert source.submit(_marker.get).result(timeout=10) == "request"
+
+
+def test_work_submitted_after_close_still_runs(chdb_url: str, store_client: Client) -> None:
+    source = _source(chdb_url, store_client)
+    source.close()
+    assert source.submit(lambda: 42).result(timeout=10) == 42
