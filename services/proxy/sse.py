@@ -4,6 +4,10 @@ Each event keeps the exact bytes it arrived as (``raw``), so a caller can forwar
 drop one. Lines end with LF, CRLF or CR; a CR at the end of a chunk waits for the next chunk in case
 an LF follows. Lines are decoded only once complete, so a UTF-8 character split across chunks is
 never cut (no byte of a multi-byte character can be CR or LF).
+
+The common case (LF line ends only) takes a fast path: the pending bytes are split into whole blocks
+at ``\n\n`` in one pass; only the trailing partial block goes through the line-by-line scanner. Both
+paths give the same events and the same ``raw`` bytes.
 """
 
 from __future__ import annotations
@@ -32,8 +36,34 @@ class SSEDecoder:
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        pending = len(self._buffer)
         self._buffer += chunk
-        return self._drain(final=False)
+        if b"\r" in self._buffer:
+            return self._drain(final=False)
+        if pending and self._buffer.find(b"\n\n", pending - 1) < 0:
+            return self._drain(final=False)  # still inside one block: scan on, never re-read it
+        return self._split()
+
+    def _split(self) -> list[SSEEvent]:
+        """LF-only fast path. The buffer always starts at an event boundary, so it is re-read whole
+        (fields of its partial block parsed earlier are dropped first, then parsed again)."""
+        data = bytes(self._buffer)
+        events: list[SSEEvent] = []
+        position, size = 0, len(data)
+        while position < size:
+            if data[position] == 10:  # a blank line right at the boundary: an empty event
+                events.append(SSEEvent("", None, b"\n"))
+                position += 1
+                continue
+            end = data.find(b"\n\n", position)
+            if end < 0:
+                break
+            events.append(_block(data[position:end], data[position : end + 2]))
+            position = end + 2
+        self._buffer = bytearray(data[position:])
+        self._scan, self._event, self._data = 0, "", []
+        events.extend(self._drain(final=False))  # the partial block's complete lines; never an event
+        return events
 
     def close(self) -> list[SSEEvent]:
         """End of stream: a last block without its blank line still counts."""
@@ -81,3 +111,20 @@ class SSEDecoder:
         self._event = ""
         self._data = []
         return event
+
+
+def _block(block: bytes, raw: bytes) -> SSEEvent:
+    """One whole block of LF-ended, non-blank lines (the same field rules as ``SSEDecoder._field``)."""
+    event = ""
+    data: list[str] = []
+    for line in block.split(b"\n"):
+        if line.startswith(b":"):
+            continue
+        name, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            data.append(value.decode("utf-8", "replace"))
+        elif name == b"event":
+            event = value.decode("utf-8", "replace")
+    return SSEEvent(event, "\n".join(data) if data else None, raw)
