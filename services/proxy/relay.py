@@ -10,8 +10,9 @@ as ``client_disconnected`` with the token counts seen so far, marked ``metadata.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Protocol
 
 from starlette.responses import StreamingResponse
@@ -48,7 +49,7 @@ class Relay:
         self.upstream_wait = 0.0  # seconds waiting for the upstream's next chunk
         self.client_wait = 0.0  # seconds the server spent sending chunks to the client
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         try:
             upstream = self._response.chunks()
             clock = time.perf_counter
@@ -93,16 +94,57 @@ class Relay:
 
 
 class RelayResponse(StreamingResponse):
+    """A plain ASGI streaming response: start, then the relay's chunks, then the end of the body.
+
+    A client that leaves is noticed at once in every ASGI version: one watcher task waits for
+    ``http.disconnect`` and cancels the streaming task, wherever it waits (the upstream's next chunk,
+    which a thinking model may send minutes later, or a send). The cancellation it caused is absorbed
+    here; any other (a server shutting down) goes on. No task group: this runs once per streamed
+    request, and anyio's task group and cancel scopes cost more than the relaying itself.
+    """
+
     def __init__(self, relay: Relay, status_code: int) -> None:
-        super().__init__(relay.chunks(), status_code)
+        self._chunks = relay.chunks()
+        super().__init__(self._chunks, status_code)
         self._relay = relay
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Starlette listens for ``http.disconnect`` next to the stream only below ASGI spec 2.4; above
-        # it a client that left is noticed at the next chunk, which a thinking model may send minutes
-        # later. Listening is valid in every version, so always do it: the upstream is closed at once.
-        scope = {**scope, "asgi": {**scope.get("asgi", {}), "spec_version": "2.3"}}
+        streaming = asyncio.current_task()
+        assert streaming is not None
+        watch = _Watch(streaming)
+        watcher = asyncio.create_task(watch.run(receive))
         try:
-            await super().__call__(scope, receive, send)
+            await self._stream(send)
+        except asyncio.CancelledError:
+            if not watch.gone:
+                raise
+            streaming.uncancel()
+        except OSError:  # the transport failed under a send: the client is gone
+            pass
         finally:
-            await self._relay.finish()
+            watch.done = True
+            watcher.cancel()
+            try:
+                await self._chunks.aclose()
+            finally:
+                await self._relay.finish()
+
+    async def _stream(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for chunk in self._chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _Watch:
+    def __init__(self, streaming: asyncio.Task[object]) -> None:
+        self._streaming = streaming
+        self.gone = False  # the watcher saw the client leave and cancelled the streaming task
+        self.done = False  # streaming is over: too late to cancel it
+
+    async def run(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self.done:
+            self.gone = True
+            self._streaming.cancel()
