@@ -1,0 +1,28 @@
+"""The fast id and timestamp formatting of aibridge.events gives exactly the standard library's text."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+from aibridge.events import format_time, new_id
+
+
+def test_new_id_is_a_canonical_random_uuid() -> None:
+    ids = {new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+
+
+def test_format_time_matches_strftime_in_every_zone_and_year() -> None:
+    rng = random.Random(3)
+    zones = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
+    moments = [datetime(1, 1, 1, tzinfo=UTC), datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
+    moments += [datetime.fromtimestamp(rng.uniform(0, 4e9), rng.choice(zones)) for _ in range(500)]
+    moments += [datetime(2026, 11, 27, 10, 15, 30, tzinfo=UTC), datetime(2026, 11, 27, 10, 15, 30, 123456)]
+    for moment in moments:
+        assert format_time(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert format_time(datetime(2026, 11, 27, 10, 15, 30, tzinfo=UTC)) == "2026-11-27T10:15:30.000000Z"
