@@ -58,6 +58,9 @@ def check_interception(events: list[Event], token: str, **expected: Any) -> None
     """One interception: same id everywhere, unique event ids, attributed to the token's user."""
     assert len({e["interception_id"] for e in events}) == 1
     assert len({e["event_id"] for e in events}) == len(events)
+    published = orjson.dumps(events).decode()
+    for secret in (token, OPENAI_KEY, ANTHROPIC_KEY):
+        assert secret not in published, "a bridge token or provider key reached the topic"
     claims = jwt.decode(token, options={"verify_signature": False})
     for event in events:
         assert event["initiator"] == {"id": "user-alice-1", "username": "alice"}
