@@ -3,15 +3,22 @@ ensure_venv() {
   local extra="${1:-}"
   local python="${PYTHON:-python3}"
   if [ ! -x .venv/bin/python ]; then
+    if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "AI Bridge needs Python 3.11 or newer; set PYTHON=/path/to/python3.11" >&2
+      exit 1
+    fi
     "$python" -m venv .venv
   fi
   local stamp=".venv/.installed-${extra:-base}"
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    if [ -n "$extra" ]; then
-      .venv/bin/python -m pip install --quiet -e ".[$extra]"
-    else
-      .venv/bin/python -m pip install --quiet -e .
+    echo "installing AI Bridge${extra:+ with its $extra extras} into .venv (the first time takes a few minutes) ..."
+    local target="."
+    [ -n "$extra" ] && target=".[$extra]"
+    if ! { .venv/bin/python -m pip install --quiet --upgrade pip &&
+           .venv/bin/python -m pip install --quiet -e "$target"; } >.venv/install.log 2>&1; then
+      cat .venv/install.log >&2
+      echo "installation failed (log: .venv/install.log)" >&2
+      exit 1
     fi
     touch "$stamp"
   fi
