@@ -25,6 +25,10 @@ USER_PROMPTS = "user_prompts"
 TOKEN_USAGES = "token_usages"
 TOOL_USAGES = "tool_usages"
 CHILD_TABLES = (USER_PROMPTS, TOKEN_USAGES, TOOL_USAGES)
+# Kept by materialized views from interceptions (migration 2); nothing else writes them.
+INTERCEPTIONS_BY_INITIATOR = "interceptions_by_initiator"
+INITIATORS = "initiators"
+DERIVED_TABLES = (INTERCEPTIONS_BY_INITIATOR, INITIATORS)
 
 # Columns every child row carries, copied from the event's interception context so that
 # per-user and per-model summaries need no join with the interceptions table.
@@ -64,6 +68,17 @@ def _by_time(table: str) -> str:
         "created_at"
     )
     return f"PROJECTION by_time (SELECT {columns} ORDER BY created_at)"
+
+
+# Every column of interceptions (migration 1), for the tables and views derived from it.
+_INTERCEPTION_COLUMNS = (
+    "id, version, initiator_id, initiator_username, provider, model, client, api_key_id, route, streaming, "
+    "user_agent, status, http_status, error, metadata, started_at, ended_at"
+)
+_INITIATOR_PAIRS = (
+    "SELECT initiator_username, initiator_id, max(started_at) AS last_started_at "
+    f"FROM {INTERCEPTIONS} GROUP BY initiator_username, initiator_id"
+)
 
 
 @dataclass(frozen=True)
@@ -146,6 +161,50 @@ SETTINGS {_CHILD_SETTINGS}""",
 PARTITION BY toYYYYMM(created_at)
 ORDER BY (initiator_id, created_at, interception_id, id)
 SETTINGS {_CHILD_SETTINGS}""",
+        ),
+    ),
+    Migration(
+        2,
+        "interceptions_by_initiator and initiators, kept by materialized views from interceptions",
+        (
+            # One user's interceptions in key order with every listed column: a user's page is one
+            # contiguous read instead of ~100 granules scattered over interceptions (ordered by time).
+            f"""CREATE TABLE IF NOT EXISTS {INTERCEPTIONS_BY_INITIATOR} (
+    id UUID,
+    version UInt8,
+    {_CONTEXT_COLUMNS.strip()}
+    api_key_id String,
+    route LowCardinality(String),
+    streaming Bool,
+    user_agent String,
+    status LowCardinality(String),
+    http_status UInt16,
+    error Nullable(String),
+    metadata String,
+    started_at DateTime64(6, 'UTC'),
+    ended_at Nullable(DateTime64(6, 'UTC'))
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(started_at)
+ORDER BY (initiator_id, started_at, id)
+SETTINGS index_granularity = 1024""",
+            # Which ids a username (or id) names. The view groups each insert, so a part holds one row per
+            # pair; merges keep the newest. last_started_at (the pair's newest interception) is what
+            # retention expires: a pair goes when the last of its interceptions does.
+            f"""CREATE TABLE IF NOT EXISTS {INITIATORS} (
+    initiator_username String,
+    initiator_id String,
+    last_started_at DateTime64(6, 'UTC')
+) ENGINE = ReplacingMergeTree(last_started_at)
+ORDER BY (initiator_username, initiator_id)""",
+            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {INTERCEPTIONS_BY_INITIATOR}_mv TO {INTERCEPTIONS_BY_INITIATOR}
+AS SELECT {_INTERCEPTION_COLUMNS} FROM {INTERCEPTIONS}""",
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {INITIATORS}_mv TO {INITIATORS} AS {_INITIATOR_PAIRS}",
+            # Backfill what was stored before the views existed. A row inserted between a view's creation
+            # and this (none: the recorder migrates before it consumes) is only duplicated, which both
+            # tables absorb like a redelivery.
+            f"INSERT INTO {INTERCEPTIONS_BY_INITIATOR} ({_INTERCEPTION_COLUMNS}) "
+            f"SELECT {_INTERCEPTION_COLUMNS} FROM {INTERCEPTIONS}",
+            f"INSERT INTO {INITIATORS} {_INITIATOR_PAIRS}",
         ),
     ),
 ]

@@ -4,8 +4,11 @@ Interceptions expire by ``started_at``; their prompts, token usages and tool usa
 (the event's time). A child event happens during its interception, so a child row never expires
 before its interception and follows it within the interception's duration (seconds to minutes).
 Child events carry no ``started_at`` and a TTL cannot look another table up, so this is the closest
-clean rule. The TTL is changed only when it differs from the table's, because ``MODIFY TTL`` also
-rewrites (materializes) the TTL of existing parts.
+clean rule. The copies kept by materialized views follow their source: ``interceptions_by_initiator``
+by ``started_at`` like ``interceptions``, and a pair in ``initiators`` by its newest interception's
+``last_started_at`` (so a username resolves as long as one of its interceptions is kept). The TTL is
+changed only when it differs from the table's, because ``MODIFY TTL`` also rewrites (materializes) the
+TTL of existing parts.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ TTL_COLUMNS: Final[dict[str, str]] = {
     store.USER_PROMPTS: "created_at",
     store.TOKEN_USAGES: "created_at",
     store.TOOL_USAGES: "created_at",
+    store.INTERCEPTIONS_BY_INITIATOR: "started_at",
+    store.INITIATORS: "last_started_at",
 }
 
 # ClickHouse prints a table's TTL in ``engine_full`` after the ORDER BY/SAMPLE clauses and before SETTINGS.

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
 
+from aibridge import store
 from aibridge.bus import InProcessBus, Message, Partition
 from aibridge.events import Event, InterceptionContext, Status
 from aibridge.recorder.component import RecorderComponent
@@ -17,9 +18,9 @@ from aibridge.recorder.stages import Batch, BatchWriter
 DAY = 86400
 
 
-def interception_at(moment: datetime) -> list[Event]:
+def interception_at(moment: datetime, user: str = "alice") -> list[Event]:
     context = InterceptionContext(
-        initiator_id="u", initiator_username="alice", provider="anthropic", model="claude-sonnet-4-5",
+        initiator_id=f"id-{user}", initiator_username=user, provider="anthropic", model="claude-sonnet-4-5",
         client="Claude Code", streaming=True, route="/v1/messages", api_key_id="jti", started_at=moment,
     )  # fmt: skip
     events = [
@@ -41,32 +42,44 @@ async def store_events(client: Client, events: list[Event]) -> None:
     await BatchWriter(client).write(batch)
 
 
+TABLES = (*COLUMNS, *store.DERIVED_TABLES)  # what the recorder writes, and the copies its views keep
+
+
 def counts(client: Client) -> dict[str, int]:
-    for table in COLUMNS:
+    for table in TABLES:
         client.command(f"OPTIMIZE TABLE {table} FINAL")  # merges apply the TTL
-    return {table: int(client.query(f"SELECT count() FROM {table} FINAL").result_rows[0][0]) for table in COLUMNS}
+    return {table: int(client.query(f"SELECT count() FROM {table} FINAL").result_rows[0][0]) for table in TABLES}
 
 
-ONE_EACH = dict.fromkeys(COLUMNS, 1)
-TWO_EACH = dict.fromkeys(COLUMNS, 2)
+# Each test stores an old and a recent interception of two users: one row each per table (initiators
+# holds a pair per user) while both are kept.
+ONE_EACH = dict.fromkeys(TABLES, 1)
+TWO_EACH = dict.fromkeys(TABLES, 2)
+
+
+def test_every_table_has_a_retention_column() -> None:
+    assert set(TTL_COLUMNS) == set(TABLES)
 
 
 async def test_rows_older_than_the_retention_expire_with_their_children(store_client: Client) -> None:
     now = datetime.now(UTC)
     apply_retention(store_client, 30 * DAY)
     await store_events(
-        store_client, interception_at(now - timedelta(days=40)) + interception_at(now - timedelta(days=1))
+        store_client, interception_at(now - timedelta(days=40), "old") + interception_at(now - timedelta(days=1))
     )
     assert counts(store_client) == ONE_EACH
-    remaining = store_client.query("SELECT min(started_at) FROM interceptions FINAL").result_rows[0][0]
-    assert remaining.replace(tzinfo=UTC) > now - timedelta(days=2)
+    for table in (store.INTERCEPTIONS, store.INTERCEPTIONS_BY_INITIATOR):
+        remaining = store_client.query(f"SELECT min(started_at) FROM {table} FINAL").result_rows[0][0]
+        assert remaining.replace(tzinfo=UTC) > now - timedelta(days=2)
+    users = store_client.query(f"SELECT initiator_username FROM {store.INITIATORS} FINAL").result_rows
+    assert users == [("alice",)]  # the old user's only interception expired, and their username with it
 
 
 async def test_zero_keeps_everything(store_client: Client) -> None:
     now = datetime.now(UTC)
     apply_retention(store_client, 30 * DAY)
     assert apply_retention(store_client, 0) == dict.fromkeys(TTL_COLUMNS, "kept forever")
-    await store_events(store_client, interception_at(now - timedelta(days=4000)) + interception_at(now))
+    await store_events(store_client, interception_at(now - timedelta(days=4000), "old") + interception_at(now))
     assert counts(store_client) == TWO_EACH
     assert all(current_ttl(store_client, table) is None for table in TTL_COLUMNS)
 
@@ -74,7 +87,7 @@ async def test_zero_keeps_everything(store_client: Client) -> None:
 async def test_shorter_retention_applies_to_existing_rows(store_client: Client) -> None:
     now = datetime.now(UTC)
     apply_retention(store_client, 60 * DAY)
-    await store_events(store_client, interception_at(now - timedelta(days=40)) + interception_at(now))
+    await store_events(store_client, interception_at(now - timedelta(days=40), "old") + interception_at(now))
     assert counts(store_client) == TWO_EACH
     assert set(apply_retention(store_client, 30 * DAY)) == set(TTL_COLUMNS)
     assert counts(store_client) == ONE_EACH
@@ -85,11 +98,11 @@ async def test_unchanged_retention_is_not_reapplied(store_client: Client) -> Non
     assert apply_retention(store_client, 7 * DAY) == {}
     assert current_ttl(store_client, "interceptions") == f"toDateTime(started_at) + toIntervalSecond({7 * DAY})"
     assert current_ttl(store_client, "tool_usages") == f"toDateTime(created_at) + toIntervalSecond({7 * DAY})"
+    assert current_ttl(store_client, store.INTERCEPTIONS_BY_INITIATOR) == current_ttl(store_client, "interceptions")
+    assert current_ttl(store_client, store.INITIATORS) == f"toDateTime(last_started_at) + toIntervalSecond({7 * DAY})"
 
 
 async def test_restart_with_a_new_setting_changes_the_tables_ttl(chdb_url: str, store_database: str) -> None:
-    from aibridge import store
-
     client = store.connect(chdb_url, store_database, create_database=True)
     for retention, expected in (("30d", 30 * DAY), ("720h", 30 * DAY), ("90d", 90 * DAY), ("0", None)):
         settings = RecorderSettings(
@@ -105,3 +118,4 @@ async def test_restart_with_a_new_setting_changes_the_tables_ttl(chdb_url: str, 
         wanted = None if expected is None else f"toDateTime(started_at) + toIntervalSecond({expected})"
         assert current_ttl(client, "interceptions") == wanted
         assert current_ttl(client, "token_usages") == (wanted and wanted.replace("started_at", "created_at"))
+        assert current_ttl(client, store.INTERCEPTIONS_BY_INITIATOR) == wanted
