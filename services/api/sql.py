@@ -4,6 +4,9 @@ Deduplication without ``FINAL`` over the whole table: every version and redelive
 interception shares its sorting key (``started_at``, ``id``), so a page is the first ``limit``
 DISTINCT keys in key order (read backwards along the primary key or a projection, stopping early),
 and its rows are then fetched by key with ``LIMIT 1 BY id`` keeping the highest ``version``.
+Anything limited to some users reads ``interceptions_by_initiator`` instead, the same rows ordered by
+(``initiator_id``, ``started_at``, ``id``): one user's page is then a single read in key order, where
+copies of an id lie next to each other and ``LIMIT 1 BY id`` keeps the highest ``version``.
 """
 
 from __future__ import annotations
@@ -106,6 +109,11 @@ class Position:
     id: UUID
 
 
+def interceptions_table(criteria: Criteria) -> str:
+    """The copy that reads ``criteria``'s rows fastest: some users' rows lie together in the index table."""
+    return store.INTERCEPTIONS if criteria.initiator_ids is None else store.INTERCEPTIONS_BY_INITIATOR
+
+
 def where(criteria: Criteria, time_column: str = "started_at") -> Statement:
     """``WHERE ...`` for the criteria (always at least ``1``), with its parameters."""
     conditions: list[str] = ["1"]
@@ -136,22 +144,25 @@ def page(criteria: Criteria, limit: int, offset: int, after: Position | None) ->
             " AND (started_at < {after_at:DateTime64(6, 'UTC')} OR id < {after_id:UUID})"
         )
         filters.parameters |= {"after_at": format_param_time(after.started_at), "after_id": str(after.id)}
-    # One user's keys come from the by_initiator projection, which ClickHouse uses for a GROUP BY but
-    # not for a read in key order; every other page reads the key backwards and stops early.
-    distinct = "GROUP BY started_at, id" if criteria.initiator_ids is not None else ""
-    keys = (
-        f"SELECT {'' if distinct else 'DISTINCT '}started_at, id FROM {store.INTERCEPTIONS} {filters.sql} "
-        f"{distinct} ORDER BY started_at DESC, id DESC LIMIT {{limit:UInt32}} OFFSET {{offset:UInt64}}"
-    )
+    parameters = filters.parameters | {"limit": limit, "offset": offset}
+    newest = "ORDER BY started_at DESC, id DESC"
+    window = "LIMIT {limit:UInt32} OFFSET {offset:UInt64}"
+    columns = ", ".join(INTERCEPTION_COLUMNS)
+    if criteria.initiator_ids is not None:
+        # In the index table a user's rows are in key order, every copy of an id next to the others: one
+        # read backwards that stops early (faster on the default threads: it merges the parts' streams).
+        table = store.INTERCEPTIONS_BY_INITIATOR
+        return Statement(
+            f"SELECT {columns} FROM {table} {filters.sql} {newest}, version DESC LIMIT 1 BY id {window}", parameters
+        )
+    keys = f"SELECT DISTINCT started_at, id FROM {store.INTERCEPTIONS} {filters.sql} {newest} {window}"
     sql = (
-        f"SELECT {', '.join(INTERCEPTION_COLUMNS)} FROM {store.INTERCEPTIONS} "
-        f"WHERE (started_at, id) IN ({keys}) "
-        "ORDER BY started_at DESC, id DESC, version DESC LIMIT 1 BY id"
+        f"SELECT {columns} FROM {store.INTERCEPTIONS} WHERE (started_at, id) IN ({keys}) "
+        f"{newest}, version DESC LIMIT 1 BY id"
     )
     # A read in key order that stops early is fastest on one thread (measured on the 10 M store: 15-20 ms
-    # instead of 25-35 ms); the by_initiator GROUP BY is not in order and is faster on several.
-    settings = {} if distinct else _IN_ORDER_SETTINGS
-    return Statement(sql, filters.parameters | {"limit": limit, "offset": offset}, settings)
+    # instead of 25-35 ms).
+    return Statement(sql, parameters, _IN_ORDER_SETTINGS)
 
 
 def children(table: str, page: PageSpan) -> Statement:
@@ -182,7 +193,7 @@ def children(table: str, page: PageSpan) -> Statement:
 def count(criteria: Criteria) -> Statement:
     """Exact number of distinct interceptions matching.
 
-    With an initiator the by_initiator projection narrows the rows to that user's, where an exact
+    With an initiator, that user's rows lie together in ``interceptions_by_initiator``, where an exact
     distinct count is cheap. Otherwise ``FINAL``: ClickHouse only merges the key ranges where parts
     overlap (recent data), and never across partitions, which is right because every copy of an
     interception has the same started_at and so the same partition.
@@ -191,7 +202,9 @@ def count(criteria: Criteria) -> Statement:
     # The count runs beside the page (repository): on one thread it leaves the other core to the page.
     if criteria.initiator_ids is not None:
         return Statement(
-            f"SELECT uniqExact(id) FROM {store.INTERCEPTIONS} {filters.sql}", filters.parameters, _BESIDE_SETTINGS
+            f"SELECT uniqExact(id) FROM {store.INTERCEPTIONS_BY_INITIATOR} {filters.sql}",
+            filters.parameters,
+            _BESIDE_SETTINGS,
         )
     return Statement(
         f"SELECT count() FROM {store.INTERCEPTIONS} FINAL {filters.sql}",
@@ -210,11 +223,11 @@ def position(interception_id: UUID, initiator_ids: tuple[str, ...] | None) -> St
 
 
 def initiators(value: str) -> Statement:
-    """User ids whose id or username is ``value`` (served by the facets projection)."""
+    """User ids whose id or username is ``value`` (the small ``initiators`` table, one row per pair)."""
     return Statement(
-        f"SELECT initiator_id FROM {store.INTERCEPTIONS} "
-        "WHERE initiator_id = {value:String} OR initiator_username = {value:String} "
-        "GROUP BY initiator_id ORDER BY initiator_id LIMIT 1000",
+        f"SELECT DISTINCT initiator_id FROM {store.INITIATORS} "
+        "WHERE initiator_username = {value:String} OR initiator_id = {value:String} "
+        "ORDER BY initiator_id LIMIT 1000",
         {"value": value},
     )
 
@@ -232,7 +245,7 @@ def usage_interceptions(criteria: Criteria, group_by: GroupBy) -> Statement:
     filters = where(criteria)
     return Statement(
         f"SELECT {key} AS key, argMax(initiator_username, started_at) AS username, uniqExact(id) AS n "
-        f"FROM {store.INTERCEPTIONS} {filters.sql} GROUP BY key",
+        f"FROM {interceptions_table(criteria)} {filters.sql} GROUP BY key",
         filters.parameters,
     )
 
