@@ -207,6 +207,13 @@ AS SELECT {_INTERCEPTION_COLUMNS} FROM {INTERCEPTIONS}""",
             f"INSERT INTO {INITIATORS} {_INITIATOR_PAIRS}",
         ),
     ),
+    Migration(
+        3,
+        "drop the by_initiator projection of interceptions (interceptions_by_initiator serves one user's reads)",
+        # Every read limited to users goes to interceptions_by_initiator now; the projection only cost
+        # disk (236 MiB of 1.59 GiB on the 10 M store) and insert time.
+        (f"ALTER TABLE {INTERCEPTIONS} DROP PROJECTION IF EXISTS by_initiator",),
+    ),
 ]
 
 
