@@ -33,6 +33,10 @@ __all__ = ["ClientSource", "InterceptionReader", "PositionCache"]
 log = logging.getLogger("aibridge.api")
 
 _INITIATOR_CACHE_SECONDS = 300.0
+# Rows read per interception wanted on one user's page: its started and ended rows until a merge, and a
+# redelivered copy. Beyond _FETCH_AHEAD_MAX rows (deep offsets) the exact query reads less.
+_COPIES_FETCHED = 3
+_FETCH_AHEAD_MAX = 1000
 _INITIATOR_CACHE_SIZE = 10_000
 
 
@@ -59,6 +63,18 @@ class PositionCache:
         return entry[0]
 
 
+def first_of_each_id(rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+    """The first row of each id (column 0), in order: with rows ordered by version descending within an
+    id, each id's highest version."""
+    seen: set[Any] = set()
+    first = []
+    for row in rows:
+        if row[0] not in seen:
+            seen.add(row[0])
+            first.append(row)
+    return first
+
+
 class InterceptionReader:
     def __init__(self, source: ClientSource, query_timeout: int = 30) -> None:
         self._source = source
@@ -73,7 +89,7 @@ class InterceptionReader:
     def page(self, criteria: sql.Criteria, limit: int, offset: int, after: sql.Position | None) -> list[Row]:
         if criteria.matches_nothing:
             return []
-        rows = self._rows("page", sql.page(criteria, limit, offset, after))
+        rows = self._page_rows(criteria, limit, offset, after)
         results = [render_interception(dict(zip(sql.INTERCEPTION_COLUMNS, row, strict=True))) for row in rows]
         if results:
             in_flight_until = datetime.now(UTC) + sql.IN_FLIGHT_MARGIN
@@ -87,6 +103,21 @@ class InterceptionReader:
             last = rows[-1]
             self._positions.remember(last[0], last[14], last[1])
         return results
+
+    def _page_rows(
+        self, criteria: sql.Criteria, limit: int, offset: int, after: sql.Position | None
+    ) -> Sequence[Sequence[Any]]:
+        """One user's page from a few copies per id read in key order, else (or when they hold too few
+        ids) the exact ``LIMIT 1 BY id`` query."""
+        wanted = offset + limit
+        if criteria.initiator_ids is None or wanted > _FETCH_AHEAD_MAX:
+            return self._rows("page", sql.page(criteria, limit, offset, after))
+        fetch = _COPIES_FETCHED * wanted
+        copies = self._rows("page", sql.user_rows(criteria, fetch, after))
+        newest = first_of_each_id(copies)
+        if len(newest) >= wanted or len(copies) < fetch:
+            return newest[offset:wanted]
+        return self._rows("page", sql.page(criteria, limit, offset, after))
 
     def count(self, criteria: sql.Criteria) -> int:
         if criteria.matches_nothing:

@@ -16,6 +16,7 @@ import pytest
 from api_rows import BASE, USERS, Spec, dataset, insert, user_id
 from clickhouse_connect.driver.client import Client
 from conftest import api_settings, new_database
+from prometheus_client import REGISTRY
 
 from aibridge import store
 from aibridge.api import service, sql
@@ -155,6 +156,26 @@ def test_cursor_pages_of_members_and_named_users_match_the_reference(
     assert all(len(result["user_prompts"]) == 1 for result in results)
 
 
+def page_queries() -> float:
+    return REGISTRY.get_sample_value("aibridge_api_store_query_seconds_count", {"query": "page"}) or 0.0
+
+
+@pytest.mark.parametrize(
+    ("size", "queries"),
+    [
+        (100, 1),  # 300 rows fetched hold all of carol's ids: one query
+        (7, 2),  # 21 rows hold ~5 ids (4-6 copies each): the exact query follows
+    ],
+)
+def test_a_page_falls_back_to_the_exact_query_when_the_fetched_rows_hold_too_few_ids(
+    copies_store: Client, reader: InterceptionReader, size: int, queries: int
+) -> None:
+    criteria = sql.Criteria(initiator_ids=(user_id("carol"),))
+    before = page_queries()
+    assert without_children(reader.page(criteria, size, 0, None)) == reference(copies_store, criteria)[:size]
+    assert page_queries() - before == queries
+
+
 def test_usernames_and_ids_resolve_from_the_initiators_table(reader: InterceptionReader) -> None:
     assert reader.initiator_ids("dana") == DANA_IDS
     assert reader.initiator_ids(DANA_IDS[0]) == DANA_IDS[:1]
@@ -178,6 +199,7 @@ def test_every_page_query_limited_to_users_reads_the_index_table() -> None:
     statements: list[Any] = [
         sql.page(CRITERIA[0], 10, 0, None),
         sql.page(CRITERIA[0], 10, 0, sql.Position(BASE, uuid.uuid4())),
+        sql.user_rows(CRITERIA[0], 30, sql.Position(BASE, uuid.uuid4())),
         sql.count(CRITERIA[0]),
     ]
     assert all(f"FROM {store.INTERCEPTIONS_BY_INITIATOR} " in statement.sql for statement in statements)
