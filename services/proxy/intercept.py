@@ -20,7 +20,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from aibridge.auth import AuthError, Identity, TokenVerifier, token_from_headers
+from aibridge.auth import AuthError, Identity, TokenVerifier
 from aibridge.events import InterceptionContext, Status
 from aibridge.metrics import PROXY_AUTH_FAILURES
 from aibridge.proxy import anthropic, openai, responses
@@ -28,16 +28,16 @@ from aibridge.proxy.breaker import Breakers, Permit, parse_retry_after
 from aibridge.proxy.clients import classify
 from aibridge.proxy.emitter import EventEmitter
 from aibridge.proxy.errors import InvalidRequestBody, ProxyError, RequestTooLarge, error_body
+from aibridge.proxy.incoming import authenticate, forward_headers, header_map, read_body
 from aibridge.proxy.limits import Admission, Rejection, Ticket, render_rejection
 from aibridge.proxy.observe import Observation
 from aibridge.proxy.outcome import log_interception
 from aibridge.proxy.records import ParsedRequest, Provider, ResponseSummary
 from aibridge.proxy.relay import Relay, RelayResponse, Tee
-from aibridge.proxy.upstream import HOP_BY_HOP, Upstream, UpstreamResponse, with_headers
+from aibridge.proxy.upstream import Upstream, UpstreamResponse, with_headers
 
 log = logging.getLogger("aibridge.proxy")
 
-DROPPED_REQUEST_HEADERS = HOP_BY_HOP | {"host", "content-length", "authorization", "x-api-key", "accept-encoding"}
 _MAX_ERROR = 1000
 
 
@@ -107,37 +107,6 @@ def anthropic_spec(base_url: str, key: str | None) -> ProviderSpec:
     )
 
 
-def forward_headers(request: Request, template: dict[str, str]) -> dict[str, str]:
-    """The client's headers minus credentials and hop-by-hop ones, plus the central key."""
-    headers = {
-        name.decode("latin-1"): value.decode("latin-1")
-        for name, value in request.headers.raw
-        if name.decode("latin-1").lower() not in DROPPED_REQUEST_HEADERS
-    }
-    headers.setdefault("content-type", "application/json")
-    headers.update(template)
-    return headers
-
-
-def authenticate(request: Request, verifier: TokenVerifier) -> Identity:
-    headers = request.headers
-    return verifier.verify(token_from_headers(headers.get("authorization"), headers.get("x-api-key")))
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge(f"the request body is larger than {limit} bytes")
-    parts: list[bytes] = []
-    size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise RequestTooLarge(f"the request body is larger than {limit} bytes")
-        parts.append(part)
-    return b"".join(parts)
-
-
 class InFlight:
     """Counts requests between admission and their last byte; ``idle`` is set when there are none."""
 
@@ -202,19 +171,20 @@ class Interceptor:
             obs.returned(http_status)
 
     async def _handle(self, request: Request, obs: Observation) -> Response:
+        headers = header_map(request.scope["headers"])
         try:
-            identity = authenticate(request, self._verifier)
+            identity = authenticate(headers, self._verifier)
         except AuthError as exc:
             PROXY_AUTH_FAILURES.labels(type(exc).__name__).inc()
             log.info("refused %s: %s", request.url.path, exc)
             return self.spec.error(401, str(exc))
         admitted = self._admission.admit(identity.user_id)
         if isinstance(admitted, Rejection):
-            return self._reject(self._context(request, identity, "", False, obs), admitted, obs)
+            return self._reject(self._context(headers, identity, "", False, obs), admitted, obs)
         leave = obs.in_flight(self._in_flight.enter(admitted))
         streaming = False
         try:
-            response = await self._admitted(request, identity, leave, obs)
+            response = await self._admitted(request, headers, identity, leave, obs)
             streaming = isinstance(response, RelayResponse)
             return response
         finally:
@@ -222,39 +192,48 @@ class Interceptor:
                 leave()
 
     async def _admitted(
-        self, request: Request, identity: Identity, leave: Callable[[], None], obs: Observation
+        self,
+        request: Request,
+        headers: dict[str, str],
+        identity: Identity,
+        leave: Callable[[], None],
+        obs: Observation,
     ) -> Response:
         try:
-            raw = await read_body(request, self._max_body)
+            raw = await read_body(request.receive, headers, self._max_body)
         except ClientDisconnect:
             return Response(status_code=499)
         except RequestTooLarge as exc:
-            return self._invalid(request, identity, exc, obs)
+            return self._invalid(headers, identity, exc, obs)
         try:
             parsed = self.spec.parse_request(raw)
         except InvalidRequestBody as exc:
-            return self._invalid(request, identity, exc, obs)
-        context = self._context(request, identity, parsed.model, parsed.stream, obs)
-        obs.processing()
+            return self._invalid(headers, identity, exc, obs)
+        obs.processing(parsed.model)
         permit = self._breakers.check(self.spec.provider.value, parsed.model)
         if isinstance(permit, Rejection):
-            return self._reject(context, permit, obs)
-        obs.emit(self._emitter, context.started())
+            return self._reject(self._context(headers, identity, parsed.model, parsed.stream, obs), permit, obs)
+
+        def begin() -> InterceptionContext:
+            context = self._context(headers, identity, parsed.model, parsed.stream, obs)
+            obs.emit(self._emitter, context.started())
+            return context
+
         try:
-            return await self._send(request, parsed, raw, context, permit, leave, obs)
+            return await self._send(request, parsed, raw, _Once(begin), permit, leave, obs)
         finally:
             permit.release()
 
     def _context(
-        self, request: Request, identity: Identity, model: str, streaming: bool, obs: Observation
+        self, headers: dict[str, str], identity: Identity, model: str, streaming: bool, obs: Observation
     ) -> InterceptionContext:
-        user_agent = request.headers.get("user-agent", "")
+        user_agent = headers.get("user-agent", "")
         context = InterceptionContext(
             initiator_id=identity.user_id,
             initiator_username=identity.username,
             provider=self.spec.provider.value,
             model=model,
-            client=classify(user_agent, request.headers).value,
+            client=classify(user_agent, headers).value,
             streaming=streaming,
             route=self.spec.route,
             api_key_id=identity.token_id,
@@ -263,8 +242,8 @@ class Interceptor:
         obs.created(context)
         return context
 
-    def _invalid(self, request: Request, identity: Identity, exc: ProxyError, obs: Observation) -> Response:
-        context = self._context(request, identity, "", False, obs)
+    def _invalid(self, headers: dict[str, str], identity: Identity, exc: ProxyError, obs: Observation) -> Response:
+        context = self._context(headers, identity, "", False, obs)
         obs.emit(self._emitter, context.started())
         self._end(context, Status.INVALID_REQUEST, exc.status, str(exc), obs)
         return self.spec.error(exc.status, str(exc))
@@ -281,22 +260,29 @@ class Interceptor:
         request: Request,
         parsed: ParsedRequest,
         raw: bytes,
-        context: InterceptionContext,
+        begin: _Once,
         permit: Permit,
         leave: Callable[[], None],
         obs: Observation,
     ) -> Response:
+        """Send upstream first; the interception's context and started event are built while the
+        provider works (``begin`` runs once, from the loop right after the request is written, or
+        here if something needs the context earlier)."""
         body, tee = self.spec.prepare(parsed, raw)
-        url = self.spec.url if not request.url.query else f"{self.spec.url}?{request.url.query}"
-        headers = forward_headers(request, self.spec.key_headers)
+        query = request.scope["query_string"]
+        url = f"{self.spec.url}?{query.decode('latin-1')}" if query else self.spec.url
+        headers = forward_headers(request.scope["headers"], self.spec.key_headers)
+        asyncio.get_running_loop().call_soon(begin.get)
         try:
             response = await obs.request(self._upstream.request("POST", url, headers, body))
         except ProxyError as exc:
+            context = begin.get()
             permit.failure(type(exc).__name__)
             self._record(
                 context, parsed, None, obs, status=Status.UPSTREAM_ERROR, http_status=exc.status, error=str(exc)
             )
             return self.spec.error(exc.status, str(exc))
+        context = begin.get()
         permit.record(response.status, parse_retry_after(_header(response.headers, "retry-after")))
         try:
             if response.status >= 400:
@@ -405,6 +391,21 @@ class Interceptor:
         with obs.active():
             log_interception(context, status, http_status, summary)
         obs.ended(context, status, http_status)
+
+
+class _Once:
+    """The interception's context: built, and its started event queued, by the first :meth:`get`."""
+
+    __slots__ = ("_begin", "_context")
+
+    def __init__(self, begin: Callable[[], InterceptionContext]) -> None:
+        self._begin = begin
+        self._context: InterceptionContext | None = None
+
+    def get(self) -> InterceptionContext:
+        if self._context is None:
+            self._context = self._begin()
+        return self._context
 
 
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:

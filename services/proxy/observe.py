@@ -132,7 +132,9 @@ class Observation:
             _describe(self._spans.intercept, context)
             self._end_create()
 
-    def processing(self) -> None:
+    def processing(self, model: str) -> None:
+        """The request is parsed and goes on to the upstream (the model is known)."""
+        self._model = model
         if self._spans is not None:
             self._end_create()
             self._spans.process = self._spans.child(PROCESS)

@@ -12,7 +12,7 @@ from aibridge import telemetry
 from aibridge.auth import AuthError, TokenVerifier
 from aibridge.metrics import PROXY_AUTH_FAILURES, PROXY_PASSTHROUGH_REQUESTS
 from aibridge.proxy.errors import ProxyError, error_body
-from aibridge.proxy.intercept import authenticate, forward_headers, read_body
+from aibridge.proxy.incoming import authenticate, forward_headers, header_map, read_body
 from aibridge.proxy.limits import Admission, Rejection, render_rejection
 from aibridge.proxy.observe import passthrough_span
 from aibridge.proxy.records import Provider
@@ -58,7 +58,7 @@ class Passthrough:
 
     async def _handle(self, request: Request) -> Response:
         try:
-            identity = authenticate(request, self._verifier)
+            identity = authenticate(header_map(request.scope["headers"]), self._verifier)
         except AuthError as exc:
             PROXY_AUTH_FAILURES.labels(type(exc).__name__).inc()
             return self._error(401, str(exc))
@@ -82,8 +82,11 @@ class Passthrough:
     async def _forward(self, request: Request) -> Response:
         url = self._url if not request.url.query else f"{self._url}?{request.url.query}"
         try:
-            body = await read_body(request, self._max_body) if request.method == "POST" else None
-            headers = forward_headers(request, self._key_headers)
+            raw = request.scope["headers"]
+            body = None
+            if request.method == "POST":
+                body = await read_body(request.receive, header_map(raw), self._max_body)
+            headers = forward_headers(raw, self._key_headers)
             if body is None:
                 headers.pop("content-type", None)
             upstream = await self._upstream.request(request.method, url, headers, body)
