@@ -49,6 +49,18 @@ class Relay:
         self.upstream_wait = 0.0  # seconds waiting for the upstream's next chunk
         self.client_wait = 0.0  # seconds the server spent sending chunks to the client
 
+    def ready(self) -> bytes:
+        """What the upstream has already sent, through the tee, without waiting (b"" when nothing).
+
+        The response sends it right behind its headers, so a client finds both in one read. An error
+        here is left for :meth:`chunks`: the upstream's next read raises it again.
+        """
+        try:
+            chunk = self._response.ready()
+        except ProxyError:
+            return b""
+        return self._tee.feed(chunk) if chunk else b""
+
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         try:
             upstream = self._response.chunks()
@@ -130,7 +142,10 @@ class RelayResponse(StreamingResponse):
                 await self._relay.finish()
 
     async def _stream(self, send: Send) -> None:
+        ready = self._relay.ready()
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if ready:
+            await send({"type": "http.response.body", "body": ready, "more_body": True})
         async for chunk in self._chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -39,6 +39,9 @@ class UpstreamResponse(Protocol):
 
     async def read(self) -> bytes: ...
 
+    def ready(self) -> bytes:
+        """Body bytes already received, consumed without waiting (b"" when none, or unknown)."""
+
     def chunks(self) -> AsyncIterator[bytes]: ...
 
     async def close(self) -> None: ...
@@ -69,6 +72,12 @@ class _AiohttpResponse:
             raise _map_aiohttp(exc) from exc
         finally:
             self._response.release()
+
+    def ready(self) -> bytes:
+        try:
+            return self._response.content.read_nowait()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _map_aiohttp(exc) from exc
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -137,6 +146,9 @@ class _HttpxResponse:
             raise _map_httpx(exc) from exc
         finally:
             await self._response.aclose()
+
+    def ready(self) -> bytes:
+        return b""
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
