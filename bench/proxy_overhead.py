@@ -6,7 +6,13 @@ httptools (one worker), events recorded to a real Kafka-protocol broker (Tansu, 
 is measured from each request's scheduled send time, so a stall cannot hide), and wrk (closed loop,
 -t1) for throughput when it is installed.
 
-Rerun:  .venv/bin/python bench/proxy_overhead.py            (about 2 minutes)
+Latency: direct, through AI Bridge, and through the "floor" (a minimal Starlette + aiohttp proxy:
+read the body, parse it, forward it with a key, relay the answer; no auth, no recording; the shape
+measured in /work/shared/PERFORMANCE.md) take turns in 1-second windows of one open-loop run, so a
+drift of the shared 2-core machine during the run lands on all three alike. "Added" is the
+difference of the p50s (and of the p99s) against direct.
+
+Rerun:  .venv/bin/python bench/proxy_overhead.py            (about 4 minutes)
         .venv/bin/python bench/proxy_overhead.py --duration 20 --clients aiohttp,httpx
 """
 
@@ -22,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -60,6 +66,47 @@ def serve_proxy(port: int) -> None:
     )
 
 
+def serve_floor(port: int) -> None:
+    """The floor: a minimal Starlette + aiohttp proxy (no auth, no recording), in its own process."""
+    from contextlib import asynccontextmanager
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response, StreamingResponse
+    from starlette.routing import Route
+
+    url = f"{os.environ['AIBRIDGE_OPENAI_BASE_URL']}/chat/completions"
+    sessions: list[aiohttp.ClientSession] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        sessions.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)))
+        yield
+        await sessions[0].close()
+
+    async def forward(request: Request) -> Response:
+        body = await request.body()
+        parsed = orjson.loads(body)
+        headers = {"authorization": "Bearer sk-bench", "content-type": "application/json"}
+        answer = await sessions[0].post(url, data=body, headers=headers)
+        if parsed.get("stream"):
+
+            async def relay() -> AsyncIterator[bytes]:
+                async for chunk in answer.content.iter_any():
+                    yield chunk
+
+            return StreamingResponse(relay(), media_type="text/event-stream")
+        data = await answer.read()
+        orjson.loads(data)
+        return Response(data, media_type="application/json")
+
+    app = Starlette(routes=[Route(ROUTE, forward, methods=["POST"])], lifespan=lifespan)
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False
+    )
+
+
 @contextmanager
 def process(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[None]:
     from aibridge.testing.broker import wait_for_port
@@ -89,33 +136,45 @@ def upstream_command(port: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", app, "--factory", *options]
 
 
-async def open_loop(url: str, headers: dict[str, str], body: bytes, rate: float, seconds: float) -> dict[str, float]:
-    """Requests at a fixed rate; latency from each request's scheduled time (first byte and last byte)."""
+Target = tuple[str, str, dict[str, str]]  # name, URL, headers
+
+
+async def open_loop(targets: list[Target], body: bytes, rate: float, seconds: float) -> dict[str, dict[str, float]]:
+    """Requests at a fixed rate, the targets taking turns in 1-second windows (``seconds`` per target);
+    latency from each request's scheduled time, to the first byte of the body and to the last."""
     connector = aiohttp.TCPConnector(limit=0)
-    first: list[float] = []
-    last: list[float] = []
-    errors = 0
+    first: dict[str, list[float]] = {name: [] for name, _, _ in targets}
+    last: dict[str, list[float]] = {name: [] for name, _, _ in targets}
+    errors = dict.fromkeys(first, 0)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def one(scheduled: float) -> None:
-            nonlocal errors
+        async def one(name: str, url: str, headers: dict[str, str], scheduled: float, keep: bool = True) -> None:
             async with session.post(url, data=body, headers=headers) as response:
                 await response.content.readany()
-                first.append(time.perf_counter() - scheduled)
+                first_byte = time.perf_counter() - scheduled
                 await response.read()
-                last.append(time.perf_counter() - scheduled)
-                errors += response.status != 200
+                if keep:
+                    first[name].append(first_byte)
+                    last[name].append(time.perf_counter() - scheduled)
+                errors[name] += response.status != 200
 
-        for _ in range(20):  # warm the connection pools
-            await one(time.perf_counter())
-        first.clear(), last.clear()
-        start, tasks = time.perf_counter(), []
-        for index in range(int(rate * seconds)):
-            scheduled = start + index / rate
-            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(scheduled)))
+        for target in targets:  # warm the connection pools and the code paths
+            for _ in range(50):
+                await one(*target, time.perf_counter(), keep=False)
+        errors = dict.fromkeys(first, 0)
+        start, tasks, index = time.perf_counter(), [], 0
+        for window in range(round(seconds) * len(targets)):
+            target = targets[window % len(targets)]
+            for _ in range(round(rate)):
+                scheduled = start + index / rate
+                index += 1
+                await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+                tasks.append(asyncio.create_task(one(*target, scheduled)))
         await asyncio.gather(*tasks)
-    return summarize(first, "ttfb") | summarize(last, "total") | {"errors": errors, "requests": len(last)}
+    return {
+        name: summarize(first[name], "ttfb") | summarize(last[name], "total") | {"errors": errors[name]}
+        for name in first
+    }
 
 
 def summarize(samples: list[float], name: str) -> dict[str, float]:
@@ -154,22 +213,32 @@ def published_events(proxy: str) -> str:
     return ", ".join(line for line in text.splitlines() if line.startswith(wanted))
 
 
-def latency_table(upstream: str, proxy: str, token: str, args: argparse.Namespace) -> None:
-    print(f"\n## Added latency at {args.rate:.0f} req/s (open loop, {args.duration:.0f}s each, from scheduled time)")
-    print("| request | direct p50 | proxy p50 | added p50 | direct p99 | proxy p99 | added p99 | errors |")
-    print("|---|---|---|---|---|---|---|---|")
+def latency_table(upstream: str, proxy: str, floor: str | None, token: str, args: argparse.Namespace) -> None:
+    seconds = f"{args.duration:.0f}s each, in turns of 1s"
+    print(f"\n## Added latency at {args.rate:.0f} req/s (open loop, {seconds}, from scheduled time)")
+    print("| request | direct p50 / p99 | AI Bridge p50 / p99 | **added p50 / p99** | floor added p50 / p99 | errors |")
+    print("|---|---|---|---|---|---|")
     for name, body in (("blocking", BLOCKING), ("streaming", STREAMING)):
-        key = "total" if name == "blocking" else "ttfb"
-        raw = orjson.dumps(body)
-        direct = asyncio.run(open_loop(f"{upstream}/v1/chat/completions", {}, raw, args.rate, args.duration))
-        via = asyncio.run(open_loop(f"{proxy}{ROUTE}", auth(token), raw, args.rate, args.duration))
-        for measure in (key,) if name == "blocking" else ("ttfb", "total"):
-            d50, p50 = direct[f"{measure}_p50_ms"], via[f"{measure}_p50_ms"]
-            d99, p99 = direct[f"{measure}_p99_ms"], via[f"{measure}_p99_ms"]
+        targets: list[Target] = [
+            ("direct", f"{upstream}/v1/chat/completions", {}),
+            ("proxy", f"{proxy}{ROUTE}", auth(token)),
+        ]
+        if floor is not None:
+            targets.append(("floor", f"{floor}{ROUTE}", {"Content-Type": "application/json"}))
+        result = asyncio.run(open_loop(targets, orjson.dumps(body), args.rate, args.duration))
+        direct, via = result["direct"], result["proxy"]
+        for measure in ("total",) if name == "blocking" else ("ttfb", "total"):
+            d50, d99 = direct[f"{measure}_p50_ms"], direct[f"{measure}_p99_ms"]
+            p50, p99 = via[f"{measure}_p50_ms"], via[f"{measure}_p99_ms"]
             label = name if name == "blocking" else f"{name} ({'first byte' if measure == 'ttfb' else 'last byte'})"
+            reference = "n/a"
+            if "floor" in result:
+                f50, f99 = result["floor"][f"{measure}_p50_ms"], result["floor"][f"{measure}_p99_ms"]
+                reference = f"{f50 - d50:.2f} / {f99 - d99:.2f} ms"
+            errors = "/".join(f"{result[target]['errors']:.0f}" for target in result)
             print(
-                f"| {label} | {d50:.2f} ms | {p50:.2f} ms | **{p50 - d50:.2f} ms** | {d99:.2f} ms | {p99:.2f} ms "
-                f"| **{p99 - d99:.2f} ms** | {direct['errors']:.0f}/{via['errors']:.0f} |"
+                f"| {label} | {d50:.2f} / {d99:.2f} ms | {p50:.2f} / {p99:.2f} ms "
+                f"| **{p50 - d50:.2f} / {p99 - d99:.2f} ms** | {reference} | {errors} |"
             )
 
 
@@ -181,16 +250,15 @@ def throughput_table(upstream: str, proxy: str, token: str, client: str, args: a
     if shutil.which("wrk") is None:
         print("\n(wrk is not installed: apt-get install -y wrk; throughput skipped)")
         return
-    print(f"\n## Throughput, wrk -t1, {args.duration:.0f}s each, upstream client: {client}")
+    print(f"\n## Throughput, wrk -t1, {args.wrk_duration:.0f}s each, upstream client: {client}")
     print("| request | connections | direct req/s | proxy req/s | direct p50 | proxy p50 | proxy p99 | non-2xx |")
     print("|---|---|---|---|---|---|---|---|")
     for name, body in (("blocking", BLOCKING), ("streaming", STREAMING)):
         for connections in args.connections:
             raw = orjson.dumps(body)
-            direct = wrk(
-                f"{upstream}/v1/chat/completions", {"Content-Type": "application/json"}, raw, connections, args.duration
-            )
-            via = wrk(f"{proxy}{ROUTE}", auth(token), raw, connections, args.duration)
+            plain = {"Content-Type": "application/json"}
+            direct = wrk(f"{upstream}/v1/chat/completions", plain, raw, connections, args.wrk_duration)
+            via = wrk(f"{proxy}{ROUTE}", auth(token), raw, connections, args.wrk_duration)
             print(
                 f"| {name} | {connections} | {direct['rps']:,.0f} | **{via['rps']:,.0f}** | {direct['p50_ms']:.2f} ms "
                 f"| {via['p50_ms']:.2f} ms | {via['p99_ms']:.2f} ms | {via['non_2xx']:.0f} |"
@@ -240,7 +308,12 @@ def run(args: argparse.Namespace) -> None:
                 with process([sys.executable, __file__, "--serve-proxy", str(port)], port, env):
                     proxy = f"http://127.0.0.1:{port}"
                     if client == args.clients[0]:
-                        latency_table(upstream, proxy, token, args)
+                        if args.floor:
+                            floor_port = free_port()
+                            with process([sys.executable, __file__, "--serve-floor", str(floor_port)], floor_port, env):
+                                latency_table(upstream, proxy, f"http://127.0.0.1:{floor_port}", token, args)
+                        else:
+                            latency_table(upstream, proxy, None, token, args)
                     throughput_table(upstream, proxy, token, client, args)
                     time.sleep(1.0)
                     print(f"\nevents ({client} run): {published_events(proxy)}")
@@ -252,15 +325,22 @@ def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
+    parser.add_argument("--duration", type=float, default=12.0, help="seconds per measurement (and per target)")
+    parser.add_argument("--wrk-duration", type=float, default=8.0, help="seconds per throughput measurement")
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second for the latency test")
     parser.add_argument("--connections", type=lambda v: [int(c) for c in v.split(",")], default=[1, 16, 64])
     parser.add_argument("--clients", type=lambda v: v.split(","), default=["aiohttp", "httpx"])
     parser.add_argument("--kafka-bootstrap", default=None, help="use this broker instead of starting Tansu")
+    parser.add_argument(
+        "--no-floor", dest="floor", action="store_false", help="skip the minimal-proxy floor in the latency table"
+    )
     parser.add_argument("--serve-proxy", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_proxy is not None:
         serve_proxy(args.serve_proxy)
+    elif args.serve_floor is not None:
+        serve_floor(args.serve_floor)
     else:
         run(args)
 
