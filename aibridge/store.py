@@ -41,8 +41,9 @@ _CONTEXT_COLUMNS = """
 
 
 # Query shapes (services/api): the table is read newest first by its key (started_at, id); the
-# projections serve one user's and one model's interceptions, ``by_id`` the cursor (after_id) lookup,
-# and ``facets`` the distinct users, models and clients without a scan.
+# projections serve one model's interceptions, ``by_id`` the cursor (after_id) lookup, and ``facets``
+# the distinct users, models and clients without a scan. (``by_initiator`` served one user's until
+# migration 2's interceptions_by_initiator replaced it; migration 3 drops it.)
 # ``deduplicate_merge_projection_mode`` is required for projections on a ReplacingMergeTree: merges
 # rebuild them from the deduplicated rows.
 _KEY_PROJECTION = (
