@@ -123,6 +123,20 @@ def inject_headers(context: Context | None = None) -> list[tuple[str, bytes]]:
     return [(name, value.encode()) for name, value in carrier.items()]
 
 
+def trace_http_headers(headers: dict[str, str], context: Context | None = None) -> None:
+    """Replace any W3C trace context in outgoing HTTP ``headers`` with the current (or given) span's.
+
+    With tracing on, the provider then continues the bridge's span rather than the client's (which the
+    bridge's own server span continues). With tracing off this does nothing: the client's headers go
+    through untouched, as a transparent proxy's would.
+    """
+    if not _state.enabled:
+        return
+    for name in [name for name in headers if name.lower() in _HEADER_NAMES]:
+        del headers[name]
+    _propagator.inject(headers, context=context)
+
+
 def extract_context(headers: Iterable[tuple[str, bytes]]) -> Context:
     """The trace context carried by Kafka message headers (empty context when none)."""
     carrier = {name.lower(): value.decode("latin-1") for name, value in headers if name.lower() in _HEADER_NAMES}

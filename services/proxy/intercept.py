@@ -272,6 +272,7 @@ class Interceptor:
         query = request.scope["query_string"]
         url = f"{self.spec.url}?{query.decode('latin-1')}" if query else self.spec.url
         headers = forward_headers(request.scope["headers"], self.spec.key_headers)
+        obs.sending(headers)
         asyncio.get_running_loop().call_soon(begin.get)
         try:
             response = await obs.request(self._upstream.request("POST", url, headers, body))

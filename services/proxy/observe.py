@@ -139,12 +139,19 @@ class Observation:
             self._end_create()
             self._spans.process = self._spans.child(PROCESS)
 
+    def sending(self, headers: dict[str, str]) -> None:
+        """The request is about to go upstream: the ``Upstream`` span starts (tracing on) and the
+        forwarded ``headers`` carry its context, so the provider's side joins this trace under it."""
+        spans = self._spans
+        if spans is None:
+            return
+        spans.upstream = spans.child(UPSTREAM, spans.process, **{"server.address": self.provider})
+        telemetry.trace_http_headers(headers, trace.set_span_in_context(spans.upstream))
+
     async def request(self, call: Awaitable[UpstreamResponse]) -> UpstreamResponse:
-        """Await the upstream's status line and headers (time to first byte)."""
+        """Await the upstream's status line and headers (time to first byte); :meth:`sending` first."""
         self.sent_upstream = True
         spans = self._spans
-        if spans is not None:
-            spans.upstream = spans.child(UPSTREAM, spans.process, **{"server.address": self.provider})
         started = time.perf_counter()
         try:
             response = await call

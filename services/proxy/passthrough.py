@@ -87,6 +87,7 @@ class Passthrough:
             if request.method == "POST":
                 body = await read_body(request.receive, header_map(raw), self._max_body)
             headers = forward_headers(raw, self._key_headers)
+            telemetry.trace_http_headers(headers)  # tracing on: the provider continues the Passthrough span
             if body is None:
                 headers.pop("content-type", None)
             upstream = await self._upstream.request(request.method, url, headers, body)

@@ -63,7 +63,13 @@ TWO_TOOL_CALLS = [
 ]
 
 
+# The W3C trace context each request reached the fake upstream with, newest last.
+UPSTREAM_TRACEPARENTS: list[str | None] = []
+
+
 async def _stream(request: Request) -> Response:
+    UPSTREAM_TRACEPARENTS.append(request.headers.get("traceparent"))
+
     async def body() -> AsyncIterator[bytes]:
         for chunk in TWO_TOOL_CALLS:
             yield b"data: " + orjson.dumps(chunk) + b"\n\n"
@@ -73,6 +79,7 @@ async def _stream(request: Request) -> Response:
 
 
 async def _models(request: Request) -> Response:
+    UPSTREAM_TRACEPARENTS.append(request.headers.get("traceparent"))
     return JSONResponse({"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]})
 
 
@@ -134,6 +141,8 @@ def test_a_streamed_answer_with_two_tool_calls_makes_the_exact_span_tree(
     _check_intercept_attributes(intercept, messages)
     upstream_span = one(finished, "Intercept.ProcessRequest.Upstream")
     assert [event.name for event in upstream_span.events] == ["first byte"]
+    # The provider was asked under the Upstream span, not under the client's span.
+    assert UPSTREAM_TRACEPARENTS[-1] == f"00-{TRACE_ID}-{upstream_span.context.span_id:016x}-01"
     assert intercept.start_time is not None and intercept.end_time is not None
     assert all(
         intercept.start_time <= (s.start_time or 0) and (s.end_time or 0) <= intercept.end_time for s in finished
@@ -181,6 +190,8 @@ def test_passthrough_and_refused_requests_have_spans(
     finished = spans.get_finished_spans()
     passthrough = one(finished, "Passthrough")
     assert passthrough.attributes is not None and passthrough.kind is SpanKind.SERVER
+    own = passthrough.context
+    assert UPSTREAM_TRACEPARENTS[-1] == f"00-{own.trace_id:032x}-{own.span_id:016x}-{own.trace_flags:02x}"
     assert passthrough.attributes["http.route"] == "/v1/models"
     assert passthrough.attributes["http.response.status_code"] == 200
     intercept = one(finished, "Intercept")
@@ -202,6 +213,8 @@ def test_tracing_off_builds_no_spans_and_no_headers(
         _streamed_request(url, make_token())
         messages = _messages(bus, 6)
     assert all(message.headers == () for message in messages)
+    # A transparent proxy: the client's own trace context reaches the provider untouched.
+    assert UPSTREAM_TRACEPARENTS[-1] == f"00-{TRACE_ID}-{CLIENT_SPAN}-01"
 
 
 @pytest.fixture(autouse=True)
