@@ -16,9 +16,10 @@ from aibridge.auth import TokenVerifier
 from aibridge.bus import BusProducer, InProcessProducer
 from aibridge.proxy.breaker import BreakerPolicy, Breakers
 from aibridge.proxy.emitter import EventEmitter
-from aibridge.proxy.intercept import InFlight, Interceptor, ProviderSpec, anthropic_spec, openai_spec, responses_spec
+from aibridge.proxy.intercept import InFlight, Interceptor
 from aibridge.proxy.limits import Admission
 from aibridge.proxy.passthrough import Passthrough, not_found
+from aibridge.proxy.providers import ProviderSpec, anthropic_spec, openai_spec, responses_spec
 from aibridge.proxy.records import Provider
 from aibridge.proxy.settings import ProxySettings
 from aibridge.proxy.spool import Spool

@@ -1,11 +1,12 @@
 """One interception: authenticate, parse, forward with the central key, relay, record on the side.
 
 Per provider, everything that can be computed once (upstream URL, key header, parsers) is a
-:class:`ProviderSpec`. The request path does: verify the token (cached), pass the admission limits
-(per user, per replica), read and parse the body, pass the model's circuit breaker, send upstream,
-then either return the blocking answer (recording after the response is sent) or relay the stream
-chunk by chunk through a tee that parses it. Every end is recorded and logged once
-(:mod:`aibridge.proxy.outcome`), including the requests the bridge turns away itself (``rejected``).
+:class:`~aibridge.proxy.providers.ProviderSpec`. The request path does: verify the token (cached),
+pass the admission limits (per user, per replica), read and parse the body, pass the model's circuit
+breaker, send upstream, then either return the blocking answer (recording after the response is
+sent) or relay the stream chunk by chunk through a tee that parses it. Every end is recorded and
+logged once (:mod:`aibridge.proxy.outcome`), including the requests the bridge turns away itself
+(``rejected``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Protocol, runtime_checkable
 
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
@@ -23,7 +22,6 @@ from starlette.responses import Response
 from aibridge.auth import AuthError, Identity, TokenVerifier
 from aibridge.events import InterceptionContext, Status
 from aibridge.metrics import PROXY_AUTH_FAILURES
-from aibridge.proxy import anthropic, openai, responses
 from aibridge.proxy.breaker import Breakers, Permit, parse_retry_after
 from aibridge.proxy.clients import classify
 from aibridge.proxy.emitter import EventEmitter
@@ -32,6 +30,7 @@ from aibridge.proxy.incoming import authenticate, forward_headers, header_map, r
 from aibridge.proxy.limits import Admission, Rejection, Ticket, render_rejection
 from aibridge.proxy.observe import Observation
 from aibridge.proxy.outcome import log_interception
+from aibridge.proxy.providers import OwnErrorEvents, ProviderSpec
 from aibridge.proxy.records import ParsedRequest, Provider, ResponseSummary
 from aibridge.proxy.relay import Relay, RelayResponse, Tee
 from aibridge.proxy.upstream import Upstream, UpstreamResponse, with_headers
@@ -39,72 +38,6 @@ from aibridge.proxy.upstream import Upstream, UpstreamResponse, with_headers
 log = logging.getLogger("aibridge.proxy")
 
 _MAX_ERROR = 1000
-
-
-@runtime_checkable
-class OwnErrorEvents(Protocol):
-    """A tee that writes the event ending a stream the bridge could not finish (Responses events are numbered)."""
-
-    def error_event(self, exc: ProxyError) -> bytes: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderSpec:
-    provider: Provider
-    route: str
-    url: str
-    key_headers: dict[str, str]
-    parse_request: Callable[[bytes], ParsedRequest]
-    parse_response: Callable[[bytes], ResponseSummary]
-    stream_tee: Callable[[ParsedRequest, bytes], tuple[bytes, Tee]] | None = None
-
-    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-        return Response(error_body(self.provider, status, message), status, headers, "application/json")
-
-    def prepare(self, request: ParsedRequest, raw: bytes) -> tuple[bytes, Tee]:
-        """The body to send upstream and the tee for a streamed answer."""
-        if self.stream_tee is not None:
-            return self.stream_tee(request, raw)
-        if self.provider is Provider.OPENAI:
-            body, hide_usage = openai.upstream_body(request, raw)
-            return body, openai.ChatStream(hide_usage=hide_usage)
-        return raw, anthropic.MessageStream()
-
-
-def openai_spec(base_url: str, key: str | None) -> ProviderSpec:
-    headers = {"authorization": f"Bearer {key}"} if key else {}
-    return ProviderSpec(
-        Provider.OPENAI,
-        "/v1/chat/completions",
-        f"{base_url}/chat/completions",
-        headers | {"accept-encoding": "gzip, deflate"},
-        openai.parse_request,
-        openai.parse_response,
-    )
-
-
-def responses_spec(base_url: str, key: str | None) -> ProviderSpec:
-    """OpenAI's Responses API: OpenAI's key and error shape, its own route, parsers and stream."""
-    return replace(
-        openai_spec(base_url, key),
-        route=responses.ROUTE,
-        url=f"{base_url}/responses",
-        parse_request=responses.parse_request,
-        parse_response=responses.parse_response,
-        stream_tee=responses.prepare,
-    )
-
-
-def anthropic_spec(base_url: str, key: str | None) -> ProviderSpec:
-    headers = {"x-api-key": key} if key else {}
-    return ProviderSpec(
-        Provider.ANTHROPIC,
-        "/v1/messages",
-        f"{base_url}/v1/messages",
-        headers | {"accept-encoding": "gzip, deflate"},
-        anthropic.parse_request,
-        anthropic.parse_response,
-    )
 
 
 class InFlight:
