@@ -32,7 +32,7 @@ from aibridge.proxy.observe import Observation
 from aibridge.proxy.outcome import log_interception
 from aibridge.proxy.providers import OwnErrorEvents, ProviderSpec
 from aibridge.proxy.records import ParsedRequest, Provider, ResponseSummary
-from aibridge.proxy.relay import Relay, RelayResponse, Tee
+from aibridge.proxy.relay import ClientWatch, Relay, RelayResponse, Tee
 from aibridge.proxy.upstream import Upstream, UpstreamResponse, with_headers
 
 log = logging.getLogger("aibridge.proxy")
@@ -207,6 +207,44 @@ class Interceptor:
         headers = forward_headers(request.scope["headers"], self.spec.key_headers)
         obs.sending(headers)
         asyncio.get_running_loop().call_soon(begin.get)
+        watch = ClientWatch(request.receive)
+        handed_over = False
+        upstream: list[UpstreamResponse] = []
+        try:
+            response = await self._exchange(url, headers, body, parsed, tee, begin, permit, leave, obs, watch, upstream)
+            handed_over = isinstance(response, RelayResponse)
+            return response
+        except asyncio.CancelledError:
+            if not watch.gone:
+                raise
+            watch.absorb()
+            for answer in upstream:
+                await answer.close()  # an unfinished body: the connection is dropped, the provider stops
+            obs.upstream_done()
+            error = "the client went away before the answer"
+            self._record(
+                begin.get(), parsed, None, obs, status=Status.CLIENT_DISCONNECTED, http_status=499, error=error
+            )
+            return Response(status_code=499)
+        finally:
+            if not handed_over:
+                watch.stop()
+
+    async def _exchange(  # noqa: PLR0917
+        self,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        parsed: ParsedRequest,
+        tee: Tee,
+        begin: _Once,
+        permit: Permit,
+        leave: Callable[[], None],
+        obs: Observation,
+        watch: ClientWatch,
+        upstream: list[UpstreamResponse],
+    ) -> Response:
+        """The upstream call and the answer; ``upstream`` receives the provider's response once it has one."""
         try:
             response = await obs.request(self._upstream.request("POST", url, headers, body))
         except ProxyError as exc:
@@ -216,6 +254,7 @@ class Interceptor:
                 context, parsed, None, obs, status=Status.UPSTREAM_ERROR, http_status=exc.status, error=str(exc)
             )
             return self.spec.error(exc.status, str(exc))
+        upstream.append(response)
         context = begin.get()
         permit.record(response.status, parse_retry_after(_header(response.headers, "retry-after")))
         try:
@@ -227,7 +266,7 @@ class Interceptor:
                 )
                 return with_headers(Response(answer, response.status), response.headers)
             if parsed.stream:
-                return self._stream(context, parsed, response, tee, leave, obs)
+                return self._stream(context, parsed, response, tee, leave, obs, watch)
             answer = await obs.read(response)
         except ProxyError as exc:
             self._record(
@@ -246,6 +285,7 @@ class Interceptor:
         tee: Tee,
         leave: Callable[[], None],
         obs: Observation,
+        watch: ClientWatch,
     ) -> RelayResponse:
         def finished(summary: ResponseSummary, status: Status, error: str | None) -> None:
             obs.streamed(relay.upstream_wait, relay.client_wait, error if status is Status.UPSTREAM_ERROR else None)
@@ -255,7 +295,7 @@ class Interceptor:
         error_event = tee.error_event if isinstance(tee, OwnErrorEvents) else self._stream_error
         relay = Relay(response, tee, finished, error_event)
         obs.defer()
-        return with_headers(RelayResponse(relay, response.status), response.headers)
+        return with_headers(RelayResponse(relay, response.status, watch), response.headers)
 
     def _record_blocking(
         self, context: InterceptionContext, parsed: ParsedRequest, answer: bytes, http_status: int, obs: Observation

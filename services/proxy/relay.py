@@ -105,37 +105,65 @@ class Relay:
             self._on_finished(summary, status, error)
 
 
-class RelayResponse(StreamingResponse):
-    """A plain ASGI streaming response: start, then the relay's chunks, then the end of the body.
+class ClientWatch:
+    """Cancels the task that starts it as soon as the client goes away (``http.disconnect``).
 
-    A client that leaves is noticed at once in every ASGI version: one watcher task waits for
-    ``http.disconnect`` and cancels the streaming task, wherever it waits (the upstream's next chunk,
-    which a thinking model may send minutes later, or a send). The cancellation it caused is absorbed
-    here; any other (a server shutting down) goes on. No task group: this runs once per streamed
-    request, and anyio's task group and cancel scopes cost more than the relaying itself.
+    One watcher task per request, from the moment the request goes upstream: a client that leaves
+    is noticed at once wherever the request waits (the provider's headers, a blocking answer's body,
+    the next chunk of a stream, which a thinking model may send minutes later, or a send), and the
+    upstream request is then closed rather than waited for. The task catches the ``CancelledError``
+    and asks :attr:`gone`: only a cancellation the watch caused is absorbed (:meth:`absorb`); any
+    other (a server shutting down) goes on. A streamed answer's :class:`RelayResponse` takes the
+    watch over from the handler (same task). No task group: anyio's task group and cancel scopes
+    cost more per request than the relaying itself.
     """
 
-    def __init__(self, relay: Relay, status_code: int) -> None:
+    def __init__(self, receive: Receive) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self.gone = False  # the client left and the watch cancelled the task
+        self._done = False  # too late to cancel: the task no longer expects it
+        self._watcher = asyncio.create_task(self._run(receive))
+
+    async def _run(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self._done:
+            self.gone = True
+            self._task.cancel()
+
+    def absorb(self) -> None:
+        """The task caught the cancellation this watch caused: it goes on (to record the end)."""
+        self._task.uncancel()
+
+    def stop(self) -> None:
+        self._done = True
+        self._watcher.cancel()
+
+
+class RelayResponse(StreamingResponse):
+    """A plain ASGI streaming response: start, then the relay's chunks, then the end of the body;
+    a client that leaves is noticed at once by the :class:`ClientWatch` (the handler's, or its own)."""
+
+    def __init__(self, relay: Relay, status_code: int, watch: ClientWatch | None = None) -> None:
         self._chunks = relay.chunks()
         super().__init__(self._chunks, status_code)
         self._relay = relay
+        self._watch = watch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        streaming = asyncio.current_task()
-        assert streaming is not None
-        watch = _Watch(streaming)
-        watcher = asyncio.create_task(watch.run(receive))
+        watch = self._watch or ClientWatch(receive)
         try:
             await self._stream(send)
         except asyncio.CancelledError:
             if not watch.gone:
                 raise
-            streaming.uncancel()
+            watch.absorb()
         except OSError:  # the transport failed under a send: the client is gone
             pass
         finally:
-            watch.done = True
-            watcher.cancel()
+            watch.stop()
             try:
                 await self._chunks.aclose()
             finally:
@@ -149,17 +177,3 @@ class RelayResponse(StreamingResponse):
         async for chunk in self._chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-class _Watch:
-    def __init__(self, streaming: asyncio.Task[object]) -> None:
-        self._streaming = streaming
-        self.gone = False  # the watcher saw the client leave and cancelled the streaming task
-        self.done = False  # streaming is over: too late to cancel it
-
-    async def run(self, receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        if not self.done:
-            self.gone = True
-            self._streaming.cancel()

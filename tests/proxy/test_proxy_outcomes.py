@@ -1,4 +1,5 @@
-"""How an interception ends, seen from outside: a client that leaves mid-stream, and the log line."""
+"""How an interception ends, seen from outside: a client that leaves (mid-stream, or while the provider
+works), and the log line."""
 
 from __future__ import annotations
 
@@ -49,6 +50,26 @@ async def test_a_client_leaving_a_silent_stream_closes_the_upstream_at_once_and_
     assert len(usage) == 1, "the tokens known from message_start are recorded"
     assert usage[0]["input_tokens"] > 0 and usage[0]["cache_read_input_tokens"] == 11
     assert usage[0]["metadata"]["partial"] is True
+    assert proxy.component.in_flight.count == 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["blocking", "streaming-before-headers"])
+async def test_a_client_leaving_while_the_provider_works_is_noticed_at_once(
+    proxy: Proxy, token: str, events_of: Callable[..., Any], stream: bool
+) -> None:
+    # The simulator answers only after 3 s; the client gives up after 0.3 s. Without watching for the
+    # disconnect, the proxy would wait for the whole answer and record it as completed.
+    headers = {"x-api-key": token, "x-simulator-stall-ms": "3000"}
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=0.3, headers=headers) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(ANTHROPIC_PATH, json=MESSAGE | {"stream": stream})
+    events = await events_of(1, timeout=10)
+    ended = of_type(events, "interception.ended")[0]
+    assert (ended["status"], ended["http_status"]) == ("client_disconnected", 499)
+    assert ended["error"] == "the client went away before the answer"
+    lasted = (parse_time(ended["ended_at"]) - parse_time(ended["started_at"])).total_seconds()
+    assert lasted < 2.0, f"the disconnect was noticed only after {lasted:.2f}s"
+    assert [event["type"] for event in events] == ["interception.started", "prompt", "interception.ended"]
     assert proxy.component.in_flight.count == 0
 
 
