@@ -206,8 +206,8 @@ class Interceptor:
         url = f"{self.spec.url}?{query.decode('latin-1')}" if query else self.spec.url
         headers = forward_headers(request.scope["headers"], self.spec.key_headers)
         obs.sending(headers)
-        asyncio.get_running_loop().call_soon(begin.get)
-        watch = ClientWatch(request.receive)
+        watch = ClientWatch(request.receive, start=False)
+        asyncio.get_running_loop().call_soon(_while_upstream_works, begin, watch)
         handed_over = False
         upstream: list[UpstreamResponse] = []
         try:
@@ -365,6 +365,12 @@ class Interceptor:
         with obs.active():
             log_interception(context, status, http_status, summary)
         obs.ended(context, status, http_status)
+
+
+def _while_upstream_works(begin: _Once, watch: ClientWatch) -> None:
+    """Run by the loop right after the request is written upstream, off the path to the provider."""
+    begin.get()
+    watch.start()
 
 
 class _Once:

@@ -118,13 +118,21 @@ class ClientWatch:
     cost more per request than the relaying itself.
     """
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, *, start: bool = True) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._task = task
+        self._receive = receive
         self.gone = False  # the client left and the watch cancelled the task
         self._done = False  # too late to cancel: the task no longer expects it
-        self._watcher = asyncio.create_task(self._run(receive))
+        self._watcher: asyncio.Task[None] | None = None
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start watching (a client that already left is seen at once: ``receive`` says so)."""
+        if self._watcher is None and not self._done:
+            self._watcher = asyncio.create_task(self._run(self._receive))
 
     async def _run(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -139,7 +147,8 @@ class ClientWatch:
 
     def stop(self) -> None:
         self._done = True
-        self._watcher.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
 
 
 class RelayResponse(StreamingResponse):
