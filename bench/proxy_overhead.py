@@ -6,11 +6,12 @@ httptools (one worker), events recorded to a real Kafka-protocol broker (Tansu, 
 is measured from each request's scheduled send time, so a stall cannot hide), and wrk (closed loop,
 -t1) for throughput when it is installed.
 
-Latency: direct, through AI Bridge, and through the "floor" (a minimal Starlette + aiohttp proxy:
-read the body, parse it, forward it with a key, relay the answer; no auth, no recording; the shape
-measured in /work/shared/PERFORMANCE.md) take turns in 1-second windows of one open-loop run, so a
-drift of the shared 2-core machine during the run lands on all three alike. "Added" is the
-difference of the p50s (and of the p99s) against direct.
+Latency: direct, through AI Bridge, and through two "floors" take turns in 1-second windows of one
+open-loop run, so a drift of the shared 2-core machine during the run lands on all alike. A floor is
+a minimal proxy on the same server and upstream client (read the body, parse it, forward it with a
+key, relay the answer; no auth, no recording): "Starlette floor" is the shape measured in
+/work/shared/PERFORMANCE.md (Starlette route, StreamingResponse), "plain floor" a bare ASGI callable.
+"Added" is the difference of the p50s (and of the p99s) against direct.
 
 Rerun:  .venv/bin/python bench/proxy_overhead.py            (about 4 minutes)
         .venv/bin/python bench/proxy_overhead.py --duration 20 --clients aiohttp,httpx
@@ -102,6 +103,51 @@ def serve_floor(port: int) -> None:
         return Response(data, media_type="application/json")
 
     app = Starlette(routes=[Route(ROUTE, forward, methods=["POST"])], lifespan=lifespan)
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False
+    )
+
+
+def serve_plain_floor(port: int) -> None:
+    """The same minimal proxy as a bare ASGI callable: no router, no middleware, no task group."""
+    import uvicorn
+    from starlette.types import Receive, Scope, Send
+
+    url = f"{os.environ['AIBRIDGE_OPENAI_BASE_URL']}/chat/completions"
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                sessions.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)))
+                await send({"type": "lifespan.startup.complete"})
+            await sessions[0].close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        parts = []
+        while True:
+            message = await receive()
+            parts.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(parts)
+        parsed = orjson.loads(body)
+        headers = {"authorization": "Bearer sk-bench", "content-type": "application/json"}
+        answer = await sessions[0].post(url, data=body, headers=headers)
+        if parsed.get("stream"):
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
+            )
+            async for chunk in answer.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        data = await answer.read()
+        orjson.loads(data)
+        json_type = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": json_type})
+        await send({"type": "http.response.body", "body": data})
+
     uvicorn.run(
         app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False
     )
@@ -213,32 +259,32 @@ def published_events(proxy: str) -> str:
     return ", ".join(line for line in text.splitlines() if line.startswith(wanted))
 
 
-def latency_table(upstream: str, proxy: str, floor: str | None, token: str, args: argparse.Namespace) -> None:
+def latency_table(upstream: str, proxy: str, floors: dict[str, str], token: str, args: argparse.Namespace) -> None:
     seconds = f"{args.duration:.0f}s each, in turns of 1s"
     print(f"\n## Added latency at {args.rate:.0f} req/s (open loop, {seconds}, from scheduled time)")
-    print("| request | direct p50 / p99 | AI Bridge p50 / p99 | **added p50 / p99** | floor added p50 / p99 | errors |")
-    print("|---|---|---|---|---|---|")
+    columns = "".join(f" {name} added p50 / p99 |" for name in floors)
+    print(f"| request | direct p50 / p99 | AI Bridge p50 / p99 | **added p50 / p99** |{columns} errors |")
+    print("|---|---|---|---|" + "---|" * len(floors) + "---|")
     for name, body in (("blocking", BLOCKING), ("streaming", STREAMING)):
         targets: list[Target] = [
             ("direct", f"{upstream}/v1/chat/completions", {}),
             ("proxy", f"{proxy}{ROUTE}", auth(token)),
         ]
-        if floor is not None:
-            targets.append(("floor", f"{floor}{ROUTE}", {"Content-Type": "application/json"}))
+        targets += [(name, f"{url}{ROUTE}", {"Content-Type": "application/json"}) for name, url in floors.items()]
         result = asyncio.run(open_loop(targets, orjson.dumps(body), args.rate, args.duration))
         direct, via = result["direct"], result["proxy"]
         for measure in ("total",) if name == "blocking" else ("ttfb", "total"):
             d50, d99 = direct[f"{measure}_p50_ms"], direct[f"{measure}_p99_ms"]
             p50, p99 = via[f"{measure}_p50_ms"], via[f"{measure}_p99_ms"]
             label = name if name == "blocking" else f"{name} ({'first byte' if measure == 'ttfb' else 'last byte'})"
-            reference = "n/a"
-            if "floor" in result:
-                f50, f99 = result["floor"][f"{measure}_p50_ms"], result["floor"][f"{measure}_p99_ms"]
-                reference = f"{f50 - d50:.2f} / {f99 - d99:.2f} ms"
+            reference = ""
+            for floor in floors:
+                f50, f99 = result[floor][f"{measure}_p50_ms"], result[floor][f"{measure}_p99_ms"]
+                reference += f" {f50 - d50:.2f} / {f99 - d99:.2f} ms |"
             errors = "/".join(f"{result[target]['errors']:.0f}" for target in result)
             print(
                 f"| {label} | {d50:.2f} / {d99:.2f} ms | {p50:.2f} / {p99:.2f} ms "
-                f"| **{p50 - d50:.2f} / {p99 - d99:.2f} ms** | {reference} | {errors} |"
+                f"| **{p50 - d50:.2f} / {p99 - d99:.2f} ms** |{reference} {errors} |"
             )
 
 
@@ -309,11 +355,18 @@ def run(args: argparse.Namespace) -> None:
                     proxy = f"http://127.0.0.1:{port}"
                     if client == args.clients[0]:
                         if args.floor:
-                            floor_port = free_port()
-                            with process([sys.executable, __file__, "--serve-floor", str(floor_port)], floor_port, env):
-                                latency_table(upstream, proxy, f"http://127.0.0.1:{floor_port}", token, args)
+                            ports = free_port(), free_port()
+                            with (
+                                process([sys.executable, __file__, "--serve-floor", str(ports[0])], ports[0], env),
+                                process(
+                                    [sys.executable, __file__, "--serve-plain-floor", str(ports[1])], ports[1], env
+                                ),
+                            ):
+                                floors = {"Starlette floor": ports[0], "plain floor": ports[1]}
+                                urls = {name: f"http://127.0.0.1:{port}" for name, port in floors.items()}
+                                latency_table(upstream, proxy, urls, token, args)
                         else:
-                            latency_table(upstream, proxy, None, token, args)
+                            latency_table(upstream, proxy, {}, token, args)
                     throughput_table(upstream, proxy, token, client, args)
                     time.sleep(1.0)
                     print(f"\nevents ({client} run): {published_events(proxy)}")
@@ -332,15 +385,18 @@ def main() -> None:
     parser.add_argument("--clients", type=lambda v: v.split(","), default=["aiohttp", "httpx"])
     parser.add_argument("--kafka-bootstrap", default=None, help="use this broker instead of starting Tansu")
     parser.add_argument(
-        "--no-floor", dest="floor", action="store_false", help="skip the minimal-proxy floor in the latency table"
+        "--no-floor", dest="floor", action="store_false", help="skip the minimal-proxy floors in the latency table"
     )
     parser.add_argument("--serve-proxy", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-plain-floor", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_proxy is not None:
         serve_proxy(args.serve_proxy)
     elif args.serve_floor is not None:
         serve_floor(args.serve_floor)
+    elif args.serve_plain_floor is not None:
+        serve_plain_floor(args.serve_plain_floor)
     else:
         run(args)
 
