@@ -50,3 +50,32 @@ async def test_simulator_checks_keys_and_validates_like_the_providers() -> None:
             "/_simulator/v1/messages", headers={"x-api-key": "k2", "x-simulator-status": "529"}, json={}
         )
         assert overloaded.status_code == 529 and overloaded.json()["error"]["type"] == "overloaded_error"
+
+
+async def test_a_client_leaving_before_its_body_is_sent_gets_no_error_logged() -> None:
+    # wrk and connection pools stop mid-request at the end of a benchmark: the simulator (also the
+    # offline provider of `aibridge up`) answers 499 quietly instead of raising ClientDisconnect.
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+    }
+    await create_simulator_app()(scope, receive, send)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 499

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -57,7 +57,10 @@ def _key_error(request: Request, state: SimulatorState, anthropic: bool) -> str 
 
 async def _prelude(request: Request, state: SimulatorState, anthropic: bool) -> tuple[Any, Controls, Response | None]:
     """Log the request, apply the controls, check the key; an early response when one is due."""
-    raw = await state.remember(request)
+    try:
+        raw = await state.remember(request)
+    except ClientDisconnect:  # the client left before sending its whole body: nobody to answer
+        return None, Controls.from_headers(request.headers), Response(status_code=499)
     controls = Controls.from_headers(request.headers)
     error = anthropic_sim.error if anthropic else openai_sim.error
     if controls.stall:
