@@ -8,14 +8,14 @@ deduplicate on the event id instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from aibridge.bus import BusError, Headers, Message, Partition
+from aibridge.bus import BusError, Headers, Message, OutgoingMessage, Partition
 from aibridge.settings import CommonSettings
 
 
@@ -57,6 +57,31 @@ class KafkaProducer:
             )
         except (KafkaError, TimeoutError) as exc:
             raise BusError(f"Kafka did not accept the message: {exc!r}") from exc
+
+    async def send_batch(self, topic: str, messages: Sequence[OutgoingMessage]) -> list[BusError | None]:
+        """Append every message to aiokafka's batches first, then wait for all the acknowledgements
+        together (one timeout for the lot): no task or timer per message."""
+        if self._producer is None:
+            error = BusError("the Kafka producer is not started")
+            return [error for _ in messages]
+        results: list[BusError | None] = []
+        waiting: dict[int, asyncio.Future[Any]] = {}
+        for index, (key, value, headers) in enumerate(messages):
+            try:
+                waiting[index] = await self._producer.send(topic, value=value, key=key, headers=list(headers))
+            except KafkaError as exc:
+                results.append(BusError(f"Kafka did not accept the message: {exc!r}"))
+                continue
+            results.append(None)
+        if waiting:
+            await asyncio.wait(waiting.values(), timeout=self._timeout)
+        for index, future in waiting.items():
+            if not future.done() or future.cancelled():
+                future.cancel()
+                results[index] = BusError(f"Kafka did not acknowledge the message within {self._timeout:g}s")
+            elif (failure := future.exception()) is not None:
+                results[index] = BusError(f"Kafka did not accept the message: {failure!r}")
+        return results
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None

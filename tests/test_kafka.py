@@ -5,7 +5,7 @@ import pytest
 from aibridge.bus import BusError
 from aibridge.kafka import KafkaConsumer, KafkaProducer
 from aibridge.settings import CommonSettings
-from aibridge.testing.broker import free_port
+from aibridge.testing.broker import free_port, start_broker
 
 
 async def test_round_trip_with_manual_commit(kafka_bootstrap: str, kafka_topic: str) -> None:
@@ -40,3 +40,38 @@ async def test_unreachable_broker_is_a_bus_error() -> None:
     producer = KafkaProducer(settings, request_timeout=1.0)
     with pytest.raises(BusError, match="cannot connect"):
         await producer.start()
+
+
+async def test_send_batch_delivers_in_order_and_reports_per_message(kafka_bootstrap: str, kafka_topic: str) -> None:
+    settings = CommonSettings(kafka_bootstrap=kafka_bootstrap, kafka_topic=kafka_topic)
+    producer = KafkaProducer(settings)
+    unstarted = await producer.send_batch(kafka_topic, [(b"k", b"v", ())])
+    assert [str(error) for error in unstarted] == ["the Kafka producer is not started"]
+    await producer.start()
+    messages = [(f"key{i % 2}".encode(), f"v{i}".encode(), [("traceparent", f"00-{i}".encode())]) for i in range(6)]
+    assert await producer.send_batch(kafka_topic, messages) == [None] * 6
+    await producer.stop()
+
+    consumer = KafkaConsumer(settings, group_id="batch")
+    await consumer.start()
+    received = []
+    while len(received) < 6:
+        received += await consumer.poll(100, 1.0)
+    await consumer.stop()
+    assert [(m.key, m.value, dict(m.headers)["traceparent"]) for m in received] == [
+        (key, value, headers[0][1]) for key, value, headers in messages
+    ]
+
+
+async def test_send_batch_to_a_broker_that_went_away_is_a_bus_error_per_message() -> None:
+    broker = start_broker()
+    settings = CommonSettings(kafka_bootstrap=broker.bootstrap)
+    producer = KafkaProducer(settings, request_timeout=1.0)
+    try:
+        await producer.start()
+        broker.stop()
+        results = await producer.send_batch("aibridge.gone", [(b"k", b"v1", ()), (b"k", b"v2", ())])
+        assert len(results) == 2 and all(isinstance(error, BusError) for error in results), results
+    finally:
+        broker.stop()
+        await producer.stop()

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from aibridge.bus import BusError, BusProducer, Headers
+from aibridge.bus import BatchProducer, BusError, BusProducer, Headers
 from aibridge.events import Event, encode_event
 from aibridge.metrics import (
     PROXY_EVENT_SEND_FAILURES,
@@ -194,6 +194,8 @@ class EventEmitter:
             try:
                 if self._spool is not None and (self._spool.pending_records or not self._connected):
                     self.unpublished(batch, "behind_spool")
+                elif isinstance(self._producer, BatchProducer):
+                    await self._send_batch(self._producer, batch)
                 else:
                     await asyncio.gather(*(self._send(item) for item in batch))
             finally:
@@ -240,18 +242,36 @@ class EventEmitter:
         self.published += 1
         PROXY_EVENTS_PUBLISHED.inc()
 
-    async def _send(self, item: _Queued) -> None:
+    async def _send_batch(self, producer: BatchProducer, batch: list[_Queued]) -> None:
+        """The whole batch in one call (no task per event); what failed is retried one by one."""
+        outgoing = [(_key(event), encode_event(event), headers) for event, headers in batch]
+        results = await producer.send_batch(self._topic, outgoing)
+        failed = []
+        for item, error in zip(batch, results, strict=True):
+            if error is None:
+                self.published += 1
+                PROXY_EVENTS_PUBLISHED.inc()
+                continue
+            PROXY_EVENT_SEND_FAILURES.inc()
+            self._log_problem(f"sending an event failed (attempt 1/{self._attempts}): {error}")
+            failed.append(item)
+        if failed:
+            await asyncio.gather(*(self._send(item, first_attempt=2) for item in failed))
+
+    async def _send(self, item: _Queued, first_attempt: int = 1) -> None:
         sent = False
         try:
-            sent = await self._send_with_retries(item)
+            sent = await self._send_with_retries(item, first_attempt)
         finally:
             if not sent:
                 self.unpublished([item], "send_failed")
 
-    async def _send_with_retries(self, item: _Queued) -> bool:
+    async def _send_with_retries(self, item: _Queued, first_attempt: int = 1) -> bool:
         event, headers = item
         key, value = _key(event), encode_event(event)
-        for attempt in range(1, self._attempts + 1):
+        if 1 < first_attempt <= self._attempts:
+            await asyncio.sleep(self._retry_backoff * (first_attempt - 1))
+        for attempt in range(first_attempt, self._attempts + 1):
             try:
                 await self._producer.send(self._topic, key, value, headers)
             except BusError as exc:
