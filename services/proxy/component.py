@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -120,6 +121,11 @@ class ProxyComponent:
         await self.upstream.start()
         await self.emitter.start()
         self._started = True
+        # Everything built so far (modules, settings, metrics, the app) lives as long as the process:
+        # out of the collector's sight, a full collection no longer walks it (~70k objects, 20-40 ms,
+        # a pause every request in flight would wait for).
+        gc.collect()
+        gc.freeze()
 
     async def stop(self) -> None:
         """Let in-flight requests and streams finish (bounded), flush queued events, close."""
