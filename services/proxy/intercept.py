@@ -297,9 +297,11 @@ class Interceptor:
         obs.defer()
         return with_headers(RelayResponse(relay, response.status, watch), response.headers)
 
-    def _record_blocking(
+    async def _record_blocking(
         self, context: InterceptionContext, parsed: ParsedRequest, answer: bytes, http_status: int, obs: Observation
     ) -> None:
+        """After the answer is sent. A coroutine although it never waits: Starlette runs a plain function
+        given to ``BackgroundTask`` in a worker thread, and the emitter's queue belongs to the loop."""
         obs.sent_to_client()
         summary = self.spec.parse_response(answer)
         status = Status.COMPLETED if summary.error is None else Status.UPSTREAM_ERROR

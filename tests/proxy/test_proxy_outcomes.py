@@ -3,8 +3,10 @@ works), and the log line."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -71,6 +73,32 @@ async def test_a_client_leaving_while_the_provider_works_is_noticed_at_once(
     assert lasted < 2.0, f"the disconnect was noticed only after {lasted:.2f}s"
     assert [event["type"] for event in events] == ["interception.started", "prompt", "interception.ended"]
     assert proxy.component.in_flight.count == 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["blocking", "streaming"])
+async def test_every_event_is_queued_from_the_proxy_event_loop(
+    proxy: Proxy, token: str, events_of: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    # The emitter's queue is an asyncio.Queue of the proxy's loop: an event queued from a worker thread
+    # (as Starlette runs a plain function given to BackgroundTask) would wake the publisher late.
+    emitter = proxy.component.emitter
+    emit, threads = emitter.emit, []
+
+    def watched(event: Any, headers: Any = ()) -> None:
+        try:
+            asyncio.get_running_loop()
+            threads.append("loop")
+        except RuntimeError:
+            threads.append(threading.current_thread().name)
+        emit(event, headers)
+
+    monkeypatch.setattr(emitter, "emit", watched)
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=10, headers={"x-api-key": token}) as client:
+        answer = await client.post(ANTHROPIC_PATH, json=MESSAGE | {"stream": stream})
+        assert answer.status_code == 200
+    events = await events_of(1, timeout=10)
+    assert len(threads) == len(events) >= 4  # started, prompt, token usage, ended
+    assert set(threads) == {"loop"}, threads
 
 
 async def test_one_log_line_per_interception_without_secrets_or_prompt(
