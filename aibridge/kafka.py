@@ -49,14 +49,9 @@ class KafkaProducer:
         self._producer = producer
 
     async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers = ()) -> None:
-        if self._producer is None:
-            raise BusError("the Kafka producer is not started")
-        try:
-            await asyncio.wait_for(
-                await self._producer.send(topic, value=value, key=key, headers=list(headers)), self._timeout
-            )
-        except (KafkaError, TimeoutError) as exc:
-            raise BusError(f"Kafka did not accept the message: {exc!r}") from exc
+        [error] = await self.send_batch(topic, [(key, value, headers)])
+        if error is not None:
+            raise error
 
     async def send_batch(self, topic: str, messages: Sequence[OutgoingMessage]) -> list[BusError | None]:
         """Append every message to aiokafka's batches first, then wait for all the acknowledgements

@@ -239,8 +239,7 @@ class EventEmitter:
     async def _send_spooled(self, key: bytes | None, value: bytes, headers: Headers) -> None:
         await self._producer.send(self._topic, key, value, headers)
         self.replayed += 1
-        self.published += 1
-        PROXY_EVENTS_PUBLISHED.inc()
+        self._published()
 
     async def _send_batch(self, producer: BatchProducer, batch: list[_Queued]) -> None:
         """The whole batch in one call (no task per event); what failed is retried one by one."""
@@ -249,12 +248,10 @@ class EventEmitter:
         failed = []
         for item, error in zip(batch, results, strict=True):
             if error is None:
-                self.published += 1
-                PROXY_EVENTS_PUBLISHED.inc()
-                continue
-            PROXY_EVENT_SEND_FAILURES.inc()
-            self._log_problem(f"sending an event failed (attempt 1/{self._attempts}): {error}")
-            failed.append(item)
+                self._published()
+            else:
+                self._failed(1, error)
+                failed.append(item)
         if failed:
             await asyncio.gather(*(self._send(item, first_attempt=2) for item in failed))
 
@@ -275,15 +272,21 @@ class EventEmitter:
             try:
                 await self._producer.send(self._topic, key, value, headers)
             except BusError as exc:
-                PROXY_EVENT_SEND_FAILURES.inc()
-                self._log_problem(f"sending an event failed (attempt {attempt}/{self._attempts}): {exc}")
+                self._failed(attempt, exc)
                 if attempt < self._attempts:
                     await asyncio.sleep(self._retry_backoff * attempt)
                 continue
-            self.published += 1
-            PROXY_EVENTS_PUBLISHED.inc()
+            self._published()
             return True
         return False
+
+    def _published(self) -> None:
+        self.published += 1
+        PROXY_EVENTS_PUBLISHED.inc()
+
+    def _failed(self, attempt: int, error: BusError) -> None:
+        PROXY_EVENT_SEND_FAILURES.inc()
+        self._log_problem(f"sending an event failed (attempt {attempt}/{self._attempts}): {error}")
 
     def _log_problem(self, message: str) -> None:
         now = time.monotonic()

@@ -57,8 +57,9 @@ class Passthrough:
             return response
 
     async def _handle(self, request: Request) -> Response:
+        client_headers = header_map(request.scope["headers"])
         try:
-            identity = authenticate(header_map(request.scope["headers"]), self._verifier)
+            identity = authenticate(client_headers, self._verifier)
         except AuthError as exc:
             PROXY_AUTH_FAILURES.labels(type(exc).__name__).inc()
             return self._error(401, str(exc))
@@ -68,7 +69,7 @@ class Passthrough:
             response: Response = Response(body, status, headers)
         else:
             with admitted:
-                response = await self._forward(request)
+                response = await self._forward(request, client_headers)
         PROXY_PASSTHROUGH_REQUESTS.labels(self.provider.value, self.route, str(response.status_code)).inc()
         log.info(
             "passthrough %s %s -> %d",
@@ -79,13 +80,13 @@ class Passthrough:
         )
         return response
 
-    async def _forward(self, request: Request) -> Response:
+    async def _forward(self, request: Request, client_headers: dict[str, str]) -> Response:
         url = self._url if not request.url.query else f"{self._url}?{request.url.query}"
         try:
             raw = request.scope["headers"]
             body = None
             if request.method == "POST":
-                body = await read_body(request.receive, header_map(raw), self._max_body)
+                body = await read_body(request.receive, client_headers, self._max_body)
             headers = forward_headers(raw, self._key_headers)
             telemetry.trace_http_headers(headers)  # tracing on: the provider continues the Passthrough span
             if body is None:
