@@ -11,7 +11,7 @@ from aibridge.proxy.limits import LimitSettings
 from aibridge.proxy.spool import SpoolSettings
 from aibridge.settings import CommonSettings
 
-UpstreamClient = Literal["aiohttp", "httpx"]
+UpstreamClient = Literal["builtin", "aiohttp", "httpx"]
 
 
 class ProxySettings(CommonSettings, LimitSettings, BreakerSettings, SpoolSettings):
@@ -35,7 +35,9 @@ class ProxySettings(CommonSettings, LimitSettings, BreakerSettings, SpoolSetting
     )
     upstream_max_connections: int = Field(default=1000, ge=1, description="Pooled upstream connections.")
     upstream_client: UpstreamClient = Field(
-        default="aiohttp", description="HTTP client for upstream calls; aiohttp was chosen by measurement."
+        default="builtin",
+        description="HTTP client for upstream calls: builtin (HTTP/1.1 on asyncio and llhttp; chosen by measurement), "
+        "aiohttp or httpx.",
     )
     event_buffer_size: int = Field(default=100_000, ge=1, description="Events queued for the bus at most.")
     event_batch_size: int = Field(default=500, ge=1, description="Events sent to the bus concurrently.")

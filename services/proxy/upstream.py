@@ -200,7 +200,11 @@ class HttpxUpstream:
 def create_upstream(settings: ProxySettings) -> Upstream:
     if settings.upstream_client == "httpx":
         return HttpxUpstream(settings)
-    return AiohttpUpstream(settings)
+    if settings.upstream_client == "aiohttp":
+        return AiohttpUpstream(settings)
+    from aibridge.proxy.http1 import Http1Upstream
+
+    return Http1Upstream(settings)
 
 
 ResponseT = TypeVar("ResponseT", bound=Response)
