@@ -31,7 +31,7 @@ class KafkaProducer:
             **settings.kafka_client_options(),
             "acks": "all",
             "enable_idempotence": False,
-            "compression_type": "gzip",
+            "compression_type": None if settings.kafka_compression == "none" else settings.kafka_compression,
             "linger_ms": 5,
             "request_timeout_ms": int(request_timeout * 1000),
             **options,

@@ -7,7 +7,7 @@ start, which validates every value and fails with a message naming the variable.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +49,10 @@ class CommonSettings(BaseSettings):
     )
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = Field(default=None, repr=False)
+    kafka_compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = Field(
+        default="lz4",
+        description="Compression of produced batches; lz4 costs the proxy the least CPU (gzip: ~10x more).",
+    )
     structured_logs: bool = Field(default=False, description="One JSON log line per recorded record.")
     log_level: str = Field(default="INFO")
     trace_enable: bool = Field(default=False, description="Export OpenTelemetry traces over OTLP.")

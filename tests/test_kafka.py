@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from aibridge.bus import BusError
 from aibridge.kafka import KafkaConsumer, KafkaProducer
@@ -75,3 +76,34 @@ async def test_send_batch_to_a_broker_that_went_away_is_a_bus_error_per_message(
     finally:
         broker.stop()
         await producer.stop()
+
+
+@pytest.mark.parametrize("compression", ["lz4", "zstd", "snappy", "gzip", "none"])
+async def test_every_compression_round_trips_through_the_broker(
+    kafka_bootstrap: str, kafka_topic: str, compression: str
+) -> None:
+    settings = CommonSettings(kafka_bootstrap=kafka_bootstrap, kafka_topic=kafka_topic, kafka_compression=compression)
+    producer = KafkaProducer(settings)
+    await producer.start()
+    values = [b'{"prompt": "' + b"x" * (100 * i) + b'"}' for i in range(20)]
+    assert await producer.send_batch(kafka_topic, [(b"k", value, ()) for value in values]) == [None] * 20
+    await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partition = TopicPartition(kafka_topic, 0)
+        consumer.assign([partition])
+        await consumer.seek_to_beginning(partition)
+        received: list[bytes] = []
+        while len(received) < 20:
+            batches = await consumer.getmany(timeout_ms=1000)
+            received += [record.value or b"" for records in batches.values() for record in records]
+    finally:
+        await consumer.stop()
+    assert received == values
+
+
+def test_lz4_is_the_default_compression() -> None:
+    assert CommonSettings().kafka_compression == "lz4"
+    assert KafkaProducer(CommonSettings())._options["compression_type"] == "lz4"
+    assert KafkaProducer(CommonSettings(kafka_compression="none"))._options["compression_type"] is None

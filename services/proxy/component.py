@@ -46,6 +46,7 @@ class ProxyComponent:
             settings.kafka_topic,
             buffer_size=settings.event_buffer_size,
             batch_size=settings.event_batch_size,
+            linger=settings.event_linger,
             send_attempts=settings.event_send_attempts,
             spool=None if self._durable_bus else Spool.from_settings(settings),
         )

@@ -52,6 +52,7 @@ class EventEmitter:
         *,
         buffer_size: int = 100_000,
         batch_size: int = 500,
+        linger: float = 0.0,
         send_attempts: int = 3,
         retry_backoff: float = 0.2,
         reconnect_backoff_max: float = 5.0,
@@ -61,6 +62,8 @@ class EventEmitter:
         self._topic = topic
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=buffer_size)
         self._batch_size = batch_size
+        self._linger = linger
+        self._batch_producer = producer if isinstance(producer, BatchProducer) else None  # a Protocol check: slow
         self._attempts = 1 if spool is not None else send_attempts
         self._retry_backoff = retry_backoff
         self._reconnect_max = reconnect_backoff_max
@@ -189,13 +192,15 @@ class EventEmitter:
     async def _publish_forever(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            if self._linger and self._queue.qsize() < self._batch_size:
+                await asyncio.sleep(self._linger)  # let the batch fill: per produce request costs dominate
             while len(batch) < self._batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
                 if self._spool is not None and (self._spool.pending_records or not self._connected):
                     self.unpublished(batch, "behind_spool")
-                elif isinstance(self._producer, BatchProducer):
-                    await self._send_batch(self._producer, batch)
+                elif self._batch_producer is not None:
+                    await self._send_batch(self._batch_producer, batch)
                 else:
                     await asyncio.gather(*(self._send(item) for item in batch))
             finally:

@@ -40,7 +40,12 @@ class ProxySettings(CommonSettings, LimitSettings, BreakerSettings, SpoolSetting
         "aiohttp or httpx.",
     )
     event_buffer_size: int = Field(default=100_000, ge=1, description="Events queued for the bus at most.")
-    event_batch_size: int = Field(default=500, ge=1, description="Events sent to the bus concurrently.")
+    event_batch_size: int = Field(default=500, ge=1, description="Events sent to the bus in one batch at most.")
+    event_linger: float = Field(
+        default=0.05,
+        ge=0,
+        description="Seconds the publisher waits for a batch to fill (fewer, larger produce requests: less CPU).",
+    )
     event_send_attempts: int = Field(
         default=3, ge=1, description="Tries per event before it is given up (1 with a spool: the spool retries)."
     )

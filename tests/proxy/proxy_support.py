@@ -82,7 +82,8 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 def ended_count(count: int) -> Callable[[list[Event]], bool]:
-    return lambda events: sum(e["type"] == "interception.ended" for e in events) >= count
+    """At least ``count`` interceptions ended (distinct ids: a redelivered event is not a new one)."""
+    return lambda events: len({e["interception_id"] for e in events if e["type"] == "interception.ended"}) >= count
 
 
 def of_type(events: list[Event], kind: str) -> list[Event]:
