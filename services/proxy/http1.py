@@ -239,9 +239,10 @@ class Http1Response:
             try:
                 data = self._decoder.decompress(data)
             except zlib.error as exc:
+                connection = self._connection  # fail() forgets it
                 self.fail(UpstreamUnreachable(f"the provider's compressed body is corrupt: {exc}"))
-                if self._connection is not None:
-                    self._connection.close()
+                if connection is not None:
+                    connection.close()
                 return
         if data:
             self._buffer.append(data)
@@ -338,12 +339,17 @@ class Http1Response:
                 await self._wait()
 
     async def read(self) -> bytes:
+        parts: list[bytes] = []
         try:
             while not self._done:
                 if self._error is not None:
                     raise self._error
+                if self._buffered > HIGH_WATER:  # the socket is paused: move the bytes out so reading goes on
+                    parts.append(self._take())
                 await self._wait()
-            return self._take() if self._buffer else b""
+            if self._buffer:
+                parts.append(self._take())
+            return parts[0] if len(parts) == 1 else b"".join(parts)
         except BaseException:
             await self.close()
             raise
@@ -386,13 +392,13 @@ class Http1Upstream:
             self._ssl = ssl.create_default_context()
 
     async def stop(self) -> None:
-        for connection in list(self._open):
-            connection.close()
-        self._idle.clear()
-        for waiter in self._slots:
+        for waiter in self._slots:  # first: a closing connection would hand its slot to a waiter
             if not waiter.done():
                 waiter.set_exception(UpstreamUnreachable("the proxy is shutting down"))
         self._slots.clear()
+        for connection in list(self._open):
+            connection.close()
+        self._idle.clear()
 
     @property
     def open_connections(self) -> int:
