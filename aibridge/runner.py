@@ -31,6 +31,7 @@ from aibridge.auth import TokenVerifier
 from aibridge.bus import BusConsumer, BusProducer, InProcessBus, JsonlProducer
 from aibridge.component import Component
 from aibridge.embedded import EmbeddedHome, print_banner
+from aibridge.fastpath import FastPathStarlette, Handler
 from aibridge.logs import configure_logging
 from aibridge.settings import CommonSettings, StoreSettings
 
@@ -96,10 +97,12 @@ class Host:
             from aibridge.proxy.simulator import create_simulator_app
 
             routes.append(Mount(SIMULATOR_PREFIX, app=create_simulator_app()))
+        direct: dict[str, Handler] = {}
         for name in ("proxy", "recorder", "api"):
             if name in self.components:
                 routes.extend(self.components[name].routes)
-        return Starlette(routes=routes, lifespan=self._lifespan)
+                direct |= getattr(self.components[name], "direct_routes", {})
+        return FastPathStarlette(routes=routes, lifespan=self._lifespan, direct_routes=direct)
 
     def verifier(self) -> TokenVerifier:
         if self._verifier is None:

@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 
 from aibridge.auth import TokenVerifier
 from aibridge.bus import BusProducer, InProcessProducer
+from aibridge.fastpath import FastPathStarlette, Handler
 from aibridge.proxy.breaker import BreakerPolicy, Breakers
 from aibridge.proxy.emitter import EventEmitter
 from aibridge.proxy.intercept import InFlight, Interceptor
@@ -111,6 +112,15 @@ class ProxyComponent:
             Route(f"{ANTHROPIC_PREFIX}/{{rest:path}}", _not_found_anthropic, methods=ANY_METHOD),
         ]
 
+    @property
+    def direct_routes(self) -> dict[str, Handler]:
+        """The intercepted routes (POST, exact paths), served ahead of the router (:mod:`aibridge.fastpath`)."""
+        return {
+            f"{OPENAI_PREFIX}/v1/chat/completions": self.openai.handle,
+            f"{OPENAI_PREFIX}/v1/responses": self.responses.handle,
+            f"{ANTHROPIC_PREFIX}/v1/messages": self.anthropic.handle,
+        }
+
     async def start(self) -> None:
         if self.settings.openai_key is None or self.settings.anthropic_key is None:
             log.warning("AIBRIDGE_OPENAI_KEY or AIBRIDGE_ANTHROPIC_KEY is not set: that provider gets no key")
@@ -166,6 +176,6 @@ def create_proxy_app(settings: ProxySettings, producer: BusProducer, verifier: T
         finally:
             await component.stop()
 
-    app = Starlette(routes=component.routes, lifespan=lifespan)
+    app = FastPathStarlette(routes=component.routes, lifespan=lifespan, direct_routes=component.direct_routes)
     app.state.component = component
     return app
