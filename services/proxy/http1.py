@@ -205,6 +205,7 @@ class Http1Response:
         self._buffer: deque[bytes] = deque()
         self._buffered = 0
         self._decoder: zlib._Decompress | None = None
+        self._compressed_bytes = 0
         self._done = False
         self._error: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -236,6 +237,7 @@ class Http1Response:
 
     def feed(self, data: bytes) -> None:
         if self._decoder is not None:
+            self._compressed_bytes += len(data)
             try:
                 data = self._decoder.decompress(data)
             except zlib.error as exc:
@@ -254,11 +256,15 @@ class Http1Response:
     def complete(self) -> None:
         if self._done or self._error is not None:
             return
-        if self._decoder is not None:
-            tail = self._decoder.flush()
+        decoder = self._decoder
+        if decoder is not None:
+            tail = decoder.flush()
             if tail:
                 self._buffer.append(tail)
                 self._buffered += len(tail)
+            if self._compressed_bytes and not decoder.eof:  # the body stopped before the stream's end
+                self.fail(UpstreamUnreachable("the provider's compressed body ended before its end marker"))
+                return
         self._done = True
         self._connection = None
         self._wake()
@@ -385,13 +391,16 @@ class Http1Upstream:
         self._slots: deque[asyncio.Future[None]] = deque()
         self._targets: dict[str, _Target] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._stopped = False
         if self._ssl is None:
             self._ssl = ssl.create_default_context()
 
     async def stop(self) -> None:
+        self._stopped = True
         for waiter in self._slots:  # first: a closing connection would hand its slot to a waiter
             if not waiter.done():
                 waiter.set_exception(UpstreamUnreachable("the proxy is shutting down"))
@@ -407,6 +416,8 @@ class Http1Upstream:
     async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> Http1Response:
         loop = self._loop
         assert loop is not None, "the upstream client is not started"
+        if self._stopped:
+            raise UpstreamUnreachable("the proxy is shutting down")
         target = self._targets.get(url)
         if target is None:
             target = _Target(url)

@@ -515,6 +515,26 @@ def test_corrupt_gzip_raises(run: Run, together: bool) -> None:
     run(main)
 
 
+def test_truncated_gzip_body_raises(run: Run) -> None:
+    async def main() -> None:
+        body = gzip.compress(PLAIN)[:-40]  # framing complete, the gzip stream cut before its end marker
+        head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body)
+        async with serve(reply(head + body)) as peer, upstream() as client:
+            with pytest.raises(UpstreamUnreachable, match="end marker"):
+                await fetch(client, peer.url())
+
+    run(main)
+
+
+def test_a_gzip_header_on_an_empty_body_is_no_error(run: Run) -> None:
+    async def main() -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 0\r\n\r\n"
+        async with serve(reply(head)) as peer, upstream() as client:
+            assert await fetch(client, peer.url()) == b""
+
+    run(main)
+
+
 # keep-alive
 
 
@@ -896,6 +916,22 @@ def test_stop_fails_waiting_and_in_flight_requests(run: Run) -> None:
                 with pytest.raises(UpstreamUnreachable):
                     await asyncio.wait_for(task, SOON)
             await seen(peer.conns[0].eof)
+
+    run(main)
+
+
+def test_a_stopped_client_refuses_new_requests_until_started_again(run: Run) -> None:
+    async def main() -> None:
+        async with serve(reply(ok())) as peer:
+            client = Http1Upstream(ProxySettings())
+            await client.start()
+            await client.stop()
+            with pytest.raises(UpstreamUnreachable, match="shutting down"):
+                await client.request("GET", peer.url(), {}, None)
+            assert peer.accepted == 0
+            await client.start()
+            assert await fetch(client, peer.url()) == b"ok"
+            await client.stop()
 
     run(main)
 
