@@ -83,20 +83,27 @@ class _PendingBlock:
 
 
 class MessageStream:
-    """Tees a streamed message: ``feed`` returns the chunk unchanged and parses it on the side."""
+    """Tees a streamed message: ``feed`` returns the chunk unchanged; ``settle`` (after the send) parses it."""
 
     def __init__(self) -> None:
         self.summary = ResponseSummary()
         self._decoder = SSEDecoder()
         self._usage: dict[str, Any] = {}
         self._blocks: dict[int, _PendingBlock] = {}
+        self._unparsed: list[bytes] = []
 
     def feed(self, chunk: bytes) -> bytes:
-        for event in self._decoder.feed(chunk):
-            self._observe(event)
+        self._unparsed.append(chunk)
         return chunk
 
+    def settle(self) -> None:
+        unparsed, self._unparsed = self._unparsed, []
+        for chunk in unparsed:
+            for event in self._decoder.feed(chunk):
+                self._observe(event)
+
     def close(self) -> bytes:
+        self.settle()
         for event in self._decoder.close():
             self._observe(event)
         if self._usage:

@@ -195,6 +195,7 @@ class Http1Response:
         self._loop = loop
         self._read_timeout = read_timeout
         self.raw_headers: list[tuple[bytes, bytes]] = []
+        self._headers: list[tuple[str, str]] | None = None
         self.status = 0
         self.headers_done = False
         self.until_eof = False
@@ -315,7 +316,10 @@ class Http1Response:
     # read by the proxy (the UpstreamResponse protocol)
     @property
     def headers(self) -> list[tuple[str, str]]:
-        return client_headers([(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.raw_headers])
+        if self._headers is None:
+            raw = self.raw_headers
+            self._headers = client_headers([(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw])
+        return self._headers
 
     def _take(self) -> bytes:
         buffer = self._buffer

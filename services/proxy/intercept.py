@@ -30,7 +30,7 @@ from aibridge.proxy.incoming import authenticate, forward_headers, header_map, r
 from aibridge.proxy.limits import Admission, Rejection, Ticket, render_rejection
 from aibridge.proxy.observe import Observation
 from aibridge.proxy.outcome import log_interception
-from aibridge.proxy.providers import OwnErrorEvents, ProviderSpec
+from aibridge.proxy.providers import ProviderSpec
 from aibridge.proxy.records import ParsedRequest, Provider, ResponseSummary
 from aibridge.proxy.relay import ClientWatch, Relay, RelayResponse, Tee
 from aibridge.proxy.upstream import Upstream, UpstreamResponse, with_headers
@@ -292,7 +292,8 @@ class Interceptor:
             leave()
             self._record(context, parsed, summary, obs, status=status, http_status=response.status, error=error)
 
-        error_event = tee.error_event if isinstance(tee, OwnErrorEvents) else self._stream_error
+        own = getattr(tee, "error_event", None)  # an OwnErrorEvents tee (isinstance on a Protocol is slow)
+        error_event: Callable[[ProxyError], bytes] = own if own is not None else self._stream_error
         relay = Relay(response, tee, finished, error_event)
         obs.defer()
         return with_headers(RelayResponse(relay, response.status, watch), response.headers)

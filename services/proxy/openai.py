@@ -125,6 +125,11 @@ class ChatStream:
 
     When the proxy added ``include_usage`` itself (``hide_usage``), the usage-only chunk and the
     ``"usage":null`` members are removed so the client gets exactly the stream it asked for.
+
+    Parsing waits for :meth:`settle`, which the relay calls once the forwarded bytes are sent: the
+    client's next bytes never wait for JSON decoding. Deciding what to forward needs no decoding
+    either, except for the one chunk that carries usage: ``"usage":null`` can only be a JSON member
+    (inside a string its quotes are escaped), so it is cut from the bytes as they are.
     """
 
     def __init__(self, *, hide_usage: bool) -> None:
@@ -132,35 +137,52 @@ class ChatStream:
         self._hide_usage = hide_usage
         self._decoder = SSEDecoder()
         self._calls: dict[tuple[int, int], _PendingCall] = {}
+        self._unparsed: list[bytes] = []  # chunks to decode (not hiding usage)
+        self._unobserved: list[SSEEvent] = []  # events to parse (hiding usage: already decoded)
 
     def feed(self, chunk: bytes) -> bytes:
-        events = self._decoder.feed(chunk)
         if not self._hide_usage:
-            for event in events:
-                self._observe(event)
+            self._unparsed.append(chunk)
             return chunk
-        return b"".join(self._rewrite(event) for event in events)
+        return b"".join([self._forward(event) for event in self._decoder.feed(chunk)])
+
+    def settle(self) -> None:
+        unparsed, self._unparsed = self._unparsed, []
+        for chunk in unparsed:
+            for event in self._decoder.feed(chunk):
+                self._observe(event)
+        unobserved, self._unobserved = self._unobserved, []
+        for event in unobserved:
+            self._observe(event)
 
     def close(self) -> bytes:
+        self.settle()
         events = self._decoder.close()
         forwarded = b""
         if self._hide_usage:
-            forwarded = b"".join(self._rewrite(event) for event in events)
+            forwarded = b"".join([self._forward(event) for event in events])
+            self.settle()
         else:
             for event in events:
                 self._observe(event)
         self.summary.tool_calls = [ToolCall(c.call_id, c.name, "".join(c.arguments)) for c in self._calls.values()]
         return forwarded
 
-    def _rewrite(self, event: SSEEvent) -> bytes:
-        chunk = self._observe(event)
+    def _forward(self, event: SSEEvent) -> bytes:
+        """The bytes the client gets for ``event`` (hiding usage); parsed later unless deciding needs it."""
+        raw = event.raw
+        if b'"usage"' not in raw:
+            self._unobserved.append(event)
+            return raw
+        for pattern in _NULL_USAGE:
+            if pattern in raw:
+                self._unobserved.append(event)
+                return raw.replace(pattern, b"", 1)
+        chunk = self._observe(event)  # usage with a value, or spelled differently: decide on the JSON
         if chunk is None or "usage" not in chunk:
-            return event.raw
+            return raw
         if chunk["usage"] is not None and not chunk.get("choices"):
             return b""
-        raw = event.raw
-        for pattern in _NULL_USAGE:
-            raw = raw.replace(pattern, b"", 1)
         return raw
 
     def _observe(self, event: SSEEvent) -> Any:

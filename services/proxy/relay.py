@@ -27,9 +27,14 @@ Finished = Callable[[ResponseSummary, Status, str | None], None]
 
 
 class Tee(Protocol):
+    """Parses a stream on the side. ``feed`` answers what to forward for a chunk and may leave the
+    parsing to ``settle``, which the relay calls once those bytes are sent; ``close`` settles first."""
+
     summary: ResponseSummary
 
     def feed(self, chunk: bytes) -> bytes: ...
+
+    def settle(self) -> None: ...
 
     def close(self) -> bytes: ...
 
@@ -61,6 +66,10 @@ class Relay:
             return b""
         return self._tee.feed(chunk) if chunk else b""
 
+    def settle(self) -> None:
+        """Parse what was forwarded (call once the bytes from :meth:`ready` are sent)."""
+        self._tee.settle()
+
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         try:
             upstream = self._response.chunks()
@@ -74,8 +83,13 @@ class Relay:
                 self.upstream_wait += clock() - waiting
                 if forwarded := self._tee.feed(chunk):
                     sending = clock()
-                    yield forwarded
+                    try:
+                        yield forwarded
+                    finally:
+                        self._tee.settle()  # parsed once sent (or the client left: parsed for the record)
                     self.client_wait += clock() - sending
+                else:
+                    self._tee.settle()
             self._tee_closed = True
             if tail := self._tee.close():
                 yield tail
@@ -183,6 +197,7 @@ class RelayResponse(StreamingResponse):
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         if ready:
             await send({"type": "http.response.body", "body": ready, "more_body": True})
+        self._relay.settle()
         async for chunk in self._chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -139,20 +139,27 @@ class _PendingCall:
 
 
 class ResponsesStream:
-    """Tees a streamed response: ``feed`` returns the chunk unchanged and parses it on the side."""
+    """Tees a streamed response: ``feed`` returns the chunk unchanged; ``settle`` (after the send) parses it."""
 
     def __init__(self) -> None:
         self.summary = ResponseSummary()
         self._decoder = SSEDecoder()
         self._calls: dict[int, _PendingCall] = {}
         self._last_sequence = -1
+        self._unparsed: list[bytes] = []
 
     def feed(self, chunk: bytes) -> bytes:
-        for event in self._decoder.feed(chunk):
-            self._observe(event)
+        self._unparsed.append(chunk)
         return chunk
 
+    def settle(self) -> None:
+        unparsed, self._unparsed = self._unparsed, []
+        for chunk in unparsed:
+            for event in self._decoder.feed(chunk):
+                self._observe(event)
+
     def close(self) -> bytes:
+        self.settle()
         for event in self._decoder.close():
             self._observe(event)
         self.summary.tool_calls = [self._calls[index].call() for index in sorted(self._calls)]
@@ -164,6 +171,7 @@ class ResponsesStream:
         Fields flat as the API reference documents them, and nested under ``error`` as the API sends
         them at run time (the official SDK raises ``APIError`` on the nested form).
         """
+        self.settle()  # numbered after every event forwarded so far
         error = cast("dict[str, Any]", openai_error(exc.status, str(exc))["error"])
         event = {
             "type": "error",

@@ -128,6 +128,49 @@ def test_openai_stream_forwards_unchanged_when_client_asked_for_usage() -> None:
         assert tee.summary.usage is not None and len(tee.summary.tool_calls) == 2
 
 
+def test_openai_stream_hides_added_usage_written_with_spaces() -> None:
+    spaced = (
+        b'data: {"id": "chatcmpl-s", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": "Hi"}}], '
+        b'"usage": null}\n\n'
+        b'data: {"id": "chatcmpl-s", "model": "gpt-4o", "choices": [], "usage": {"prompt_tokens": 7, '
+        b'"completion_tokens": 1, "total_tokens": 8}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    expected = (
+        b'data: {"id": "chatcmpl-s", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    for chunks in chunkings(spaced):
+        tee = openai.ChatStream(hide_usage=True)
+        assert b"".join(tee.feed(chunk) for chunk in chunks) + tee.close() == expected
+        assert tee.summary.usage is not None
+        assert (tee.summary.usage.input_tokens, tee.summary.usage.output_tokens) == (7, 1)
+        assert tee.summary.response_id == "chatcmpl-s"
+
+
+def test_stream_parsing_waits_for_settle_and_records_the_same() -> None:
+    """The relay forwards a chunk, then settles: parsing never delays the client's bytes."""
+    tee = openai.ChatStream(hide_usage=False)
+    for chunk in OPENAI_STREAM.split(b"\n\n"):
+        tee.feed(chunk + b"\n\n")
+    assert tee.summary.response_id == "" and tee.summary.usage is None  # nothing parsed yet
+    tee.settle()
+    assert tee.summary.response_id and tee.summary.usage is not None
+    settled_each_time = openai.ChatStream(hide_usage=False)
+    for chunk in OPENAI_STREAM.split(b"\n\n"):
+        settled_each_time.feed(chunk + b"\n\n")
+        settled_each_time.settle()
+    tee.close()
+    settled_each_time.close()
+    assert tee.summary == settled_each_time.summary
+
+    message = anthropic.MessageStream()
+    message.feed(ANTHROPIC_STREAM)
+    assert message.summary.response_id == ""
+    message.settle()
+    assert message.summary.response_id
+
+
 def test_openai_blocking_response() -> None:
     body = {
         "id": "chatcmpl-1",
