@@ -127,24 +127,41 @@ class ChatStream:
     ``"usage":null`` members are removed so the client gets exactly the stream it asked for.
 
     Parsing waits for :meth:`settle`, which the relay calls once the forwarded bytes are sent: the
-    client's next bytes never wait for JSON decoding. Deciding what to forward needs no decoding
-    either, except for the one chunk that carries usage: ``"usage":null`` can only be a JSON member
-    (inside a string its quotes are escaped), so it is cut from the bytes as they are.
+    client's bytes never wait for SSE or JSON decoding. Hiding the usage works on the bytes of whole
+    events: ``"usage":null`` can only be a JSON member (inside a string its quotes are escaped), so it
+    is cut as it is; only events that still hold ``"usage"`` (the usage chunk itself, once per stream)
+    are decoded to decide. Streams with CR line ends (rare) go event by event through a decoder.
     """
 
     def __init__(self, *, hide_usage: bool) -> None:
         self.summary = ResponseSummary()
         self._hide_usage = hide_usage
-        self._decoder = SSEDecoder()
+        self._decoder = SSEDecoder()  # the parsing side (settle)
         self._calls: dict[tuple[int, int], _PendingCall] = {}
-        self._unparsed: list[bytes] = []  # chunks to decode (not hiding usage)
-        self._unobserved: list[SSEEvent] = []  # events to parse (hiding usage: already decoded)
+        self._unparsed: list[bytes] = []  # forwarded, not yet parsed
+        self._held = b""  # hiding usage: the start of an event not yet complete
+        self._events: SSEDecoder | None = None  # hiding usage, CR line ends: event by event
+        self._unobserved: list[SSEEvent] = []  # decoded by ``_events``, not yet parsed
 
     def feed(self, chunk: bytes) -> bytes:
         if not self._hide_usage:
             self._unparsed.append(chunk)
             return chunk
-        return b"".join([self._forward(event) for event in self._decoder.feed(chunk)])
+        if self._events is None and b"\r" not in chunk:
+            data = self._held + chunk if self._held else chunk
+            cut = data.rfind(b"\n\n") + 2
+            if cut < 2:
+                self._held = data
+                return b""
+            complete, self._held = data[:cut], data[cut:]
+            self._unparsed.append(complete)
+            return self._hide(complete)
+        if self._events is None:  # from here on, event by event; the parsing side has whole events so far
+            self._events = SSEDecoder()
+            chunk, self._held = self._held + chunk, b""
+        events = self._events.feed(chunk)
+        self._unobserved += events
+        return b"".join([self._hide(event.raw) for event in events])
 
     def settle(self) -> None:
         unparsed, self._unparsed = self._unparsed, []
@@ -156,34 +173,33 @@ class ChatStream:
             self._observe(event)
 
     def close(self) -> bytes:
-        self.settle()
-        events = self._decoder.close()
         forwarded = b""
-        if self._hide_usage:
-            forwarded = b"".join([self._forward(event) for event in events])
-            self.settle()
-        else:
-            for event in events:
-                self._observe(event)
+        if self._events is not None:
+            events = self._events.close()
+            self._unobserved += events
+            forwarded = b"".join([self._hide(event.raw) for event in events])
+        elif self._held:  # a last event without its blank line
+            held, self._held = self._held, b""
+            self._unparsed.append(held)
+            forwarded = self._hide(held)
+        self.settle()
+        for event in self._decoder.close():
+            self._observe(event)
         self.summary.tool_calls = [ToolCall(c.call_id, c.name, "".join(c.arguments)) for c in self._calls.values()]
         return forwarded
 
-    def _forward(self, event: SSEEvent) -> bytes:
-        """The bytes the client gets for ``event`` (hiding usage); parsed later unless deciding needs it."""
-        raw = event.raw
+    @staticmethod
+    def _hide(raw: bytes) -> bytes:
+        """``raw`` (whole events) without the ``"usage":null`` members and the usage-only chunk."""
         if b'"usage"' not in raw:
-            self._unobserved.append(event)
             return raw
         for pattern in _NULL_USAGE:
             if pattern in raw:
-                self._unobserved.append(event)
-                return raw.replace(pattern, b"", 1)
-        chunk = self._observe(event)  # usage with a value, or spelled differently: decide on the JSON
-        if chunk is None or "usage" not in chunk:
+                raw = raw.replace(pattern, b"")
+        if b'"usage"' not in raw:
             return raw
-        if chunk["usage"] is not None and not chunk.get("choices"):
-            return b""
-        return raw
+        decoder = SSEDecoder()
+        return b"".join([_unless_usage_only(event) for event in decoder.feed(raw) + decoder.close()])
 
     def _observe(self, event: SSEEvent) -> Any:
         if event.data is None or event.data == "[DONE]":
@@ -220,3 +236,16 @@ class ChatStream:
             pending.name = str(function["name"])
         if isinstance(function.get("arguments"), str):
             pending.arguments.append(function["arguments"])
+
+
+def _unless_usage_only(event: SSEEvent) -> bytes:
+    """The event's bytes, or nothing when it is the usage-only chunk (usage set, no choices)."""
+    if event.data is None or event.data == "[DONE]":
+        return event.raw
+    try:
+        chunk = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        return event.raw
+    if isinstance(chunk, dict) and chunk.get("usage") is not None and not chunk.get("choices"):
+        return b""
+    return event.raw

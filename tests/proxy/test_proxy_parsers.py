@@ -148,6 +148,39 @@ def test_openai_stream_hides_added_usage_written_with_spaces() -> None:
         assert tee.summary.response_id == "chatcmpl-s"
 
 
+def test_openai_stream_with_crlf_line_ends_hides_added_usage_the_same() -> None:
+    crlf = OPENAI_STREAM.replace(b"\n", b"\r\n")
+    expected = b"".join(
+        block.replace(b',"usage":null', b"") + b"\r\n\r\n"
+        for block in crlf.split(b"\r\n\r\n")[:-1]
+        if b'"choices":[]' not in block
+    )
+    reference = openai.ChatStream(hide_usage=True)
+    reference.feed(OPENAI_STREAM)
+    reference.close()
+    for chunks in chunkings(crlf):
+        tee = openai.ChatStream(hide_usage=True)
+        assert b"".join(tee.feed(chunk) for chunk in chunks) + tee.close() == expected
+        assert tee.summary == reference.summary
+
+
+def test_openai_stream_switching_to_crlf_midway_loses_nothing() -> None:
+    blocks = OPENAI_STREAM.split(b"\n\n")[:-1]
+    half = len(blocks) // 2
+    mixed = b"".join(b + b"\n\n" for b in blocks[:half]) + b"".join(
+        b.replace(b"\n", b"\r\n") + b"\r\n\r\n" for b in blocks[half:]
+    )
+    reference = openai.ChatStream(hide_usage=True)
+    reference.feed(OPENAI_STREAM)
+    reference.close()
+    for chunks in chunkings(mixed):
+        tee = openai.ChatStream(hide_usage=True)
+        forwarded = b"".join(tee.feed(chunk) for chunk in chunks) + tee.close()
+        assert b'"usage"' not in forwarded
+        assert forwarded.count(b"data: ") == len(blocks) - 1  # every event but the usage-only one
+        assert tee.summary == reference.summary
+
+
 def test_stream_parsing_waits_for_settle_and_records_the_same() -> None:
     """The relay forwards a chunk, then settles: parsing never delays the client's bytes."""
     tee = openai.ChatStream(hide_usage=False)
