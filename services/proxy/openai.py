@@ -196,10 +196,18 @@ class ChatStream:
         for pattern in _NULL_USAGE:
             if pattern in raw:
                 raw = raw.replace(pattern, b"")
-        if b'"usage"' not in raw:
-            return raw
-        decoder = SSEDecoder()
-        return b"".join([_unless_usage_only(event) for event in decoder.feed(raw) + decoder.close()])
+        if b"\r" in raw:  # one event (CR line ends go event by event)
+            return _unless_usage_only(raw)
+        position = raw.find(b'"usage"')
+        while position >= 0:  # LF only: decode just the events that still name usage
+            before = raw.rfind(b"\n\n", 0, position)
+            start = before + 2 if before >= 0 else 0
+            end = raw.find(b"\n\n", position)
+            end = len(raw) if end < 0 else end + 2
+            kept = _unless_usage_only(raw[start:end])
+            raw = raw[:start] + kept + raw[end:]
+            position = raw.find(b'"usage"', start + len(kept))
+        return raw
 
     def _observe(self, event: SSEEvent) -> Any:
         if event.data is None or event.data == "[DONE]":
@@ -238,14 +246,18 @@ class ChatStream:
             pending.arguments.append(function["arguments"])
 
 
-def _unless_usage_only(event: SSEEvent) -> bytes:
-    """The event's bytes, or nothing when it is the usage-only chunk (usage set, no choices)."""
-    if event.data is None or event.data == "[DONE]":
-        return event.raw
-    try:
-        chunk = orjson.loads(event.data)
-    except orjson.JSONDecodeError:
-        return event.raw
-    if isinstance(chunk, dict) and chunk.get("usage") is not None and not chunk.get("choices"):
-        return b""
-    return event.raw
+def _unless_usage_only(raw: bytes) -> bytes:
+    """One event's bytes, or nothing when it is the usage-only chunk (usage set, no choices)."""
+    decoder = SSEDecoder()
+    kept = []
+    for event in decoder.feed(raw) + decoder.close():
+        kept.append(event.raw)
+        if event.data is None or event.data == "[DONE]":
+            continue
+        try:
+            chunk = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(chunk, dict) and chunk.get("usage") is not None and not chunk.get("choices"):
+            kept.pop()
+    return b"".join(kept)
