@@ -6,7 +6,7 @@ default registry and are exported by whichever component serves ``/metrics``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -197,3 +197,17 @@ SPOOL_DROPPED_RECORDS = Counter(
 SPOOL_DISCARDED_BYTES = Counter(
     "aibridge_spool_discarded_bytes", "Bytes of torn or corrupt spool records skipped when a spool was opened."
 )
+
+
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, remembered: prometheus-client validates and locks on every call,
+    which the proxy's hot path makes about ten times per interception. No metric here ever removes
+    a child, so a remembered one stays the exported one."""
+    key = (id(metric), values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*values)
+    return found

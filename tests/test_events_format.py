@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -26,3 +27,19 @@ def test_format_time_matches_strftime_in_every_zone_and_year() -> None:
     for moment in moments:
         assert format_time(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert format_time(datetime(2026, 11, 27, 10, 15, 30, tzinfo=UTC)) == "2026-11-27T10:15:30.000000Z"
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    new_id()  # the parent holds a batch of randomness now
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child process
+        os.write(write_end, "".join(new_id() for _ in range(300)).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end) as pipe:
+        text = pipe.read()
+    from_child = {text[i : i + 36] for i in range(0, len(text), 36)}
+    from_parent = {new_id() for _ in range(300)}
+    assert len(from_child) == 300 and not from_child & from_parent

@@ -117,7 +117,7 @@ class Observation:
         def both() -> None:
             leave()
             if self._in_flight is not None:
-                metrics.PROXY_INTERCEPTIONS_IN_FLIGHT.labels(*self._in_flight).dec()
+                metrics.child(metrics.PROXY_INTERCEPTIONS_IN_FLIGHT, *self._in_flight).dec()
                 self._in_flight = None
 
         return both
@@ -127,7 +127,7 @@ class Observation:
         self._model = context.model
         if self._counts_in_flight and self._in_flight is None:
             self._in_flight = (context.provider, context.model, context.route)
-            metrics.PROXY_INTERCEPTIONS_IN_FLIGHT.labels(*self._in_flight).inc()
+            metrics.child(metrics.PROXY_INTERCEPTIONS_IN_FLIGHT, *self._in_flight).inc()
         if self._spans is not None:
             _describe(self._spans.intercept, context)
             self._end_create()
@@ -161,7 +161,7 @@ class Observation:
             raise
         waited = time.perf_counter() - started
         self.upstream_wait += waited
-        metrics.PROXY_UPSTREAM_TTFB_SECONDS.labels(self.provider, self._model).observe(waited)
+        metrics.child(metrics.PROXY_UPSTREAM_TTFB_SECONDS, self.provider, self._model).observe(waited)
         if spans is not None and spans.upstream is not None:
             spans.upstream.add_event("first byte")
             spans.upstream.set_attribute("http.response.status_code", response.status)
@@ -254,13 +254,15 @@ class Observation:
             initiator=context.initiator_username,
             include_initiator=self.include_initiator,
         )
-        metrics.PROXY_INTERCEPTIONS_ENDED.labels(*labels).inc()
+        metrics.child(metrics.PROXY_INTERCEPTIONS_ENDED, *labels).inc()
         duration = time.perf_counter() - self.arrival
         streaming = "true" if context.streaming else "false"
-        metrics.PROXY_INTERCEPTION_DURATION_SECONDS.labels(context.provider, context.model, streaming).observe(duration)
+        metrics.child(metrics.PROXY_INTERCEPTION_DURATION_SECONDS, context.provider, context.model, streaming).observe(
+            duration
+        )
         if self.sent_upstream:
             overhead = max(0.0, duration - self.upstream_wait - self.client_wait)
-            metrics.PROXY_OVERHEAD_SECONDS.labels(context.provider, streaming).observe(overhead)
+            metrics.child(metrics.PROXY_OVERHEAD_SECONDS, context.provider, streaming).observe(overhead)
         self._close(http_status, status)
 
     def _end_create(self) -> None:
@@ -303,7 +305,7 @@ def _count(event: Event, include_initiator: bool) -> None:
         return
     provider, model, client = event["provider"], event["model"], event["client"]
     if kind == EventType.TOOL_USAGE:
-        metrics.PROXY_TOOL_SELECTIONS.labels(provider, model, client).inc()
+        metrics.child(metrics.PROXY_TOOL_SELECTIONS, provider, model, client).inc()
         return
     labels = metrics.usage_labels(
         provider=provider,
@@ -313,10 +315,10 @@ def _count(event: Event, include_initiator: bool) -> None:
         include_initiator=include_initiator,
     )
     if kind == EventType.PROMPT:
-        metrics.PROXY_PROMPTS.labels(*labels).inc()
+        metrics.child(metrics.PROXY_PROMPTS, *labels).inc()
         return
     for token_type, field in _TOKEN_FIELDS:
-        metrics.PROXY_TOKENS.labels(*labels, token_type).inc(event[field])
+        metrics.child(metrics.PROXY_TOKENS, *labels, token_type).inc(event[field])
 
 
 @contextmanager
