@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import murmur2
 
 from aibridge.bus import BusError
 from aibridge.kafka import KafkaConsumer, KafkaProducer
@@ -107,3 +111,52 @@ def test_lz4_is_the_default_compression() -> None:
     assert CommonSettings().kafka_compression == "lz4"
     assert KafkaProducer(CommonSettings())._options["compression_type"] == "lz4"
     assert KafkaProducer(CommonSettings(kafka_compression="none"))._options["compression_type"] is None
+
+
+async def read_all(bootstrap: str, topic: str, partitions: int, count: int) -> dict[int, list[tuple[bytes, bytes]]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    found: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in range(partitions)}
+    try:
+        assigned = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        while sum(len(v) for v in found.values()) < count:
+            for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
+                found[tp.partition] += [(r.key or b"", r.value or b"") for r in records]
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_send_batch_places_each_key_as_kafkas_default_partitioner_and_keeps_its_order(
+    kafka_bootstrap: str,
+) -> None:
+    topic = f"aibridge.test.{uuid.uuid4().hex[:12]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    finally:
+        await admin.close()
+    producer = KafkaProducer(CommonSettings(kafka_bootstrap=kafka_bootstrap))
+    await producer.start()
+    keys = [f"interception-{i}".encode() for i in range(12)]
+    messages = [(key, b"%s:%d" % (key, n), ()) for n in range(4) for key in keys]  # interleaved, as queued
+    assert await producer.send_batch(topic, messages) == [None] * len(messages)
+    await producer.stop()
+    found = await read_all(kafka_bootstrap, topic, 3, len(messages))
+    for key in keys:
+        expected = (murmur2(key) & 0x7FFFFFFF) % 3  # Java's DefaultPartitioner for a keyed record
+        assert [value for k, value in found[expected] if k == key] == [b"%s:%d" % (key, n) for n in range(4)]
+    assert len({p for p, records in found.items() if records}) > 1
+
+
+async def test_send_batch_splits_what_does_not_fit_one_record_batch(kafka_bootstrap: str, kafka_topic: str) -> None:
+    producer = KafkaProducer(CommonSettings(kafka_bootstrap=kafka_bootstrap), compression_type=None)
+    await producer.start()
+    values = [bytes([65 + i]) * 300_000 for i in range(4)]  # 1.2 MB in all: several record batches
+    assert await producer.send_batch(kafka_topic, [(b"k", value, ()) for value in values]) == [None] * 4
+    await producer.stop()
+    found = await read_all(kafka_bootstrap, kafka_topic, 1, 4)
+    assert [value for _, value in found[0]] == values
