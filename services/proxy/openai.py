@@ -66,6 +66,9 @@ def upstream_body(request: ParsedRequest, raw: bytes) -> tuple[bytes, bool]:
     """
     if not request.stream or wants_usage(request.body):
         return raw, False
+    if "stream_options" not in request.body:  # spliced in: a coding agent's body is often 100s of KB
+        start = raw.index(b"{") + 1  # the body parsed as an object: its first brace opens it
+        return raw[:start] + b'"stream_options":{"include_usage":true},' + raw[start:], True
     options = request.body.get("stream_options")
     extended = dict(options) if isinstance(options, dict) else {}
     extended["include_usage"] = True
@@ -204,7 +207,9 @@ class ChatStream:
             start = before + 2 if before >= 0 else 0
             end = raw.find(b"\n\n", position)
             end = len(raw) if end < 0 else end + 2
-            kept = _unless_usage_only(raw[start:end])
+            block = raw[start:end]
+            usage_only = b'"choices":[]' in block and b'"usage":{' in block  # as OpenAI writes it: no decoding
+            kept = b"" if usage_only else _unless_usage_only(block)
             raw = raw[:start] + kept + raw[end:]
             position = raw.find(b'"usage"', start + len(kept))
         return raw

@@ -317,3 +317,10 @@ def test_openai_streaming_request_asks_upstream_for_usage_once() -> None:
     assert openai.upstream_body(openai.parse_request(asked), asked) == (asked, False)
     blocking = b'{"model":"m","messages":[]}'
     assert openai.upstream_body(openai.parse_request(blocking), blocking) == (blocking, False)
+    for plain in (
+        b'{"model":"m","messages":[{"role":"user","content":"{not json}"}],"stream":true}',
+        b' \n\t{ "model" : "m", "messages" : [], "stream" : true }',
+    ):
+        body, hidden = openai.upstream_body(openai.parse_request(plain), plain)
+        assert hidden and orjson.loads(body) == orjson.loads(plain) | {"stream_options": {"include_usage": True}}
+        assert body.endswith(plain.lstrip()[1:])  # spliced in: the client's bytes otherwise kept as sent
