@@ -8,13 +8,16 @@ is measured from each request's scheduled send time, so a stall cannot hide), an
 
 Latency: direct, through AI Bridge, and through two "floors" take turns in 1-second windows of one
 open-loop run, so a drift of the shared 2-core machine during the run lands on all alike. A floor is
-a minimal proxy on the same server and upstream client (read the body, parse it, forward it with a
-key, relay the answer; no auth, no recording): "Starlette floor" is the shape measured in
-/work/shared/PERFORMANCE.md (Starlette route, StreamingResponse), "plain floor" a bare ASGI callable.
-"Added" is the difference of the p50s (and of the p99s) against direct.
+a minimal proxy on the same server (read the body, parse it, forward it with a key, relay the answer;
+no auth, no recording): "Starlette+aiohttp floor" is the shape measured in
+/work/shared/PERFORMANCE.md (Starlette route, StreamingResponse, aiohttp client); "plain+builtin
+floor" is a bare ASGI callable on the proxy's own upstream client, i.e. AI Bridge's stack minus
+everything AI Bridge adds. "Added" is the difference of the p50s (and of the p99s) against direct.
 
-Rerun:  .venv/bin/python bench/proxy_overhead.py            (about 4 minutes)
-        .venv/bin/python bench/proxy_overhead.py --duration 20 --clients aiohttp,httpx
+Throughput: AI Bridge with each upstream client in --clients (builtin is the default client).
+
+Rerun:  .venv/bin/python bench/proxy_overhead.py            (about 8 minutes)
+        .venv/bin/python bench/proxy_overhead.py --duration 20 --clients builtin,aiohttp
 """
 
 from __future__ import annotations
@@ -109,19 +112,24 @@ def serve_floor(port: int) -> None:
 
 
 def serve_plain_floor(port: int) -> None:
-    """The same minimal proxy as a bare ASGI callable: no router, no middleware, no task group."""
+    """The same minimal proxy as a bare ASGI callable (no router, no middleware, no task group) on the
+    proxy's own upstream client (builtin): the stack AI Bridge runs on, minus everything it adds."""
     import uvicorn
     from starlette.types import Receive, Scope, Send
 
+    from aibridge.proxy.http1 import Http1Upstream
+    from aibridge.proxy.settings import ProxySettings
+
     url = f"{os.environ['AIBRIDGE_OPENAI_BASE_URL']}/chat/completions"
-    sessions: list[aiohttp.ClientSession] = []
+    clients: list[Http1Upstream] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while (await receive())["type"] == "lifespan.startup":
-                sessions.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)))
+                clients.append(Http1Upstream(ProxySettings()))
+                await clients[0].start()
                 await send({"type": "lifespan.startup.complete"})
-            await sessions[0].close()
+            await clients[0].stop()
             await send({"type": "lifespan.shutdown.complete"})
             return
         parts = []
@@ -133,12 +141,12 @@ def serve_plain_floor(port: int) -> None:
         body = b"".join(parts)
         parsed = orjson.loads(body)
         headers = {"authorization": "Bearer sk-bench", "content-type": "application/json"}
-        answer = await sessions[0].post(url, data=body, headers=headers)
+        answer = await clients[0].request("POST", url, headers, body)
         if parsed.get("stream"):
             await send(
                 {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
             )
-            async for chunk in answer.content.iter_any():
+            async for chunk in answer.chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
             return
@@ -154,13 +162,14 @@ def serve_plain_floor(port: int) -> None:
 
 
 @contextmanager
-def process(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[None]:
+def process(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[int]:
+    """Run ``command`` until the block ends; yields its pid once ``port`` accepts connections."""
     from aibridge.testing.broker import wait_for_port
 
     child = subprocess.Popen(command, env=os.environ | (env or {}), stdout=subprocess.DEVNULL)
     try:
         wait_for_port(port)
-        yield
+        yield child.pid
     finally:
         child.terminate()
         child.wait(20)
@@ -259,19 +268,31 @@ def published_events(proxy: str) -> str:
     return ", ".join(line for line in text.splitlines() if line.startswith(wanted))
 
 
-def latency_table(upstream: str, proxy: str, floors: dict[str, str], token: str, args: argparse.Namespace) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def latency_table(  # noqa: PLR0917
+    upstream: str, proxy: str, floors: dict[str, str], token: str, args: argparse.Namespace, pids: dict[str, int]
+) -> None:
     seconds = f"{args.duration:.0f}s each, in turns of 1s"
     print(f"\n## Added latency at {args.rate:.0f} req/s (open loop, {seconds}, from scheduled time)")
     columns = "".join(f" {name} added p50 / p99 |" for name in floors)
     print(f"| request | direct p50 / p99 | AI Bridge p50 / p99 | **added p50 / p99** |{columns} errors |")
     print("|---|---|---|---|" + "---|" * len(floors) + "---|")
+    cpu: dict[str, dict[str, float]] = {}
     for name, body in (("blocking", BLOCKING), ("streaming", STREAMING)):
         targets: list[Target] = [
             ("direct", f"{upstream}/v1/chat/completions", {}),
             ("proxy", f"{proxy}{ROUTE}", auth(token)),
         ]
         targets += [(name, f"{url}{ROUTE}", {"Content-Type": "application/json"}) for name, url in floors.items()]
+        before = {target: cpu_seconds(pid) for target, pid in pids.items()}
         result = asyncio.run(open_loop(targets, orjson.dumps(body), args.rate, args.duration))
+        requests = 50 + round(args.rate) * round(args.duration)  # each target's warm-up and its windows
+        cpu[name] = {target: (cpu_seconds(pid) - before[target]) / requests for target, pid in pids.items()}
         direct, via = result["direct"], result["proxy"]
         for measure in ("total",) if name == "blocking" else ("ttfb", "total"):
             d50, d99 = direct[f"{measure}_p50_ms"], direct[f"{measure}_p99_ms"]
@@ -286,6 +307,9 @@ def latency_table(upstream: str, proxy: str, floors: dict[str, str], token: str,
                 f"| {label} | {d50:.2f} / {d99:.2f} ms | {p50:.2f} / {p99:.2f} ms "
                 f"| **{p50 - d50:.2f} / {p99 - d99:.2f} ms** |{reference} {errors} |"
             )
+    print("\nCPU per request (the process's CPU during the run, background work included, ÷ its requests):")
+    for name, per_target in cpu.items():
+        print(f"- {name}: " + ", ".join(f"{target} {seconds * 1e6:,.0f} µs" for target, seconds in per_target.items()))
 
 
 def auth(token: str) -> dict[str, str]:
@@ -351,22 +375,27 @@ def run(args: argparse.Namespace) -> None:
                     "AIBRIDGE_OPENAI_BASE_URL": f"{upstream}/v1",
                     "AIBRIDGE_UPSTREAM_CLIENT": client,
                 }
-                with process([sys.executable, __file__, "--serve-proxy", str(port)], port, env):
+                with process([sys.executable, __file__, "--serve-proxy", str(port)], port, env) as proxy_pid:
                     proxy = f"http://127.0.0.1:{port}"
                     if client == args.clients[0]:
                         if args.floor:
                             ports = free_port(), free_port()
                             with (
-                                process([sys.executable, __file__, "--serve-floor", str(ports[0])], ports[0], env),
+                                process(
+                                    [sys.executable, __file__, "--serve-floor", str(ports[0])], ports[0], env
+                                ) as starlette_pid,
                                 process(
                                     [sys.executable, __file__, "--serve-plain-floor", str(ports[1])], ports[1], env
-                                ),
+                                ) as plain_pid,
                             ):
-                                floors = {"Starlette floor": ports[0], "plain floor": ports[1]}
+                                floors = {"Starlette+aiohttp floor": ports[0], "plain+builtin floor": ports[1]}
                                 urls = {name: f"http://127.0.0.1:{port}" for name, port in floors.items()}
-                                latency_table(upstream, proxy, urls, token, args)
+                                pids = {"AI Bridge": proxy_pid, "Starlette+aiohttp floor": starlette_pid}
+                                latency_table(
+                                    upstream, proxy, urls, token, args, pids | {"plain+builtin floor": plain_pid}
+                                )
                         else:
-                            latency_table(upstream, proxy, {}, token, args)
+                            latency_table(upstream, proxy, {}, token, args, {"AI Bridge": proxy_pid})
                     throughput_table(upstream, proxy, token, client, args)
                     time.sleep(1.0)
                     print(f"\nevents ({client} run): {published_events(proxy)}")
@@ -382,7 +411,7 @@ def main() -> None:
     parser.add_argument("--wrk-duration", type=float, default=8.0, help="seconds per throughput measurement")
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second for the latency test")
     parser.add_argument("--connections", type=lambda v: [int(c) for c in v.split(",")], default=[1, 16, 64])
-    parser.add_argument("--clients", type=lambda v: v.split(","), default=["aiohttp", "httpx"])
+    parser.add_argument("--clients", type=lambda v: v.split(","), default=["builtin", "aiohttp", "httpx"])
     parser.add_argument("--kafka-bootstrap", default=None, help="use this broker instead of starting Tansu")
     parser.add_argument(
         "--no-floor", dest="floor", action="store_false", help="skip the minimal-proxy floors in the latency table"
