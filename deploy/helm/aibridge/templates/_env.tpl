@@ -53,6 +53,8 @@
   value: {{ $kafka.topic | quote }}
 - name: AIBRIDGE_KAFKA_SECURITY_PROTOCOL
   value: {{ $kafka.securityProtocol | quote }}
+- name: AIBRIDGE_KAFKA_COMPRESSION
+  value: {{ $kafka.compression | default "lz4" | quote }}
 {{- if $kafka.sasl.mechanism }}
 - name: AIBRIDGE_KAFKA_SASL_MECHANISM
   value: {{ $kafka.sasl.mechanism | quote }}
