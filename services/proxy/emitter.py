@@ -1,7 +1,9 @@
 """Publishes interception events off the request path, through broker outages.
 
 ``emit`` only puts the event on a bounded in-memory queue and never waits. A background task takes
-what is queued in batches and sends each batch concurrently (the producer batches on the wire).
+what is queued in batches, letting a batch fill for ``linger`` seconds after its first event (fewer,
+larger produce requests: the per-request work is what costs CPU), and hands each batch to the
+producer in one call where it can take one (:class:`~aibridge.bus.BatchProducer`).
 
 Without a spool, a failed send is retried a few times (``send_attempts``). With a spool
 (``AIBRIDGE_SPOOL_DIR``), the spool is the retry: an event whose send failed goes to disk, and while
