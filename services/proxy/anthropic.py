@@ -82,6 +82,9 @@ class _PendingBlock:
     partial_json: list[str] = field(default_factory=list)
 
 
+_NOTHING_RECORDED = frozenset({"ping", "content_block_stop"})
+
+
 class MessageStream:
     """Tees a streamed message: ``feed`` returns the chunk unchanged; ``settle`` (after the send) parses it."""
 
@@ -115,8 +118,10 @@ class MessageStream:
         return b""
 
     def _observe(self, event: SSEEvent) -> None:
-        if event.data is None:
+        if event.data is None or event.event in _NOTHING_RECORDED:
             return
+        if event.event == "content_block_delta" and b'"input_json_delta"' not in event.raw:
+            return  # text or thinking: nothing in it is recorded (most events of a stream)
         try:
             payload = orjson.loads(event.data)
         except orjson.JSONDecodeError:

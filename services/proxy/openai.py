@@ -217,6 +217,8 @@ class ChatStream:
     def _observe(self, event: SSEEvent) -> Any:
         if event.data is None or event.data == "[DONE]":
             return None
+        if self.summary.response_id and not _worth_decoding(event.raw):
+            return None  # a content delta: nothing in it is recorded (most events of a stream)
         try:
             chunk = orjson.loads(event.data)
         except orjson.JSONDecodeError:
@@ -266,3 +268,13 @@ def _unless_usage_only(raw: bytes) -> bytes:
         if isinstance(chunk, dict) and chunk.get("usage") is not None and not chunk.get("choices"):
             kept.pop()
     return b"".join(kept)
+
+
+def _worth_decoding(raw: bytes) -> bool:
+    """Whether a chunk after the first may carry what is recorded: tool calls, an error, usage.
+
+    Decided on the bytes (inside a JSON string a quote is escaped, so ``"tool_calls"`` matches only a
+    member name); a false positive only costs a decode."""
+    if b'"tool_calls"' in raw or b'"error"' in raw:
+        return True
+    return b'"usage"' in raw and b'"usage":null' not in raw and b'"usage": null' not in raw

@@ -181,6 +181,35 @@ def test_openai_stream_switching_to_crlf_midway_loses_nothing() -> None:
         assert tee.summary == reference.summary
 
 
+def test_content_deltas_are_skipped_but_nothing_recorded_is_lost() -> None:
+    """Content deltas are not decoded; text that merely mentions the recorded names changes nothing."""
+    chunks = [
+        b'data: {"id":"c1","model":"m","choices":[{"index":0,"delta":{"content":"say \\"error\\": no"}}]}\n\n',
+        b'data: {"id":"c1","model":"m","choices":[{"index":0,"delta":{"content":"\\"usage\\":{\\"x\\":1}"}}]}\n\n',
+        b'data: {"id":"c1","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1",'
+        b'"type":"function","function":{"name":"f","arguments":"{\\"a\\""}}]}}]}\n\n',
+        b'data: {"id":"c1","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,'
+        b'"function":{"arguments":":1}"}}]}}]}\n\n',
+        b'data: {"id":"c1","model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    for hide in (True, False):
+        tee = openai.ChatStream(hide_usage=hide)
+        for chunk in chunks:
+            tee.feed(chunk)
+            tee.settle()
+        tee.close()
+        assert tee.summary.response_id == "c1" and tee.summary.model == "m" and tee.summary.error is None
+        assert tee.summary.usage is not None
+        assert (tee.summary.usage.input_tokens, tee.summary.usage.output_tokens) == (3, 4)
+        assert tee.summary.tool_calls == [ToolCall("call_1", "f", '{"a":1}')]
+    without_ids = b"".join(chunk.replace(b'"id":"c1",', b"") for chunk in chunks)
+    tee = openai.ChatStream(hide_usage=False)
+    tee.feed(without_ids)
+    tee.close()
+    assert tee.summary.usage is not None and tee.summary.tool_calls == [ToolCall("call_1", "f", '{"a":1}')]
+
+
 def test_stream_parsing_waits_for_settle_and_records_the_same() -> None:
     """The relay forwards a chunk, then settles: parsing never delays the client's bytes."""
     tee = openai.ChatStream(hide_usage=False)
