@@ -13,12 +13,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from clickhouse_connect.driver.client import Client
 
 from aibridge import store
 from aibridge.auth import Role, TokenVerifier, generate_keypair, issue_token, load_private_key
-from aibridge.testing.broker import Broker, start_broker
+from aibridge.testing.broker import Broker, create_topics, start_broker
 
 
 @pytest.fixture(scope="session")
@@ -42,17 +41,6 @@ def own_broker() -> Iterator[Broker]:
         yield broker
     finally:
         broker.stop()
-
-
-async def create_topics(bootstrap: str, *topics: str, partitions: int = 1) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics]
-        )
-    finally:
-        await admin.close()
 
 
 @pytest.fixture

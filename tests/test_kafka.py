@@ -4,13 +4,12 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
 
 from aibridge.bus import BusError
 from aibridge.kafka import KafkaConsumer, KafkaProducer
 from aibridge.settings import CommonSettings
-from aibridge.testing.broker import free_port, start_broker
+from aibridge.testing.broker import create_topics, free_port, start_broker
 
 
 async def test_round_trip_with_manual_commit(kafka_bootstrap: str, kafka_topic: str) -> None:
@@ -82,37 +81,6 @@ async def test_send_batch_to_a_broker_that_went_away_is_a_bus_error_per_message(
         await producer.stop()
 
 
-@pytest.mark.parametrize("compression", ["lz4", "zstd", "snappy", "gzip", "none"])
-async def test_every_compression_round_trips_through_the_broker(
-    kafka_bootstrap: str, kafka_topic: str, compression: str
-) -> None:
-    settings = CommonSettings(kafka_bootstrap=kafka_bootstrap, kafka_topic=kafka_topic, kafka_compression=compression)
-    producer = KafkaProducer(settings)
-    await producer.start()
-    values = [b'{"prompt": "' + b"x" * (100 * i) + b'"}' for i in range(20)]
-    assert await producer.send_batch(kafka_topic, [(b"k", value, ()) for value in values]) == [None] * 20
-    await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partition = TopicPartition(kafka_topic, 0)
-        consumer.assign([partition])
-        await consumer.seek_to_beginning(partition)
-        received: list[bytes] = []
-        while len(received) < 20:
-            batches = await consumer.getmany(timeout_ms=1000)
-            received += [record.value or b"" for records in batches.values() for record in records]
-    finally:
-        await consumer.stop()
-    assert received == values
-
-
-def test_lz4_is_the_default_compression() -> None:
-    assert CommonSettings().kafka_compression == "lz4"
-    assert KafkaProducer(CommonSettings())._options["compression_type"] == "lz4"
-    assert KafkaProducer(CommonSettings(kafka_compression="none"))._options["compression_type"] is None
-
-
 async def read_all(bootstrap: str, topic: str, partitions: int, count: int) -> dict[int, list[tuple[bytes, bytes]]]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
@@ -129,16 +97,31 @@ async def read_all(bootstrap: str, topic: str, partitions: int, count: int) -> d
     return found
 
 
+@pytest.mark.parametrize("compression", ["lz4", "zstd", "snappy", "gzip", "none"])
+async def test_every_compression_round_trips_through_the_broker(
+    kafka_bootstrap: str, kafka_topic: str, compression: str
+) -> None:
+    settings = CommonSettings(kafka_bootstrap=kafka_bootstrap, kafka_topic=kafka_topic, kafka_compression=compression)
+    producer = KafkaProducer(settings)
+    await producer.start()
+    values = [b'{"prompt": "' + b"x" * (100 * i) + b'"}' for i in range(20)]
+    assert await producer.send_batch(kafka_topic, [(b"k", value, ()) for value in values]) == [None] * 20
+    await producer.stop()
+    found = await read_all(kafka_bootstrap, kafka_topic, 1, len(values))
+    assert [value for _, value in found[0]] == values
+
+
+def test_lz4_is_the_default_compression() -> None:
+    assert CommonSettings().kafka_compression == "lz4"
+    assert KafkaProducer(CommonSettings())._options["compression_type"] == "lz4"
+    assert KafkaProducer(CommonSettings(kafka_compression="none"))._options["compression_type"] is None
+
+
 async def test_send_batch_places_each_key_as_kafkas_default_partitioner_and_keeps_its_order(
     kafka_bootstrap: str,
 ) -> None:
     topic = f"aibridge.test.{uuid.uuid4().hex[:12]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topics(kafka_bootstrap, topic, partitions=3)
     producer = KafkaProducer(CommonSettings(kafka_bootstrap=kafka_bootstrap))
     await producer.start()
     keys = [f"interception-{i}".encode() for i in range(12)]

@@ -85,6 +85,18 @@ def start_broker(port: int | None = None) -> Broker:
     return Broker(port, process)
 
 
+async def create_topics(bootstrap: str, *topics: str, partitions: int = 1) -> None:
+    """Create ``topics`` (replication 1) on the broker at ``bootstrap``."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics])
+    finally:
+        await admin.close()
+
+
 def main(argv: list[str]) -> None:
     """Run a broker until SIGTERM or SIGINT, then stop it."""
     broker = start_broker(int(argv[0]) if argv else None)

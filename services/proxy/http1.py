@@ -110,12 +110,6 @@ class _Connection(asyncio.Protocol):
                 reason = f": {type(exc).__name__}: {exc}" if exc else ""
                 response.fail(UpstreamUnreachable(f"the provider closed the connection{reason}"))
 
-    def pause_writing(self) -> None:  # a large request body; the transport buffers it
-        pass
-
-    def resume_writing(self) -> None:
-        pass
-
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.response is not None
@@ -143,9 +137,9 @@ class _Connection(asyncio.Protocol):
             response.informational = False
             return
         self.response = None
-        keep = self.parser.should_keep_alive() and response.reusable
+        keep = self.parser.should_keep_alive()
         response.complete()
-        self._resume()
+        self.resume()
         if keep:
             self._client._release(self)
         else:
@@ -166,13 +160,10 @@ class _Connection(asyncio.Protocol):
             self._paused = True
             self.transport.pause_reading()
 
-    def _resume(self) -> None:
+    def resume(self) -> None:
         if self._paused and self.transport is not None and not self.closed:
             self._paused = False
             self.transport.resume_reading()
-
-    def resume(self) -> None:
-        self._resume()
 
     def _fail(self, error: Exception) -> None:
         response, self.response = self.response, None
@@ -200,7 +191,6 @@ class Http1Response:
         self.headers_done = False
         self.until_eof = False
         self.informational = False
-        self.reusable = method != "HEAD"
         self._head_only = method == "HEAD"
         self._connection: _Connection | None = None
         self._buffer: deque[bytes] = deque()

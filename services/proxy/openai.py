@@ -214,19 +214,17 @@ class ChatStream:
             position = raw.find(b'"usage"', start + len(kept))
         return raw
 
-    def _observe(self, event: SSEEvent) -> Any:
+    def _observe(self, event: SSEEvent) -> None:
         if event.data is None or event.data == "[DONE]":
-            return None
+            return
         if self.summary.response_id and not _worth_decoding(event.raw):
-            return None  # a content delta: nothing in it is recorded (most events of a stream)
+            return  # a content delta: nothing in it is recorded (most events of a stream)
         try:
             chunk = orjson.loads(event.data)
         except orjson.JSONDecodeError:
-            return None
+            return
         if isinstance(chunk, dict):
             self._take(chunk)
-            return chunk
-        return None
 
     def _take(self, chunk: dict[str, Any]) -> None:
         summary = self.summary

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from starlette.responses import Response
 
@@ -18,7 +18,6 @@ from aibridge.proxy.records import ParsedRequest, Provider, ResponseSummary
 from aibridge.proxy.relay import Tee
 
 
-@runtime_checkable
 class OwnErrorEvents(Protocol):
     """A tee that writes the event ending a stream the bridge could not finish (Responses events are numbered)."""
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from clickhouse_connect.driver.client import Client
 
 from aibridge.bus import BusConsumer, BusProducer, InProcessBus, Message, Partition
@@ -23,6 +22,7 @@ from aibridge.events import Event, encode_event
 from aibridge.kafka import KafkaConsumer, KafkaProducer
 from aibridge.recorder.component import RecorderComponent
 from aibridge.recorder.settings import RecorderSettings
+from aibridge.testing.broker import create_topics
 
 PARTITIONS = 3
 
@@ -108,15 +108,6 @@ async def _in_process(chdb_url: str, database: str) -> BusHarness:
         dead_letters,
     )
     return harness
-
-
-async def create_topics(bootstrap: str, *topics: str, partitions: int = 1) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics])
-    finally:
-        await admin.close()
 
 
 async def kafka_committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
-from recorder_harness import PARTITIONS, create_topics, eventually, kafka_committed, kafka_read_all
+from recorder_harness import PARTITIONS, eventually, kafka_committed, kafka_read_all
 from test_recorder_pipeline import dedup_counts, expected_counts, interception
 
 from aibridge import metrics
@@ -22,7 +22,7 @@ from aibridge.logs import JsonFormatter
 from aibridge.recorder.component import RecorderComponent
 from aibridge.recorder.records_log import LOGGER_NAME
 from aibridge.recorder.settings import RecorderSettings
-from aibridge.testing.broker import Broker, free_port
+from aibridge.testing.broker import Broker, create_topics, free_port
 
 TOPIC = "aibridge.interceptions.v1"
 
