@@ -1,0 +1,82 @@
+"""Interleaved A/B of AI Bridge variants: added latency at a fixed rate, each variant in its own proxy process.
+
+Every argument is one variant, ``NAME`` or ``NAME:VAR=VALUE[:VAR=VALUE...]`` (environment for that
+proxy: a setting such as ``AIBRIDGE_UPSTREAM_CLIENT=aiohttp``, or ``PYTHONPATH=<worktree>`` to run
+older code). Direct and every variant take turns in 1-second windows of one open-loop run (the
+generator and the floors of ``proxy_overhead.py``), so a drift of the shared machine lands on all alike.
+
+Rerun:  .venv/bin/python bench/proxy_ab.py builtin aiohttp:AIBRIDGE_UPSTREAM_CLIENT=aiohttp
+        git worktree add /tmp/old <commit> && .venv/bin/python bench/proxy_ab.py new old:PYTHONPATH=/tmp/old
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).parent))
+import proxy_overhead as po
+
+
+def main() -> None:
+    from aibridge.auth import generate_keypair, issue_token, load_private_key
+    from aibridge.testing.broker import free_port, start_broker
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variants", nargs="+", help="NAME[:VAR=VALUE...]")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per variant")
+    parser.add_argument("--rate", type=float, default=200.0)
+    args = parser.parse_args()
+    broker = start_broker()
+    asyncio.run(po.create_topic(broker.bootstrap, po.TOPIC))
+    keys = Path(tempfile.mkdtemp())
+    generate_keypair(keys)
+    token = issue_token(load_private_key(keys / "signing_key.pem"), "bench")
+    upstream_port = free_port()
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    common = {
+        "AIBRIDGE_AUTH_PUBLIC_KEY_FILE": str(keys / "signing_key.pub.pem"),
+        "AIBRIDGE_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "AIBRIDGE_KAFKA_TOPIC": po.TOPIC,
+        "AIBRIDGE_OPENAI_KEY": "sk-bench",
+        "AIBRIDGE_OPENAI_BASE_URL": f"{upstream}/v1",
+    }
+    print(f"load average before: {os.getloadavg()}")
+    print(f"rerun: {' '.join([sys.executable, *sys.argv])}")
+    try:
+        with po.process(po.upstream_command(upstream_port), upstream_port), ExitStack() as stack:
+            targets: list[po.Target] = [("direct", f"{upstream}/v1/chat/completions", {})]
+            for variant in args.variants:
+                name, *assignments = variant.split(":")
+                env = common | dict(assignment.split("=", 1) for assignment in assignments)
+                port = free_port()
+                stack.enter_context(po.process([sys.executable, po.__file__, "--serve-proxy", str(port)], port, env))
+                targets.append((name, f"http://127.0.0.1:{port}{po.ROUTE}", po.auth(token)))
+            print(f"\n## Added p50 / p99 at {args.rate:.0f} req/s, {args.duration:.0f}s per variant in 1-second turns")
+            print("| request | direct p50 / p99 |" + "".join(f" {name} |" for name, _, _ in targets[1:]) + " errors |")
+            print("|---|---|" + "---|" * len(targets))
+            for label, body in (("blocking", po.BLOCKING), ("streaming", po.STREAMING)):
+                result = asyncio.run(po.open_loop(targets, orjson.dumps(body), args.rate, args.duration))
+                direct = result["direct"]
+                for measure in ("total",) if label == "blocking" else ("ttfb", "total"):
+                    d50, d99 = direct[f"{measure}_p50_ms"], direct[f"{measure}_p99_ms"]
+                    row = f"| {label} {'' if label == 'blocking' else measure} | {d50:.2f} / {d99:.2f} ms |"
+                    for name, _, _ in targets[1:]:
+                        v50, v99 = result[name][f"{measure}_p50_ms"], result[name][f"{measure}_p99_ms"]
+                        row += f" **{v50 - d50:.2f}** / {v99 - d99:.2f} ms |"
+                    errors = "/".join(f"{result[name]['errors']:.0f}" for name, _, _ in targets)
+                    print(f"{row} {errors} |", flush=True)
+    finally:
+        broker.stop()
+    print(f"\nload average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
