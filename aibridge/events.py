@@ -181,8 +181,10 @@ class InterceptionContext:
             "metadata": metadata or {},
         }
 
-    def ended(self, status: Status, http_status: int, error: str | None = None) -> Event:
-        ended_at = utcnow()
+    def ended(
+        self, status: Status, http_status: int, error: str | None = None, ended_at: datetime | None = None
+    ) -> Event:
+        ended_at = ended_at or utcnow()
         return (
             self._base(EventType.INTERCEPTION_ENDED, ended_at)
             | self._interception_fields()

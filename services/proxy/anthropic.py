@@ -105,6 +105,9 @@ class MessageStream:
             for event in self._decoder.feed(chunk):
                 self._observe(event)
 
+    def end(self) -> bytes:
+        return b""  # every byte is forwarded as it comes
+
     def close(self) -> bytes:
         self.settle()
         for event in self._decoder.close():

@@ -17,6 +17,7 @@ from aibridge.auth import TokenVerifier
 from aibridge.bus import BusProducer, InProcessProducer
 from aibridge.fastpath import FastPathStarlette, Handler
 from aibridge.proxy.breaker import BreakerPolicy, Breakers
+from aibridge.proxy.deferred import Deferred
 from aibridge.proxy.emitter import EventEmitter
 from aibridge.proxy.intercept import InFlight, Interceptor
 from aibridge.proxy.limits import Admission
@@ -52,6 +53,7 @@ class ProxyComponent:
             spool=None if self._durable_bus else Spool.from_settings(settings),
         )
         self.in_flight = InFlight()
+        self.deferred = Deferred()
         self.admission = Admission.from_settings(settings)
         self.breakers = Breakers(BreakerPolicy.from_settings(settings))
         self._verifier = verifier
@@ -84,6 +86,7 @@ class ProxyComponent:
             max_body=self.settings.max_request_bytes,
             admission=self.admission,
             breakers=self.breakers,
+            deferred=self.deferred,
             metrics_initiator_label=self.settings.metrics_initiator_label,
         )
 
@@ -141,10 +144,12 @@ class ProxyComponent:
     async def stop(self) -> None:
         """Let in-flight requests and streams finish (bounded), flush queued events, close."""
         self._started = False
+        self.deferred.flush()  # recordings of answers already sent (a stream is in flight until recorded)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.in_flight.idle.wait(), self.settings.shutdown_grace)
         if self.in_flight.count:
             log.warning("stopping with %d request(s) still in flight", self.in_flight.count)
+        self.deferred.flush()
         await self.emitter.stop(self.settings.event_flush_timeout)
         await self.upstream.stop()
 

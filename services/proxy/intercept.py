@@ -24,6 +24,7 @@ from aibridge.events import InterceptionContext, Status
 from aibridge.metrics import PROXY_AUTH_FAILURES
 from aibridge.proxy.breaker import Breakers, Permit, parse_retry_after
 from aibridge.proxy.clients import classify
+from aibridge.proxy.deferred import Deferred
 from aibridge.proxy.emitter import EventEmitter
 from aibridge.proxy.errors import InvalidRequestBody, ProxyError, RequestTooLarge, error_body
 from aibridge.proxy.incoming import authenticate, forward_headers, header_map, read_body
@@ -80,9 +81,11 @@ class Interceptor:
         max_body: int,
         admission: Admission,
         breakers: Breakers,
+        deferred: Deferred,
         metrics_initiator_label: bool = True,
     ) -> None:
         self.spec = spec
+        self._deferred = deferred
         self._initiator_label = metrics_initiator_label
         self._upstream = upstream
         self._verifier = verifier
@@ -274,7 +277,7 @@ class Interceptor:
             )
             return self.spec.error(exc.status, str(exc))
         obs.defer()
-        task = BackgroundTask(self._record_blocking, context, parsed, answer, response.status, obs)
+        task = BackgroundTask(self._answered, context, parsed, answer, response.status, obs)
         return with_headers(Response(answer, response.status, background=task), response.headers)
 
     def _stream(  # noqa: PLR0917
@@ -288,22 +291,29 @@ class Interceptor:
         watch: ClientWatch,
     ) -> RelayResponse:
         def finished(summary: ResponseSummary, status: Status, error: str | None) -> None:
-            obs.streamed(relay.upstream_wait, relay.client_wait, error if status is Status.UPSTREAM_ERROR else None)
+            upstream_error = error if status is Status.UPSTREAM_ERROR else None
+            obs.streamed(relay.upstream_wait, relay.client_wait, upstream_error, relay.ended)
             leave()
             self._record(context, parsed, summary, obs, status=status, http_status=response.status, error=error)
 
         own = getattr(tee, "error_event", None)  # an OwnErrorEvents tee (isinstance on a Protocol is slow)
         error_event: Callable[[ProxyError], bytes] = own if own is not None else self._stream_error
-        relay = Relay(response, tee, finished, error_event)
+        relay = Relay(response, tee, finished, error_event, self._deferred.call)
         obs.defer()
         return with_headers(RelayResponse(relay, response.status, watch), response.headers)
 
-    async def _record_blocking(
+    async def _answered(
         self, context: InterceptionContext, parsed: ParsedRequest, answer: bytes, http_status: int, obs: Observation
     ) -> None:
-        """After the answer is sent. A coroutine although it never waits: Starlette runs a plain function
-        given to ``BackgroundTask`` in a worker thread, and the emitter's queue belongs to the loop."""
+        """The blocking answer is sent: its end is now, its recording comes a little later (:mod:`.deferred`).
+        A coroutine although it never waits: Starlette runs a plain function given to ``BackgroundTask``
+        in a worker thread."""
         obs.sent_to_client()
+        self._deferred.call(self._record_blocking, context, parsed, answer, http_status, obs)
+
+    def _record_blocking(
+        self, context: InterceptionContext, parsed: ParsedRequest, answer: bytes, http_status: int, obs: Observation
+    ) -> None:
         summary = self.spec.parse_response(answer)
         status = Status.COMPLETED if summary.error is None else Status.UPSTREAM_ERROR
         self._record(context, parsed, summary, obs, status=status, http_status=http_status, error=summary.error)
@@ -364,9 +374,10 @@ class Interceptor:
         obs: Observation,
         summary: ResponseSummary | None = None,
     ) -> None:
-        obs.emit(self._emitter, context.ended(status, http_status, error[:_MAX_ERROR] if error else None))
+        ended_at = obs.ended_at()
+        obs.emit(self._emitter, context.ended(status, http_status, error[:_MAX_ERROR] if error else None, ended_at))
         with obs.active():
-            log_interception(context, status, http_status, summary)
+            log_interception(context, status, http_status, summary, ended_at)
         obs.ended(context, status, http_status)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from datetime import datetime, timedelta
 from typing import Any
 
 from opentelemetry import trace
@@ -34,7 +35,7 @@ from starlette.requests import Request
 
 from aibridge import metrics, telemetry
 from aibridge.bus import Headers
-from aibridge.events import Event, EventType, InterceptionContext
+from aibridge.events import Event, EventType, InterceptionContext, utcnow
 from aibridge.events import Status as Outcome
 from aibridge.proxy.emitter import EventEmitter
 from aibridge.proxy.errors import ProxyError
@@ -100,6 +101,7 @@ class Observation:
         self.deferred = False
         self._model = ""
         self._returned_at = 0.0
+        self._end = 0.0  # when the answer ended (perf_counter), once known; recording may come later
         self._counts_in_flight = False
         self._in_flight: tuple[str, str, str] | None = None
         self._spans = _Spans(request, provider) if telemetry.enabled() else None
@@ -188,13 +190,14 @@ class Observation:
             if isinstance(error, BaseException):
                 spans.upstream.record_exception(error)
             spans.upstream.set_status(Status(StatusCode.ERROR, type(error).__name__))
-        spans.upstream.end()
+        spans.upstream.end(end_time=self._end_time_ns())  # a stream's: when the relay ended, before its recording
         spans.upstream = None
 
-    def streamed(self, upstream_wait: float, client_wait: float, error: str | None) -> None:
-        """A relayed stream finished; the waits are the relay's."""
+    def streamed(self, upstream_wait: float, client_wait: float, error: str | None, ended: float) -> None:
+        """A relayed stream finished (at ``ended``, perf_counter); the waits are the relay's."""
         self.upstream_wait += upstream_wait
         self.client_wait += client_wait
+        self._end = ended
         self.upstream_done(error)
 
     def defer(self) -> None:
@@ -209,9 +212,15 @@ class Observation:
         self._close(http_status, None)
 
     def sent_to_client(self) -> None:
-        """A blocking answer has been written to the client (its background recording begins)."""
+        """A blocking answer has been written to the client: the interception's end (recorded later)."""
+        self._end = time.perf_counter()
         if self._returned_at:
-            self.client_wait += time.perf_counter() - self._returned_at
+            self.client_wait += self._end - self._returned_at
+
+    def ended_at(self) -> datetime:
+        """When the answer ended, as a UTC time (now, if it has not been marked)."""
+        now = utcnow()
+        return now - timedelta(seconds=time.perf_counter() - self._end) if self._end else now
 
     def processed(self, summary: ResponseSummary | None) -> None:
         """The answer is through: one ``ToolCall`` span per selected tool, then ``ProcessRequest`` ends."""
@@ -255,7 +264,7 @@ class Observation:
             include_initiator=self.include_initiator,
         )
         metrics.child(metrics.PROXY_INTERCEPTIONS_ENDED, *labels).inc()
-        duration = time.perf_counter() - self.arrival
+        duration = (self._end or time.perf_counter()) - self.arrival
         streaming = "true" if context.streaming else "false"
         metrics.child(metrics.PROXY_INTERCEPTION_DURATION_SECONDS, context.provider, context.model, streaming).observe(
             duration
@@ -282,7 +291,13 @@ class Observation:
             spans.intercept.set_attribute("aibridge.status", status.value)
         if status in _FAILED or http_status >= 500:
             spans.intercept.set_status(Status(StatusCode.ERROR))
-        spans.intercept.end()
+        spans.intercept.end()  # after the recording, which it contains (the Record spans)
+
+    def _end_time_ns(self) -> int | None:
+        """The answer's end as a span end time (None: now)."""
+        if not self._end:
+            return None
+        return time.time_ns() - round((time.perf_counter() - self._end) * 1e9)
 
 
 def _describe(span: Span, context: InterceptionContext) -> None:

@@ -145,6 +145,7 @@ class ChatStream:
         self._held = b""  # hiding usage: the start of an event not yet complete
         self._events: SSEDecoder | None = None  # hiding usage, CR line ends: event by event
         self._unobserved: list[SSEEvent] = []  # decoded by ``_events``, not yet parsed
+        self._ended = False
 
     def feed(self, chunk: bytes) -> bytes:
         if not self._hide_usage:
@@ -175,16 +176,22 @@ class ChatStream:
         for event in unobserved:
             self._observe(event)
 
-    def close(self) -> bytes:
-        forwarded = b""
+    def end(self) -> bytes:
+        if self._ended:
+            return b""
+        self._ended = True
         if self._events is not None:
             events = self._events.close()
             self._unobserved += events
-            forwarded = b"".join([self._hide(event.raw) for event in events])
-        elif self._held:  # a last event without its blank line
+            return b"".join([self._hide(event.raw) for event in events])
+        if self._held:  # a last event without its blank line
             held, self._held = self._held, b""
             self._unparsed.append(held)
-            forwarded = self._hide(held)
+            return self._hide(held)
+        return b""
+
+    def close(self) -> bytes:
+        forwarded = self.end()
         self.settle()
         for event in self._decoder.close():
             self._observe(event)

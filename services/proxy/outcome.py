@@ -7,6 +7,7 @@ tool calls and the duration. It never contains a prompt, a token or a key.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from aibridge.events import InterceptionContext, Status, utcnow
 from aibridge.proxy.records import ResponseSummary, Usage
@@ -17,13 +18,17 @@ _NO_USAGE = Usage()
 
 
 def log_interception(
-    context: InterceptionContext, status: Status, http_status: int, summary: ResponseSummary | None
+    context: InterceptionContext,
+    status: Status,
+    http_status: int,
+    summary: ResponseSummary | None,
+    ended_at: datetime | None = None,
 ) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
     usage = summary.usage if summary is not None and summary.usage is not None else _NO_USAGE
     tools = len(summary.tool_calls) if summary is not None else 0
-    seconds = (utcnow() - context.started_at).total_seconds()
+    seconds = ((ended_at or utcnow()) - context.started_at).total_seconds()
     log.info(
         "%s (%s) %s/%s %s %d in=%d out=%d cache_read=%d cache_write=%d tools=%d %.3fs",
         context.initiator_username,

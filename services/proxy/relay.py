@@ -24,11 +24,18 @@ from aibridge.proxy.records import ResponseSummary
 from aibridge.proxy.upstream import UpstreamResponse
 
 Finished = Callable[[ResponseSummary, Status, str | None], None]
+Later = Callable[[Callable[[], None]], None]
+
+
+def _now(job: Callable[[], None]) -> None:
+    job()
 
 
 class Tee(Protocol):
     """Parses a stream on the side. ``feed`` answers what to forward for a chunk and may leave the
-    parsing to ``settle``, which the relay calls once those bytes are sent; ``close`` settles first."""
+    parsing to ``settle``, which the relay calls once those bytes are sent. ``end`` answers the last
+    bytes to forward once the upstream has finished (without parsing them); ``close`` parses whatever
+    is left and completes :attr:`summary` (and returns the bytes ``end`` would have, if it was not called)."""
 
     summary: ResponseSummary
 
@@ -36,23 +43,39 @@ class Tee(Protocol):
 
     def settle(self) -> None: ...
 
+    def end(self) -> bytes: ...
+
     def close(self) -> bytes: ...
 
 
 class Relay:
+    """One streamed answer: its chunks through the tee, then (:meth:`finish`) its recording.
+
+    The recording (the tee's last parsing, then ``on_finished``) is handed to ``later``, which runs
+    it after the answer is out (:class:`~aibridge.proxy.deferred.Deferred`); :attr:`ended` is when
+    the relay finished, in ``time.perf_counter`` seconds.
+    """
+
     def __init__(
-        self, response: UpstreamResponse, tee: Tee, on_finished: Finished, error_event: Callable[[ProxyError], bytes]
+        self,
+        response: UpstreamResponse,
+        tee: Tee,
+        on_finished: Finished,
+        error_event: Callable[[ProxyError], bytes],
+        later: Later = _now,
     ) -> None:
         self._response = response
         self._tee = tee
         self._on_finished = on_finished
         self._error_event = error_event
+        self._later = later
         self._status: Status | None = None
         self._error: str | None = None
-        self._tee_closed = False
+        self._tee_ended = False
         self._finished = False
         self.upstream_wait = 0.0  # seconds waiting for the upstream's next chunk
         self.client_wait = 0.0  # seconds the server spent sending chunks to the client
+        self.ended = 0.0
 
     def ready(self) -> bytes:
         """What the upstream has already sent, through the tee, without waiting (b"" when nothing).
@@ -65,10 +88,6 @@ class Relay:
         except ProxyError:
             return b""
         return self._tee.feed(chunk) if chunk else b""
-
-    def settle(self) -> None:
-        """Parse what was forwarded (call once the bytes from :meth:`ready` are sent)."""
-        self._tee.settle()
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         try:
@@ -90,8 +109,8 @@ class Relay:
                     self.client_wait += clock() - sending
                 else:
                     self._tee.settle()
-            self._tee_closed = True
-            if tail := self._tee.close():
+            self._tee_ended = True
+            if tail := self._tee.end():
                 yield tail
             self._status = Status.COMPLETED
         except ProxyError as exc:
@@ -102,21 +121,26 @@ class Relay:
         if self._finished:
             return
         self._finished = True
+        self.ended = time.perf_counter()
         try:
             await self._response.close()
         finally:
-            if not self._tee_closed:
-                self._tee.close()
-            summary = self._tee.summary
-            status = self._status or Status.CLIENT_DISCONNECTED
-            error = self._error
-            if status is Status.CLIENT_DISCONNECTED:
-                error = "the client went away before the stream ended"
-                if summary.usage is not None:
-                    summary.usage.metadata["partial"] = True
-            elif status is Status.COMPLETED and summary.error:
-                status, error = Status.UPSTREAM_ERROR, summary.error
-            self._on_finished(summary, status, error)
+            self._later(self._report)
+
+    def _report(self) -> None:
+        if not self._tee_ended:
+            self._tee.end()  # a last event without its blank line is still recorded
+        self._tee.close()
+        summary = self._tee.summary
+        status = self._status or Status.CLIENT_DISCONNECTED
+        error = self._error
+        if status is Status.CLIENT_DISCONNECTED:
+            error = "the client went away before the stream ended"
+            if summary.usage is not None:
+                summary.usage.metadata["partial"] = True
+        elif status is Status.COMPLETED and summary.error:
+            status, error = Status.UPSTREAM_ERROR, summary.error
+        self._on_finished(summary, status, error)
 
 
 class ClientWatch:
@@ -195,9 +219,8 @@ class RelayResponse(StreamingResponse):
     async def _stream(self, send: Send) -> None:
         ready = self._relay.ready()
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        if ready:
+        if ready:  # parsed with the next chunk's bytes, or at the end
             await send({"type": "http.response.body", "body": ready, "more_body": True})
-        self._relay.settle()
         async for chunk in self._chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})

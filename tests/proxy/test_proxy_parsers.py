@@ -119,6 +119,25 @@ def test_openai_stream_hides_added_usage_and_assembles_tool_calls() -> None:
         ]
 
 
+@pytest.mark.parametrize("hide_usage", [True, False])
+@pytest.mark.parametrize("tail", [b"", b"data: [DONE]"], ids=["ends-with-blank-line", "unterminated-last-event"])
+def test_end_gives_the_tail_without_parsing_and_close_then_completes_the_record(hide_usage: bool, tail: bytes) -> None:
+    """What the relay does: forward (feed), send the last bytes (end), record later (close)."""
+    raw = OPENAI_STREAM + tail
+    for chunks in chunkings(raw):
+        reference = openai.ChatStream(hide_usage=hide_usage)
+        expected = b"".join(reference.feed(chunk) for chunk in chunks) + reference.close()
+        tee = openai.ChatStream(hide_usage=hide_usage)
+        forwarded = b"".join(tee.feed(chunk) for chunk in chunks) + tee.end()
+        assert forwarded == expected
+        assert tee.summary.usage is None and tee.summary.tool_calls == [], "end() parses nothing"
+        assert tee.end() == b"" and tee.close() == b"", "the tail is given once"
+        assert tee.summary == reference.summary
+        assert tee.summary.usage is not None and len(tee.summary.tool_calls) == 2
+    for stream in (anthropic.MessageStream(), openai.ChatStream(hide_usage=False)):
+        assert stream.feed(ANTHROPIC_STREAM) == ANTHROPIC_STREAM and stream.end() == b""
+
+
 def test_openai_stream_forwards_unchanged_when_client_asked_for_usage() -> None:
     for chunks in chunkings(OPENAI_STREAM):
         tee = openai.ChatStream(hide_usage=False)
