@@ -57,7 +57,7 @@ def main() -> None:
                 name, *assignments = variant.split(":")
                 env = common | dict(assignment.split("=", 1) for assignment in assignments)
                 port = free_port()
-                stack.enter_context(po.process([sys.executable, po.__file__, "--serve-proxy", str(port)], port, env))
+                stack.enter_context(po.proxy_process(port, env))
                 targets.append((name, f"http://127.0.0.1:{port}{po.ROUTE}", po.auth(token)))
             print(f"\n## Added p50 / p99 at {args.rate:.0f} req/s, {args.duration:.0f}s per variant in 1-second turns")
             print("| request | direct p50 / p99 |" + "".join(f" {name} |" for name, _, _ in targets[1:]) + " errors |")

@@ -1,8 +1,9 @@
 """Proxy overhead: added latency (p50, p99) and throughput, proxy vs the simulated upstream directly.
 
-Three processes, as in production: the simulated provider and the proxy each on uvicorn with uvloop and
-httptools (one worker), events recorded to a real Kafka-protocol broker (Tansu, started here unless
---kafka-bootstrap is given). Load: a Python open-loop generator at a fixed rate for latency (latency
+Three processes, as in production: the simulated provider on uvicorn with uvloop and httptools, AI
+Bridge as users run it (``aibridge proxy``: one worker, its default settings and INFO log, a JSON line
+per interception, written to a file), events recorded to a real Kafka-protocol broker (Tansu, started
+here unless --kafka-bootstrap is given). Load: a Python open-loop generator at a fixed rate for latency (latency
 is measured from each request's scheduled send time, so a stall cannot hide), and wrk (closed loop,
 -t1) for throughput when it is installed.
 
@@ -35,6 +36,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -43,31 +45,6 @@ ROUTE = "/api/v2/aibridge/openai/v1/chat/completions"
 BLOCKING = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello in five words."}]}
 STREAMING = BLOCKING | {"stream": True}
 TOPIC = "aibridge.bench.v1"
-
-
-def serve_proxy(port: int) -> None:
-    """Runs in the proxy's own process; settings from the environment."""
-    import uvicorn
-    from prometheus_client import generate_latest
-    from starlette.requests import Request
-    from starlette.responses import Response
-    from starlette.routing import Route
-
-    from aibridge.auth import TokenVerifier
-    from aibridge.kafka import KafkaProducer
-    from aibridge.proxy.component import create_proxy_app
-    from aibridge.proxy.settings import ProxySettings
-
-    async def metrics(request: Request) -> Response:
-        return Response(generate_latest(), media_type="text/plain")
-
-    settings = ProxySettings()
-    assert settings.auth_public_key_file is not None
-    app = create_proxy_app(settings, KafkaProducer(settings), TokenVerifier.from_files(settings.auth_public_key_file))
-    app.router.routes.append(Route("/metrics", metrics))
-    uvicorn.run(
-        app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False
-    )
 
 
 def serve_floor(port: int) -> None:
@@ -162,17 +139,29 @@ def serve_plain_floor(port: int) -> None:
 
 
 @contextmanager
-def process(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[int]:
+def process(command: list[str], port: int, env: dict[str, str] | None = None, stderr: Any = None) -> Iterator[int]:
     """Run ``command`` until the block ends; yields its pid once ``port`` accepts connections."""
     from aibridge.testing.broker import wait_for_port
 
-    child = subprocess.Popen(command, env=os.environ | (env or {}), stdout=subprocess.DEVNULL)
+    child = subprocess.Popen(command, env=os.environ | (env or {}), stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         wait_for_port(port)
         yield child.pid
     finally:
         child.terminate()
         child.wait(20)
+
+
+@contextmanager
+def proxy_process(port: int, env: dict[str, str]) -> Iterator[int]:
+    """AI Bridge as users run it, ``aibridge proxy`` (settings from ``env``), until the block ends.
+
+    Its log goes to a file, as a container's goes to a pipe: at the default level (INFO) that is a JSON
+    line per interception. Yields the pid once the port accepts connections.
+    """
+    command = [str(Path(sys.executable).parent / "aibridge"), "proxy", "--listen", f"127.0.0.1:{port}"]
+    with tempfile.TemporaryFile() as log, process(command, port, env, stderr=log) as pid:
+        yield pid
 
 
 def upstream_command(port: int) -> list[str]:
@@ -375,7 +364,7 @@ def run(args: argparse.Namespace) -> None:
                     "AIBRIDGE_OPENAI_BASE_URL": f"{upstream}/v1",
                     "AIBRIDGE_UPSTREAM_CLIENT": client,
                 }
-                with process([sys.executable, __file__, "--serve-proxy", str(port)], port, env) as proxy_pid:
+                with proxy_process(port, env) as proxy_pid:
                     proxy = f"http://127.0.0.1:{port}"
                     if client == args.clients[0]:
                         if args.floor:
@@ -416,13 +405,10 @@ def main() -> None:
     parser.add_argument(
         "--no-floor", dest="floor", action="store_false", help="skip the minimal-proxy floors in the latency table"
     )
-    parser.add_argument("--serve-proxy", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--serve-plain-floor", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_proxy is not None:
-        serve_proxy(args.serve_proxy)
-    elif args.serve_floor is not None:
+    if args.serve_floor is not None:
         serve_floor(args.serve_floor)
     elif args.serve_plain_floor is not None:
         serve_plain_floor(args.serve_plain_floor)
