@@ -8,7 +8,7 @@ attribute dict and no header; what remains per request is the Prometheus bookkee
 
 Span tree (names as in Coder's AI Bridge)::
 
-    Intercept                                  arrival → last byte (server span; continues a traceparent)
+    Intercept                                  arrival → last byte → recorded (server span; continues a traceparent)
     ├── Intercept.CreateInterceptor            token, admission, body, parse, interception context
     ├── Intercept.ProcessRequest               breaker, upstream call, relaying the answer
     │   ├── Intercept.ProcessRequest.Upstream  request sent → last upstream byte read (event "first byte")
