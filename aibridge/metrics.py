@@ -6,6 +6,7 @@ default registry and are exported by whichever component serves ``/metrics``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -198,6 +199,46 @@ SPOOL_DISCARDED_BYTES = Counter(
     "aibridge_spool_discarded_bytes", "Bytes of torn or corrupt spool records skipped when a spool was opened."
 )
 
+
+OTHER_MODEL = "other"
+
+
+class ModelLabels:
+    """Values of the ``model`` label: the first ``limit`` distinct models keep their names, later ones
+    are counted as ``other`` (with one warning).
+
+    The model comes from the client's request body. Without a bound, a client sending made-up model
+    names would add label values, and the memory behind them, to every per-model metric without end.
+    Events, the store and spans keep the real name.
+    """
+
+    def __init__(self, limit: int = 200) -> None:
+        self.reset(limit)
+
+    def reset(self, limit: int) -> None:
+        """Start over with ``limit`` (the proxy does, once, from its settings)."""
+        self.limit = limit
+        self._seen: set[str] = set()
+        self._warned = False
+
+    def __call__(self, model: str) -> str:
+        if model in self._seen:
+            return model
+        if len(self._seen) < self.limit:
+            self._seen.add(model)
+            return model
+        if not self._warned:
+            self._warned = True
+            logging.getLogger("aibridge.metrics").warning(
+                "more than %d distinct models: metrics count the others as model=%r"
+                " (AIBRIDGE_METRICS_MAX_MODELS; events keep the real name)",
+                self.limit,
+                OTHER_MODEL,
+            )
+        return OTHER_MODEL
+
+
+model_label = ModelLabels()
 
 _CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
 

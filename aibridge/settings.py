@@ -64,6 +64,12 @@ class CommonSettings(BaseSettings):
         default=True,
         description="Label the proxy's usage metrics with the initiator (username); false to bound cardinality.",
     )
+    metrics_max_models: int = Field(
+        default=200,
+        ge=1,
+        description="Distinct models the proxy's metrics name; later ones are labelled model=other (events keep"
+        " the real name). The model comes from the request body: this bounds what a client can add.",
+    )
 
     def kafka_client_options(self) -> dict[str, Any]:
         """Connection options shared by every aiokafka client of this service."""

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from aibridge import metrics
 from aibridge.auth import TokenVerifier
 from aibridge.bus import BusProducer, InProcessProducer
 from aibridge.fastpath import FastPathStarlette, Handler
@@ -41,6 +42,7 @@ class ProxyComponent:
 
     def __init__(self, settings: ProxySettings, producer: BusProducer, verifier: TokenVerifier) -> None:
         self.settings = settings
+        metrics.model_label.reset(settings.metrics_max_models)
         self.upstream = create_upstream(settings)
         self._durable_bus = isinstance(producer, InProcessProducer)
         self.emitter = EventEmitter(

@@ -126,9 +126,9 @@ class Observation:
 
     def created(self, context: InterceptionContext) -> None:
         """The interception context exists: the model is known."""
-        self._model = context.model
+        self._model = metrics.model_label(context.model)
         if self._counts_in_flight and self._in_flight is None:
-            self._in_flight = (context.provider, context.model, context.route)
+            self._in_flight = (context.provider, self._model, context.route)
             metrics.child(metrics.PROXY_INTERCEPTIONS_IN_FLIGHT, *self._in_flight).inc()
         if self._spans is not None:
             _describe(self._spans.intercept, context)
@@ -136,7 +136,7 @@ class Observation:
 
     def processing(self, model: str) -> None:
         """The request is parsed and goes on to the upstream (the model is known)."""
-        self._model = model
+        self._model = metrics.model_label(model)
         if self._spans is not None:
             self._end_create()
             self._spans.process = self._spans.child(PROCESS)
@@ -255,7 +255,7 @@ class Observation:
         """The interception's end: the ended counter, duration and overhead; every span closes."""
         labels = metrics.interception_labels(
             provider=context.provider,
-            model=context.model,
+            model=self._model,
             status=status.value,
             route=context.route,
             method=self.method,
@@ -266,7 +266,7 @@ class Observation:
         metrics.child(metrics.PROXY_INTERCEPTIONS_ENDED, *labels).inc()
         duration = (self._end or time.perf_counter()) - self.arrival
         streaming = "true" if context.streaming else "false"
-        metrics.child(metrics.PROXY_INTERCEPTION_DURATION_SECONDS, context.provider, context.model, streaming).observe(
+        metrics.child(metrics.PROXY_INTERCEPTION_DURATION_SECONDS, context.provider, self._model, streaming).observe(
             duration
         )
         if self.sent_upstream:
@@ -318,7 +318,7 @@ def _count(event: Event, include_initiator: bool) -> None:
     kind = event["type"]
     if kind in (EventType.INTERCEPTION_STARTED, EventType.INTERCEPTION_ENDED):
         return
-    provider, model, client = event["provider"], event["model"], event["client"]
+    provider, model, client = event["provider"], metrics.model_label(event["model"]), event["client"]
     if kind == EventType.TOOL_USAGE:
         metrics.child(metrics.PROXY_TOOL_SELECTIONS, provider, model, client).inc()
         return

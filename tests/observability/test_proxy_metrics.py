@@ -17,6 +17,7 @@ from aibridge import metrics
 from aibridge.auth import TokenVerifier
 from aibridge.bus import InProcessBus
 from aibridge.proxy.simulator import create_simulator_app
+from aibridge.settings import DEFAULT_TOPIC
 from aibridge.testing.server import serve_in_thread
 
 CODEX = {"user-agent": "codex_cli_rs/0.58.0 (Linux; x86_64)"}
@@ -160,3 +161,33 @@ def test_the_initiator_label_can_be_switched_off(
         answer = _chat(url, make_token("bob"))
         wait_until(lambda: proxy.emitter.published == 4, what="4 events published")
     assert list(deltas.now().values()) == [1, 0, 1, answer["usage"]["completion_tokens"]]
+
+
+def test_models_past_the_limit_are_counted_as_other_and_events_keep_the_name(
+    simulator: str, verifier: TokenVerifier, make_token: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    token = make_token("carol")
+    models = ["limit-model-a", "limit-model-b", "limit-model-c", "limit-model-d"]
+    ended = [_ended("completed", "carol")[1] | {"model": model} for model in [*models, "other"]]
+    deltas = Deltas(*(("aibridge_proxy_interceptions_ended_total", labels) for labels in ended))
+    bus = InProcessBus()
+    with (
+        caplog.at_level("WARNING", logger="aibridge.metrics"),
+        running_proxy(simulator, bus.producer(), verifier, metrics_max_models=2) as (url, proxy),
+    ):
+        for model in [*models, "limit-model-a"]:
+            assert _chat(url, token, {"model": model})["status"] == 200
+        wait_until(lambda: proxy.emitter.published == 20, what="20 events published")
+    # the first two models keep their names, later ones are "other"; a known one stays known
+    assert list(deltas.now().values()) == [2, 1, 0, 0, 2]
+    events = [orjson.loads(message.value) for message in bus.take(DEFAULT_TOPIC, 100)]
+    assert sorted({event["model"] for event in events}) == models
+    warnings = [record.getMessage() for record in caplog.records if record.name == "aibridge.metrics"]
+    assert len(warnings) == 1 and "more than 2 distinct models" in warnings[0]
+
+
+def test_model_labels_keep_the_first_names_up_to_the_limit() -> None:
+    labels = metrics.ModelLabels(limit=2)
+    assert [labels(m) for m in ["a", "b", "c", "a", "b", "d"]] == ["a", "b", "other", "a", "b", "other"]
+    labels.reset(3)
+    assert [labels(m) for m in ["c", "d", "e", "f"]] == ["c", "d", "e", "other"]
