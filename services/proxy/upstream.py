@@ -1,15 +1,22 @@
 """The shared upstream HTTP client. Third-party errors become :mod:`aibridge.proxy.errors` here only.
 
-Two implementations of one seam: aiohttp (the default, chosen by measurement: see docs/proxy.md) and
-httpx (kept for comparison in ``bench/proxy_overhead.py``). Bodies arrive decompressed, so
+Three implementations of one seam: the builtin HTTP/1.1 client (``http1.py``, the default, chosen by
+measurement: see docs/proxy.md), aiohttp and httpx. Bodies arrive decompressed, so
 ``content-encoding`` and ``content-length`` are never copied to the client.
+
+An egress proxy from the environment (``HTTPS_PROXY``/``HTTP_PROXY``, minus ``NO_PROXY``) is honoured:
+aiohttp and httpx read it; the builtin client has no proxy support, so when one applies to a
+provider's base URL, the proxy uses aiohttp instead and says so (:func:`create_upstream`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -17,6 +24,8 @@ from starlette.responses import Response
 
 from aibridge.proxy.errors import UpstreamTimeout, UpstreamUnreachable
 from aibridge.proxy.settings import ProxySettings
+
+log = logging.getLogger("aibridge.proxy")
 
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers"}
@@ -113,7 +122,11 @@ class AiohttpUpstream:
             total=None, sock_connect=settings.upstream_connect_timeout, sock_read=settings.upstream_read_timeout
         )
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, skip_auto_headers=("User-Agent",), raise_for_status=False
+            connector=connector,
+            timeout=timeout,
+            skip_auto_headers=("User-Agent",),
+            raise_for_status=False,
+            trust_env=True,  # HTTP(S)_PROXY and NO_PROXY
         )
 
     async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamResponse:
@@ -202,9 +215,27 @@ def create_upstream(settings: ProxySettings) -> Upstream:
         return HttpxUpstream(settings)
     if settings.upstream_client == "aiohttp":
         return AiohttpUpstream(settings)
+    if proxied := egress_proxied(settings.openai_base_url, settings.anthropic_base_url):
+        log.warning(
+            "an egress proxy from the environment (HTTP_PROXY/HTTPS_PROXY) applies to %s; the builtin upstream"
+            " client cannot use one, so aiohttp, which does, forwards instead (AIBRIDGE_UPSTREAM_CLIENT)",
+            ", ".join(proxied),
+        )
+        return AiohttpUpstream(settings)
     from aibridge.proxy.http1 import Http1Upstream
 
     return Http1Upstream(settings)
+
+
+def egress_proxied(*urls: str) -> list[str]:
+    """Those of ``urls`` an egress proxy from the environment applies to (``NO_PROXY`` respected)."""
+    proxies = urllib.request.getproxies_environment()
+    found = []
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme in proxies and not urllib.request.proxy_bypass(parts.hostname or ""):
+            found.append(url)
+    return found
 
 
 ResponseT = TypeVar("ResponseT", bound=Response)
