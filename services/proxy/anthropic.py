@@ -21,7 +21,7 @@ from aibridge.proxy.records import (
     message_text,
     upstream_object,
 )
-from aibridge.proxy.sse import SSEDecoder, SSEEvent
+from aibridge.proxy.sse import ForwardingTee, SSEEvent
 
 TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 _EXTRAS = ("cache_creation", "service_tier", "server_tool_use", "output_tokens_details", "inference_geo", "speed")
@@ -85,40 +85,22 @@ class _PendingBlock:
 _NOTHING_RECORDED = frozenset({"ping", "content_block_stop"})
 
 
-class MessageStream:
+class MessageStream(ForwardingTee):
     """Tees a streamed message: ``feed`` returns the chunk unchanged; ``settle`` (after the send) parses it."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.summary = ResponseSummary()
-        self._decoder = SSEDecoder()
         self._usage: dict[str, Any] = {}
         self._blocks: dict[int, _PendingBlock] = {}
-        self._unparsed: list[bytes] = []
 
-    def feed(self, chunk: bytes) -> bytes:
-        self._unparsed.append(chunk)
-        return chunk
-
-    def settle(self) -> None:
-        unparsed, self._unparsed = self._unparsed, []
-        for chunk in unparsed:
-            for event in self._decoder.feed(chunk):
-                self._observe(event)
-
-    def end(self) -> bytes:
-        return b""  # every byte is forwarded as it comes
-
-    def close(self) -> bytes:
-        self.settle()
-        for event in self._decoder.close():
-            self._observe(event)
+    def _complete(self) -> None:
         if self._usage:
             self.summary.usage = usage_from(self._usage)
         self.summary.tool_calls = [
             _tool_call(pending.block, "".join(pending.partial_json) if pending.partial_json else None)
             for pending in self._blocks.values()
         ]
-        return b""
 
     def _observe(self, event: SSEEvent) -> None:
         if event.data is None or event.event in _NOTHING_RECORDED:

@@ -27,10 +27,6 @@ Finished = Callable[[ResponseSummary, Status, str | None], None]
 Later = Callable[[Callable[[], None]], None]
 
 
-def _now(job: Callable[[], None]) -> None:
-    job()
-
-
 class Tee(Protocol):
     """Parses a stream on the side. ``feed`` answers what to forward for a chunk and may leave the
     parsing to ``settle``, which the relay calls once those bytes are sent. ``end`` answers the last
@@ -62,7 +58,7 @@ class Relay:
         tee: Tee,
         on_finished: Finished,
         error_event: Callable[[ProxyError], bytes],
-        later: Later = _now,
+        later: Later,
     ) -> None:
         self._response = response
         self._tee = tee
@@ -71,7 +67,6 @@ class Relay:
         self._later = later
         self._status: Status | None = None
         self._error: str | None = None
-        self._tee_ended = False
         self._finished = False
         self.upstream_wait = 0.0  # seconds waiting for the upstream's next chunk
         self.client_wait = 0.0  # seconds the server spent sending chunks to the client
@@ -109,7 +104,6 @@ class Relay:
                     self.client_wait += clock() - sending
                 else:
                     self._tee.settle()
-            self._tee_ended = True
             if tail := self._tee.end():
                 yield tail
             self._status = Status.COMPLETED
@@ -128,9 +122,7 @@ class Relay:
             self._later(self._report)
 
     def _report(self) -> None:
-        if not self._tee_ended:
-            self._tee.end()  # a last event without its blank line is still recorded
-        self._tee.close()
+        self._tee.close()  # a last event without its blank line, if end() was never reached, included
         summary = self._tee.summary
         status = self._status or Status.CLIENT_DISCONNECTED
         error = self._error

@@ -36,7 +36,7 @@ from aibridge.proxy.records import (
     message_text,
     upstream_object,
 )
-from aibridge.proxy.sse import SSEDecoder, SSEEvent
+from aibridge.proxy.sse import ForwardingTee, SSEEvent
 
 ROUTE = "/v1/responses"
 TOOL_ITEMS = frozenset({"function_call", "custom_tool_call"})
@@ -138,35 +138,17 @@ class _PendingCall:
         return tool_call(self.item, self.arguments if self.arguments is not None else "".join(self.deltas))
 
 
-class ResponsesStream:
+class ResponsesStream(ForwardingTee):
     """Tees a streamed response: ``feed`` returns the chunk unchanged; ``settle`` (after the send) parses it."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.summary = ResponseSummary()
-        self._decoder = SSEDecoder()
         self._calls: dict[int, _PendingCall] = {}
         self._last_sequence = -1
-        self._unparsed: list[bytes] = []
 
-    def feed(self, chunk: bytes) -> bytes:
-        self._unparsed.append(chunk)
-        return chunk
-
-    def settle(self) -> None:
-        unparsed, self._unparsed = self._unparsed, []
-        for chunk in unparsed:
-            for event in self._decoder.feed(chunk):
-                self._observe(event)
-
-    def end(self) -> bytes:
-        return b""  # every byte is forwarded as it comes
-
-    def close(self) -> bytes:
-        self.settle()
-        for event in self._decoder.close():
-            self._observe(event)
+    def _complete(self) -> None:
         self.summary.tool_calls = [self._calls[index].call() for index in sorted(self._calls)]
-        return b""
 
     def error_event(self, exc: ProxyError) -> bytes:
         """The ``error`` event that ends a stream the bridge could not finish.

@@ -128,3 +128,40 @@ def _block(block: bytes, raw: bytes) -> SSEEvent:
         elif name == b"event":
             event = value.decode("utf-8", "replace")
     return SSEEvent(event, "\n".join(data) if data else None, raw)
+
+
+class ForwardingTee:
+    """The shape of a tee that forwards every chunk unchanged (``feed``) and decodes it once sent
+    (``settle``), handing each event to :meth:`_observe`; ``close`` decodes the rest, then
+    :meth:`_complete` fills in the summary. Anthropic's messages and OpenAI's Responses stream are
+    teed this way (a chat completions stream may have bytes to hide, so it has its own)."""
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self._unparsed: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._unparsed.append(chunk)
+        return chunk
+
+    def settle(self) -> None:
+        unparsed, self._unparsed = self._unparsed, []
+        for chunk in unparsed:
+            for event in self._decoder.feed(chunk):
+                self._observe(event)
+
+    def end(self) -> bytes:
+        return b""  # every byte is forwarded as it comes
+
+    def close(self) -> bytes:
+        self.settle()
+        for event in self._decoder.close():
+            self._observe(event)
+        self._complete()
+        return b""
+
+    def _observe(self, event: SSEEvent) -> None:
+        raise NotImplementedError
+
+    def _complete(self) -> None:
+        raise NotImplementedError
