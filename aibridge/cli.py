@@ -50,9 +50,7 @@ def _lazy(module: str, function: str = "main") -> Handler:
 
 
 def _add_listen(parser: argparse.ArgumentParser, default: str) -> None:
-    parser.add_argument(
-        "--listen", default=None, metavar="HOST:PORT", help=f"address to listen on (default {default})"
-    )
+    parser.add_argument("--listen", default=None, metavar="HOST:PORT", help=f"address to listen on (default {default})")
 
 
 def _add_token_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,9 +64,7 @@ def _add_token_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     issue.add_argument("--user-id", default=None, help="user id (default: derived from the username)")
     issue.add_argument("--role", choices=[role.value for role in Role], default=Role.MEMBER.value)
     issue.add_argument("--ttl", default="90d", help="lifetime, e.g. 90d, 12h (default 90d)")
-    issue.add_argument(
-        "--key", default=None, help="private key file (default AIBRIDGE_AUTH_PRIVATE_KEY_FILE)"
-    )
+    issue.add_argument("--key", default=None, help="private key file (default AIBRIDGE_AUTH_PRIVATE_KEY_FILE)")
     issue.set_defaults(handler=_token_issue)
 
 
@@ -84,16 +80,10 @@ def _add_service_commands(commands: argparse._SubParsersAction[argparse.Argument
     api.set_defaults(handler=_lazy("aibridge.runner", "run_api"))
     up = commands.add_parser("up", help="run the embedded all-in-one bridge")
     _add_listen(up, "127.0.0.1:8080")
-    up.add_argument(
-        "--data-dir", default=None, help="where keys and the embedded store live (default ./.aibridge)"
-    )
+    up.add_argument("--data-dir", default=None, help="where keys and the embedded store live (default ./.aibridge)")
     up.add_argument("--components", default=None, help="any of proxy,recorder,api (default: all three)")
-    up.add_argument(
-        "--bus", choices=["inprocess", "kafka"], default=None, help="event bus (default inprocess)"
-    )
-    up.add_argument(
-        "--simulate-upstream", action="store_true", help="answer with the built-in simulated provider"
-    )
+    up.add_argument("--bus", choices=["inprocess", "kafka"], default=None, help="event bus (default inprocess)")
+    up.add_argument("--simulate-upstream", action="store_true", help="answer with the built-in simulated provider")
     up.set_defaults(handler=_lazy("aibridge.runner", "run_up"))
     for parser in (proxy, recorder, api, up):
         parser.add_argument("--trace", action="store_true", default=None, help="export OpenTelemetry traces")

@@ -45,3 +45,18 @@ ensure_promtool() {
   fi
   rm -f "$log"
 }
+
+# Run the suite with pytest's exit status, except that "collected nothing" (exit 5) passes only when
+# arguments narrowed the run: the whole suite collecting no test is a failure.
+run_pytest() {
+  local status=0
+  .venv/bin/pytest "$@" || status=$?
+  if [ "$status" -eq 5 ]; then
+    if [ "$#" -gt 0 ]; then
+      echo "pytest collected no tests for the arguments given: $*"
+      return 0
+    fi
+    echo "pytest collected no tests: the whole suite must never be empty" >&2
+  fi
+  return "$status"
+}

@@ -55,9 +55,7 @@ def test_malformed_token_is_refused(token: str, verifier: TokenVerifier) -> None
         verifier.verify(token)
 
 
-def test_revoked_token_is_refused(
-    make_token: Callable[..., str], public_key_file: Path, tmp_path: Path
-) -> None:
+def test_revoked_token_is_refused(make_token: Callable[..., str], public_key_file: Path, tmp_path: Path) -> None:
     revoked = tmp_path / "revoked"
     verifier = TokenVerifier.from_files(public_key_file, revoked)
     token = make_token("erin")

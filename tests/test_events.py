@@ -37,16 +37,12 @@ def test_examples_validate(name: str) -> None:
 
 
 def test_built_events_validate() -> None:
-    ctx = InterceptionContext(
-        "u1", "alice", "openai", "gpt-4o", "Codex", True, "/v1/chat/completions", "jti-1"
-    )
+    ctx = InterceptionContext("u1", "alice", "openai", "gpt-4o", "Codex", True, "/v1/chat/completions", "jti-1")
     built = [
         ctx.started(),
         ctx.prompt("hello"),
         ctx.token_usage(provider_response_id="r", input_tokens=3, output_tokens=4, cache_read_input_tokens=5),
-        ctx.tool_usage(
-            provider_response_id="r", tool="exec_command", call_id="call_1", tool_input='{"cmd":"ls"}'
-        ),
+        ctx.tool_usage(provider_response_id="r", tool="exec_command", call_id="call_1", tool_input='{"cmd":"ls"}'),
         ctx.ended(Status.COMPLETED, 200),
     ]
     for event in built:

@@ -17,6 +17,7 @@ import orjson
 from clickhouse_connect.driver.client import Client
 
 from aibridge import store
+from aibridge.api.settings import ApiSettings
 
 BASE = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 _MASK64 = (1 << 64) - 1
@@ -164,3 +165,13 @@ def dataset(count: int = 60) -> list[Spec]:
             )
         )
     return specs
+
+
+def new_database(chdb_url: str) -> Client:
+    client = store.connect(chdb_url, f"api_{uuid.uuid4().hex[:12]}", create_database=True)
+    store.migrate(client)
+    return client
+
+
+def api_settings(chdb_url: str, client: Client) -> ApiSettings:
+    return ApiSettings(clickhouse_url=chdb_url, clickhouse_database=client.database)

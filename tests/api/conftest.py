@@ -3,29 +3,16 @@ duplicated in another part, as after a redelivery), the API serving it, and toke
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from api_rows import Spec, dataset, insert
+from api_rows import Spec, api_settings, dataset, insert, new_database
 from clickhouse_connect.driver.client import Client
 
-from aibridge import store
 from aibridge.api.app import create_api_app
-from aibridge.api.settings import ApiSettings
 from aibridge.auth import Role, TokenVerifier
 from aibridge.testing.server import serve_in_thread
-
-
-def new_database(chdb_url: str) -> Client:
-    client = store.connect(chdb_url, f"api_{uuid.uuid4().hex[:12]}", create_database=True)
-    store.migrate(client)
-    return client
-
-
-def api_settings(chdb_url: str, client: Client) -> ApiSettings:
-    return ApiSettings(clickhouse_url=chdb_url, clickhouse_database=client.database)
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from api_rows import BASE, USERS, Spec, dataset, insert, user_id
+from api_rows import BASE, USERS, Spec, api_settings, dataset, insert, new_database, user_id
 from clickhouse_connect.driver.client import Client
-from conftest import api_settings, new_database
 from prometheus_client import REGISTRY
 
 from aibridge import store

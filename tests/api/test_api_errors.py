@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from conftest import api_settings
+from api_rows import api_settings
 
 from aibridge import store
 from aibridge.api.component import ApiComponent

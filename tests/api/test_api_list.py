@@ -8,9 +8,8 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from api_rows import BASE, Spec, dataset, insert, newest_first, user_id
+from api_rows import BASE, Spec, api_settings, dataset, insert, new_database, newest_first, user_id
 from clickhouse_connect.driver.client import Client
-from conftest import api_settings, new_database
 
 from aibridge.api.app import create_api_app
 from aibridge.auth import TokenVerifier
