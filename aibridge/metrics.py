@@ -173,6 +173,16 @@ API_STORE_QUERY_SECONDS = Histogram(
 API_STORE_ERRORS = Counter(
     "aibridge_api_store_errors", "Store queries that failed (answered 503), by query.", ["query"]
 )
+API_AUDIT_RECORDS = Counter(
+    "aibridge_api_audit_records",
+    "Access audit records (every one is also a log line), by outcome: published (the bus took it), logged "
+    "(no bus in this mode), dropped (never reached the bus: buffer full or shutdown).",
+    ["outcome"],
+)
+API_AUDIT_SEND_FAILURES = Counter(
+    "aibridge_api_audit_send_failures", "Failed attempts to send access audit records to the bus (retried)."
+)
+API_AUDIT_BUFFERED = Gauge("aibridge_api_audit_records_buffered", "Access audit records waiting for the bus.")
 
 __all__ = ["Counter", "Gauge", "Histogram"]
 

@@ -157,7 +157,9 @@ class Host:
 
         settings = ApiSettings(**self.plan.overrides)  # type: ignore[arg-type]
         client = self._store_client(settings, create="recorder" not in self.plan.components and self._bus is not None)
-        return ApiComponent(settings, client, self.verifier())  # type: ignore[arg-type]
+        # Nothing reads an in-process audit topic: embedded, the access audit is the log alone.
+        audit_producer = None if self._bus is not None else self.producer(settings)
+        return ApiComponent(settings, client, self.verifier(), audit_producer)  # type: ignore[arg-type]
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -226,6 +228,7 @@ def serve(plan: Plan) -> int:
         lifespan="on",
         log_config=None,
         access_log=False,
+        proxy_headers=False,  # the peer stays the peer; the API's audit decides whom to trust (trusted proxies)
         timeout_graceful_shutdown=max(1, round(common.shutdown_grace)),
         timeout_keep_alive=75,
     )

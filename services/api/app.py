@@ -20,7 +20,8 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aibridge import metrics
-from aibridge.api import models, service
+from aibridge.api import audit, models, service
+from aibridge.api.audit_sink import AuditSink
 from aibridge.api.errors import ApiError, BadRequest, StoreUnavailable, Unauthorized
 from aibridge.api.query import Filters, check_range, parse_q, parse_time
 from aibridge.api.repository import ClientSource, InterceptionReader
@@ -52,8 +53,11 @@ class OrjsonResponse(JSONResponse):
         return orjson.dumps(content)
 
 
-def create_api_app(settings: ApiSettings, client: Any, verifier: TokenVerifier) -> FastAPI:
-    """The API app with full paths; ``client`` may be None to connect to the store on first use."""
+def create_api_app(
+    settings: ApiSettings, client: Any, verifier: TokenVerifier, audit_sink: AuditSink | None = None
+) -> FastAPI:
+    """The API app with full paths; ``client`` may be None to connect to the store on first use.
+    Access audit records go to ``audit_sink`` (default: the log only)."""
     app = FastAPI(
         title="AI Bridge query API",
         version="2",
@@ -64,6 +68,8 @@ def create_api_app(settings: ApiSettings, client: Any, verifier: TokenVerifier) 
     )
     app.state.reader = InterceptionReader(ClientSource(settings, client), settings.api_query_timeout)
     app.state.verifier = verifier
+    app.state.audit = audit_sink or AuditSink(None, settings.audit_topic)
+    app.state.trusted_proxies = settings.trusted_proxies()
     _add_error_handlers(app)
     app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -100,6 +106,7 @@ router = APIRouter(prefix=PREFIX, responses=ERRORS)
 @router.get("/interceptions", response_model=models.InterceptionsPage)
 def list_interceptions(
     *,
+    request: Request,
     identity: Caller,
     reader: Reader,
     q: QParam = None,
@@ -107,8 +114,13 @@ def list_interceptions(
     after_id: Annotated[UUID | None, Query(description="Cursor: the last id of the previous page.")] = None,
     offset: Annotated[int | None, Query(ge=0, le=10_000_000, description="Rows to skip.")] = None,
 ) -> Any:
-    """Interceptions newest first (started_at, then id, descending), with their children."""
-    page = service.list_interceptions(reader, identity, parse_q(q), limit=limit, offset=offset, after_id=after_id)
+    """Interceptions newest first (started_at, then id, descending), with their children.
+
+    Returns prompts and tool inputs: every answer to an authenticated caller writes an access audit record."""
+    pagination = audit.Pagination(limit, offset, None if after_id is None else str(after_id))
+    with audit.access(request, identity, q, pagination) as access:
+        page = service.list_interceptions(reader, identity, parse_q(q), limit=limit, offset=offset, after_id=after_id)
+        access.rows, access.matched = len(page["results"]), page["count"]
     # Rendered already in the documented shape (tests/api/test_api_schema.py checks answers against it):
     # a Response skips FastAPI's re-validation of up to 1000 interceptions (3-4 ms for a page of 100).
     return OrjsonResponse(page)

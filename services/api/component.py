@@ -12,11 +12,13 @@ from starlette.routing import BaseRoute, Mount
 
 from aibridge import telemetry
 from aibridge.api.app import create_api_app
+from aibridge.api.audit_sink import AuditSink
 from aibridge.api.errors import StoreUnavailable
 from aibridge.api.repository import InterceptionReader
 from aibridge.api.settings import ApiSettings
 from aibridge.asgi_tracing import ServerSpans
 from aibridge.auth import TokenVerifier
+from aibridge.bus import BusProducer
 
 log = logging.getLogger("aibridge.api")
 
@@ -26,9 +28,13 @@ _PING_TIMEOUT = 3.0
 class ApiComponent:
     name = "api"
 
-    def __init__(self, settings: ApiSettings, client: Any, verifier: TokenVerifier) -> None:
+    def __init__(
+        self, settings: ApiSettings, client: Any, verifier: TokenVerifier, audit_producer: BusProducer | None = None
+    ) -> None:
+        """``audit_producer``: where access audit records go besides the log (None: the log only)."""
         self.settings = settings
-        self.app: FastAPI = create_api_app(settings, client, verifier)
+        self.audit = AuditSink(audit_producer, settings.audit_topic)
+        self.app: FastAPI = create_api_app(settings, client, verifier, self.audit)
         self._reader: InterceptionReader = self.app.state.reader
 
     @property
@@ -36,14 +42,16 @@ class ApiComponent:
         return [Mount("", app=ServerSpans(self.app, telemetry.API_SERVICE))]
 
     async def start(self) -> None:
+        await self.audit.start()
         problem = (await self.readiness())["clickhouse"]
         if problem:
             log.warning("the API starts without its store (%s); it answers 503 until the store is back", problem)
 
     async def stop(self) -> None:
         """Stops the query threads once their work is done (requests in flight finish under the
-        server's own shutdown)."""
+        server's own shutdown), then sends the access audit records still buffered."""
         self._reader.close()
+        await self.audit.stop()
 
     async def readiness(self) -> dict[str, str | None]:
         try:

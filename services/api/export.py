@@ -3,6 +3,8 @@
 The server and token come from ``--url``/``--token`` or ``AIBRIDGE_URL``/``AIBRIDGE_TOKEN``. The flags
 become the API's ``q``; ``--all`` follows the ``after_id`` cursor page after page and writes each page as
 it arrives. An API error is one line on stderr and exit status 1 (2 for missing configuration).
+Every request says it is an export (``X-AIBridge-Export: true``), so the API's access audit records
+it as ``interceptions.export``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import httpx
 import orjson
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aibridge import __version__
 
 PATH = "/api/v2/aibridge/interceptions"
 FILTERS = ("initiator", "provider", "model", "client", "started_after", "started_before")
@@ -60,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         url, token = _connection(args)
         writer = _writer(args.output, sys.stdout)
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+        with httpx.Client(base_url=url, headers=request_headers(token), timeout=60) as client:
             for result in results(client, args):
                 writer.write(result)
         writer.close()
@@ -80,6 +84,14 @@ def _connection(args: argparse.Namespace) -> tuple[str, str]:
     if not token:
         raise ExportError("no bridge token: pass --token or set AIBRIDGE_TOKEN", 2)
     return url.rstrip("/"), token
+
+
+def request_headers(token: str) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {token}",
+        "User-Agent": f"aibridge-cli/{__version__}",
+        "X-AIBridge-Export": "true",  # the access audit records the reads as an export
+    }
 
 
 def build_q(args: argparse.Namespace) -> str:
