@@ -1,6 +1,6 @@
 """A Starlette app that serves a few exact-path POST routes directly, before its router and middleware.
 
-The proxy's three intercepted routes (chat completions, responses, messages) are on every keystroke of
+The proxy's intercepted routes (chat completions, responses, compaction, messages) are on every keystroke of
 an AI coding session. Through Starlette they pass ``ServerErrorMiddleware``, ``ExceptionMiddleware``,
 the router's match over every route, and ``request_response``'s exception wrapper, each wrapping
 ``send`` again: about 6 % of the proxy's CPU per request in a profile at 200 req/s

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from aibridge import metrics
-from aibridge.auth import TokenVerifier
+from aibridge.auth import Verifier
 from aibridge.bus import BusProducer, InProcessProducer
 from aibridge.fastpath import FastPathStarlette, Handler
 from aibridge.proxy.breaker import BreakerPolicy, Breakers
@@ -23,7 +23,7 @@ from aibridge.proxy.emitter import EventEmitter
 from aibridge.proxy.intercept import InFlight, Interceptor
 from aibridge.proxy.limits import Admission
 from aibridge.proxy.passthrough import Passthrough, not_found
-from aibridge.proxy.providers import ProviderSpec, anthropic_spec, openai_spec, responses_spec
+from aibridge.proxy.providers import ProviderSpec, anthropic_spec, compaction_spec, openai_spec, responses_spec
 from aibridge.proxy.records import Provider
 from aibridge.proxy.settings import ProxySettings
 from aibridge.proxy.spool import Spool
@@ -35,12 +35,13 @@ PREFIX = "/api/v2/aibridge"
 OPENAI_PREFIX = f"{PREFIX}/openai"
 ANTHROPIC_PREFIX = f"{PREFIX}/anthropic"
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+RESPONSE_BY_ID = "/v1/responses/{response_id}"
 
 
 class ProxyComponent:
     name = "proxy"
 
-    def __init__(self, settings: ProxySettings, producer: BusProducer, verifier: TokenVerifier) -> None:
+    def __init__(self, settings: ProxySettings, producer: BusProducer, verifier: Verifier) -> None:
         self.settings = settings
         metrics.model_label.reset(settings.metrics_max_models)
         self.upstream = create_upstream(settings)
@@ -64,8 +65,15 @@ class ProxyComponent:
         self.openai = self._interceptor(openai_spec(settings.openai_base_url, openai_key))
         self.anthropic = self._interceptor(anthropic_spec(settings.anthropic_base_url, anthropic_key))
         self.responses = self._interceptor(responses_spec(settings.openai_base_url, openai_key))
+        self.compaction = self._interceptor(compaction_spec(settings.openai_base_url, openai_key))
+        stored_response = f"{settings.openai_base_url}/responses/{{response_id}}"
         self._passthrough = [
             self._passthrough_route(self.openai.spec, "GET", "/v1/models", f"{settings.openai_base_url}/models"),
+            self._passthrough_route(self.openai.spec, "GET", RESPONSE_BY_ID, stored_response),
+            self._passthrough_route(self.openai.spec, "DELETE", RESPONSE_BY_ID, stored_response),
+            self._passthrough_route(
+                self.openai.spec, "GET", f"{RESPONSE_BY_ID}/input_items", f"{stored_response}/input_items"
+            ),
             self._passthrough_route(
                 self.anthropic.spec, "GET", "/v1/models", f"{settings.anthropic_base_url}/v1/models"
             ),
@@ -111,6 +119,7 @@ class ProxyComponent:
         return [
             Route(f"{OPENAI_PREFIX}/v1/chat/completions", self.openai.handle, methods=["POST"]),
             Route(f"{OPENAI_PREFIX}/v1/responses", self.responses.handle, methods=["POST"]),
+            Route(f"{OPENAI_PREFIX}/v1/responses/compact", self.compaction.handle, methods=["POST"]),
             Route(f"{ANTHROPIC_PREFIX}/v1/messages", self.anthropic.handle, methods=["POST"]),
             *self._passthrough,
             Route(f"{OPENAI_PREFIX}/{{rest:path}}", _not_found_openai, methods=ANY_METHOD),
@@ -123,6 +132,7 @@ class ProxyComponent:
         return {
             f"{OPENAI_PREFIX}/v1/chat/completions": self.openai.handle,
             f"{OPENAI_PREFIX}/v1/responses": self.responses.handle,
+            f"{OPENAI_PREFIX}/v1/responses/compact": self.compaction.handle,
             f"{ANTHROPIC_PREFIX}/v1/messages": self.anthropic.handle,
         }
 
@@ -171,7 +181,7 @@ async def _not_found_anthropic(request: Request) -> Response:
     return not_found(Provider.ANTHROPIC)
 
 
-def create_proxy_app(settings: ProxySettings, producer: BusProducer, verifier: TokenVerifier) -> Starlette:
+def create_proxy_app(settings: ProxySettings, producer: BusProducer, verifier: Verifier) -> Starlette:
     """The proxy alone as an app with a lifespan (tests, benchmarks)."""
     component = ProxyComponent(settings, producer, verifier)
 

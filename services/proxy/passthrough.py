@@ -1,15 +1,23 @@
-"""Provider routes forwarded as they are (models, count_tokens): authenticated and admitted like
-interceptions (a rejection is only counted and logged), but not recorded as interceptions."""
+"""Provider routes forwarded as they are (models, count_tokens, a stored response by id): authenticated
+and admitted like interceptions (a rejection is only counted and logged), but not recorded as
+interceptions.
+
+A route may name path parameters (``/v1/responses/{response_id}``): each must be an id (letters, digits,
+``_`` and ``-``, at most 256) before it is put into the upstream URL, so no ``..`` or ``/`` can move the
+request elsewhere on the provider. Metrics and logs name the route's template, never the id.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from aibridge import telemetry
-from aibridge.auth import AuthError, TokenVerifier
+from aibridge.auth import AuthError, Verifier
 from aibridge.metrics import PROXY_AUTH_FAILURES, PROXY_PASSTHROUGH_REQUESTS
 from aibridge.proxy.errors import ProxyError, error_body
 from aibridge.proxy.incoming import authenticate, forward_headers, header_map, read_body
@@ -20,9 +28,15 @@ from aibridge.proxy.upstream import Upstream, with_headers
 
 log = logging.getLogger("aibridge.proxy.passthrough")
 
+_PATH_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
+_PARAMETER = re.compile(r"\{(\w+)\}")
+
 
 class Passthrough:
-    """Forwards one route to ``url`` with the central key; the body comes back unchanged."""
+    """Forwards one route to ``url`` with the central key; the body comes back unchanged.
+
+    ``url`` may hold the route's path parameters as ``{name}``, filled in from the request once checked.
+    """
 
     def __init__(
         self,
@@ -32,13 +46,14 @@ class Passthrough:
         key_headers: dict[str, str],
         *,
         upstream: Upstream,
-        verifier: TokenVerifier,
+        verifier: Verifier,
         max_body: int,
         admission: Admission,
     ) -> None:
         self.provider = provider
         self.route = route
         self._url = url
+        self._parameters = tuple(_PARAMETER.findall(url))
         self._key_headers = key_headers
         self._upstream = upstream
         self._verifier = verifier
@@ -59,17 +74,11 @@ class Passthrough:
     async def _handle(self, request: Request) -> Response:
         client_headers = header_map(request.scope["headers"])
         try:
-            identity = authenticate(client_headers, self._verifier)
+            identity = await authenticate(client_headers, self._verifier)
         except AuthError as exc:
             PROXY_AUTH_FAILURES.labels(type(exc).__name__).inc()
             return self._error(401, str(exc))
-        admitted = self._admission.admit(identity.user_id)
-        if isinstance(admitted, Rejection):
-            status, headers, body = render_rejection(self.provider.value, admitted)
-            response: Response = Response(body, status, headers)
-        else:
-            with admitted:
-                response = await self._forward(request, client_headers)
+        response = await self._answer(request, client_headers, identity.user_id)
         PROXY_PASSTHROUGH_REQUESTS.labels(self.provider.value, self.route, str(response.status_code)).inc()
         log.info(
             "passthrough %s %s -> %d",
@@ -80,8 +89,29 @@ class Passthrough:
         )
         return response
 
-    async def _forward(self, request: Request, client_headers: dict[str, str]) -> Response:
-        url = self._url if not request.url.query else f"{self._url}?{request.url.query}"
+    async def _answer(self, request: Request, client_headers: dict[str, str], user_id: str) -> Response:
+        url = self._upstream_url(request.path_params)
+        if url is None:
+            return self._error(400, f"invalid {' or '.join(self._parameters)}: expected letters, digits, _ or -")
+        admitted = self._admission.admit(user_id)
+        if isinstance(admitted, Rejection):
+            status, headers, body = render_rejection(self.provider.value, admitted)
+            return Response(body, status, headers)
+        with admitted:
+            return await self._forward(request, client_headers, url)
+
+    def _upstream_url(self, path_params: Mapping[str, object]) -> str | None:
+        """``url`` with each path parameter filled in, or None when one is not an id."""
+        url = self._url
+        for name in self._parameters:
+            value = path_params.get(name)
+            if not isinstance(value, str) or _PATH_ID.fullmatch(value) is None:
+                return None
+            url = url.replace(f"{{{name}}}", value)
+        return url
+
+    async def _forward(self, request: Request, client_headers: dict[str, str], url: str) -> Response:
+        url = url if not request.url.query else f"{url}?{request.url.query}"
         try:
             raw = request.scope["headers"]
             body = None

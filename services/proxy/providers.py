@@ -1,7 +1,7 @@
 """What the bridge knows of each provider once, at start: upstream URL, key header, parsers, stream tee.
 
 :class:`ProviderSpec` is all an :class:`aibridge.proxy.intercept.Interceptor` needs to serve one
-intercepted route; the builders below make the three the bridge serves.
+intercepted route; the builders below make the four the bridge serves.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Protocol
 
 from starlette.responses import Response
 
-from aibridge.proxy import anthropic, openai, responses
+from aibridge.proxy import anthropic, compaction, openai, responses
 from aibridge.proxy.errors import ProxyError, error_body
 from aibridge.proxy.records import ParsedRequest, Provider, ResponseSummary
 from aibridge.proxy.relay import Tee
@@ -68,6 +68,16 @@ def responses_spec(base_url: str, key: str | None) -> ProviderSpec:
         parse_request=responses.parse_request,
         parse_response=responses.parse_response,
         stream_tee=responses.prepare,
+    )
+
+
+def compaction_spec(base_url: str, key: str | None) -> ProviderSpec:
+    """``POST /v1/responses/compact``: a Responses answer's usage, blocking only, the body unchanged."""
+    return replace(
+        responses_spec(base_url, key),
+        route=compaction.ROUTE,
+        url=f"{base_url}/responses/compact",
+        parse_request=compaction.parse_request,
     )
 
 

@@ -61,6 +61,7 @@ def test_the_proxy_serves_exactly_its_intercepted_routes_directly_with_the_route
     assert set(direct_routes) == {
         "/api/v2/aibridge/openai/v1/chat/completions",
         "/api/v2/aibridge/openai/v1/responses",
+        "/api/v2/aibridge/openai/v1/responses/compact",
         "/api/v2/aibridge/anthropic/v1/messages",
     }
     for path, handler in direct_routes.items():

@@ -1,7 +1,8 @@
 """A built-in simulated provider: OpenAI chat completions and responses, Anthropic messages, offline.
 
-Serves ``/v1/chat/completions``, ``/v1/responses``, ``/v1/messages``, ``/v1/messages/count_tokens`` and ``/v1/models``
-(OpenAI's or Anthropic's list, told apart by the ``anthropic-version`` or ``x-api-key`` header). It
+Serves ``/v1/chat/completions``, ``/v1/responses``, ``/v1/responses/compact``, ``/v1/responses/{id}`` (GET,
+DELETE) and its ``/input_items``, ``/v1/messages``, ``/v1/messages/count_tokens`` and ``/v1/models`` (OpenAI's
+or Anthropic's list, told apart by the ``anthropic-version`` or ``x-api-key`` header). It
 works mounted under any prefix: with the app at ``/_simulator``, the OpenAI base URL is
 ``http://HOST:PORT/_simulator/v1`` and the Anthropic one ``http://HOST:PORT/_simulator``.
 
@@ -25,8 +26,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aibridge.proxy.simulator import anthropic_sim, openai_sim, responses_sim
+from aibridge.proxy.simulator import anthropic_sim, openai_sim, responses_sim, stored_sim
 from aibridge.proxy.simulator.common import Controls, SimulatorState
+from aibridge.proxy.simulator.stored_sim import StoredResponses
 
 __all__ = ["SimulatorState", "create_simulator_app"]
 
@@ -100,13 +102,41 @@ def _messages(body: Any, controls: Controls) -> Response:
     )
 
 
-def _responses_endpoint(state: SimulatorState) -> Any:
+def _responses_endpoint(state: SimulatorState, store: StoredResponses) -> Any:
     async def endpoint(request: Request) -> Response:
         body, controls, early = await _prelude(request, state, False)
         if early is not None:
             return early
         problem = responses_sim.validate(body)
-        return openai_sim.error(400, problem) if problem else responses_sim.answer(body, controls)
+        return openai_sim.error(400, problem) if problem else responses_sim.answer(body, controls, store)
+
+    return endpoint
+
+
+def _compact_endpoint(state: SimulatorState, store: StoredResponses) -> Any:
+    async def endpoint(request: Request) -> Response:
+        body, controls, early = await _prelude(request, state, False)
+        if early is not None:
+            return early
+        problem = stored_sim.validate_compaction(body)
+        return openai_sim.error(400, problem) if problem else stored_sim.compact(body, controls, store)
+
+    return endpoint
+
+
+def _stored_endpoint(state: SimulatorState, store: StoredResponses) -> Any:
+    """A stored response by id: GET retrieves it, DELETE deletes it; ``/input_items`` lists its input."""
+
+    async def endpoint(request: Request) -> Response:
+        _, _, early = await _prelude(request, state, False)
+        if early is not None:
+            return early
+        response_id = request.path_params["response_id"]
+        if request.url.path.endswith("/input_items"):
+            return store.list_input_items(response_id, dict(request.query_params))
+        if request.method == "DELETE":
+            return store.delete(response_id)
+        return store.retrieve(response_id)
 
     return endpoint
 
@@ -139,9 +169,14 @@ def create_simulator_app(
     """The simulated provider. With a key given, requests without exactly that key get a 401."""
     state = state or SimulatorState()
     state.openai_key, state.anthropic_key = openai_key, anthropic_key
+    store = StoredResponses()
+    stored = _stored_endpoint(state, store)
     routes = [
         Route("/v1/chat/completions", _endpoint(state, False, _chat), methods=["POST"]),
-        Route("/v1/responses", _responses_endpoint(state), methods=["POST"]),
+        Route("/v1/responses", _responses_endpoint(state, store), methods=["POST"]),
+        Route("/v1/responses/compact", _compact_endpoint(state, store), methods=["POST"]),
+        Route("/v1/responses/{response_id}", stored, methods=["GET", "DELETE"]),
+        Route("/v1/responses/{response_id}/input_items", stored, methods=["GET"]),
         Route("/v1/messages", _endpoint(state, True, _messages), methods=["POST"]),
         Route("/v1/messages/count_tokens", _count_tokens_endpoint(state), methods=["POST"]),
         Route("/v1/models", _models_endpoint(state), methods=["GET"]),

@@ -34,6 +34,7 @@ from aibridge.proxy.simulator.common import (
     random_id,
     sample_arguments,
 )
+from aibridge.proxy.simulator.stored_sim import StoredResponses
 
 Event = tuple[str, dict[str, Any]]
 
@@ -56,14 +57,17 @@ def validate(body: Any) -> str | None:
     return None
 
 
-def answer(body: dict[str, Any], controls: Controls) -> Response:
+def answer(body: dict[str, Any], controls: Controls, store: StoredResponses | None = None) -> Response:
+    """The answer (kept in ``store`` by id unless the request says ``store: false``)."""
     if body.get("stream") is True:
-        return stream(body, controls)
+        return stream(body, controls, store)
     response = _response(body, "completed", _output(body, controls), controls)
+    if store is not None:
+        store.keep(body, response)
     return Response(orjson.dumps(response), media_type="application/json")
 
 
-def stream(body: dict[str, Any], controls: Controls) -> Response:
+def stream(body: dict[str, Any], controls: Controls, store: StoredResponses | None = None) -> Response:
     output = _output(body, controls)
     opening = _response(body, "in_progress", [], None)
     events: list[Event] = [("response.created", {"response": opening}), ("response.in_progress", {"response": opening})]
@@ -71,6 +75,8 @@ def stream(body: dict[str, Any], controls: Controls) -> Response:
         events += _item_events(item, index)
     final = _response(body, "completed", output, controls, opening["id"], opening["created_at"])
     events.append(("response.completed", {"response": final}))
+    if store is not None:
+        store.keep(body, final)
     pad = _obfuscation(body)
     lines = [_sse(kind, number, payload, pad) for number, (kind, payload) in enumerate(events)]
     return StreamingResponse(paced(lines, controls), media_type="text/event-stream", headers=SSE_HEADERS)
