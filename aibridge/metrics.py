@@ -15,7 +15,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 PROXY_PASSTHROUGH_REQUESTS = Counter(
     "aibridge_proxy_passthrough_requests",
-    "Passthrough requests (models, count_tokens), by provider, route and HTTP status.",
+    "Passthrough requests (models, count_tokens, stored responses), by provider, route and HTTP status.",
     ["provider", "route", "status"],
 )
 PROXY_AUTH_FAILURES = Counter(
