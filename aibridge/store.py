@@ -10,13 +10,17 @@ The recorder is the only writer and applies migrations at start; the API only re
 
 from __future__ import annotations
 
+import struct
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DataError, ProgrammingError
+from clickhouse_connect.driver.exceptions import Error as ClickHouseDriverError
 
 MIGRATIONS_TABLE = "schema_migrations"
 
@@ -219,7 +223,89 @@ AS SELECT {_INTERCEPTION_COLUMNS} FROM {INTERCEPTIONS}""",
 
 
 class StoreError(Exception):
-    """The store is unreachable or rejected a statement."""
+    """The store did not do what was asked. Driver errors become one of the two subclasses in
+    :func:`insert` (the one place that maps them)::
+
+        StoreError
+        ├── StoreUnavailable   transient: the same insert may succeed later (connection, timeout, too many
+        │                      parts, memory, and any error not known to be about the data)
+        └── StoreRejected      permanent: the store refuses these rows' data (a value the column cannot
+                               take, a violated constraint, columns that do not match); every retry fails
+    """
+
+
+class StoreUnavailable(StoreError):
+    """Retry later: nothing says the rows themselves are at fault."""
+
+
+class StoreRejected(StoreError):
+    """The rows' data is refused; retrying the same rows fails the same way."""
+
+
+# ClickHouse error codes that are about the data inserted or the columns it is inserted into. Any other
+# code (TOO_MANY_PARTS 252, MEMORY_LIMIT_EXCEEDED 241, TIMEOUT_EXCEEDED 159, NETWORK_ERROR 210, an
+# UNKNOWN_TABLE 60 while a table is detached, …) is transient: unknown errors are retried, never dropped.
+PERMANENT_ERROR_CODES: Final = frozenset({
+    6,  # CANNOT_PARSE_TEXT
+    8,  # THERE_IS_NO_COLUMN
+    10,  # NOT_FOUND_COLUMN_IN_BLOCK
+    16,  # NO_SUCH_COLUMN_IN_TABLE
+    26,  # CANNOT_PARSE_QUOTED_STRING
+    27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    38,  # CANNOT_PARSE_DATE
+    41,  # CANNOT_PARSE_DATETIME
+    43,  # ILLEGAL_TYPE_OF_ARGUMENT
+    44,  # ILLEGAL_COLUMN
+    53,  # TYPE_MISMATCH
+    69,  # ARGUMENT_OUT_OF_BOUND
+    70,  # CANNOT_CONVERT_TYPE
+    72,  # CANNOT_PARSE_NUMBER
+    117,  # INCORRECT_DATA
+    131,  # TOO_LARGE_STRING_SIZE
+    321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+    395,  # FUNCTION_THROW_IF_VALUE_IS_NON_ZERO
+    469,  # VIOLATED_CONSTRAINT
+    691,  # UNKNOWN_ELEMENT_OF_ENUM
+})  # fmt: skip
+# Raised by the driver while it converts rows to the column types, before anything is sent.
+_CONVERSION_ERRORS: Final = (DataError, ProgrammingError, ValueError, TypeError, OverflowError, struct.error)
+
+
+def insert(client: Client, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> None:
+    """Insert ``rows`` into ``table``; raise :class:`StoreRejected` or :class:`StoreUnavailable` if not stored."""
+    try:
+        client.insert(table, rows, column_names=column_names)
+    except Exception as exc:  # the driver also leaks socket and conversion errors; all mean "not stored"
+        raise classify(exc, f"insert into {table} failed") from exc
+
+
+def classify(exc: Exception, context: str) -> StoreError:
+    """The store error that ``exc``, raised by the driver, means: permanent only when it is about the data."""
+    kind = StoreRejected if is_permanent(exc) else StoreUnavailable
+    return kind(f"{context}: {_describe(exc)}")
+
+
+def is_permanent(exc: Exception) -> bool:
+    if isinstance(exc, _CONVERSION_ERRORS):
+        return True
+    return isinstance(exc, ClickHouseDriverError) and exc.code in PERMANENT_ERROR_CODES
+
+
+def _describe(exc: BaseException) -> str:
+    """The driver's first line; a conversion error's cause too (its own text is often just "error")."""
+    text = _first_line(exc)
+    if not isinstance(exc, ClickHouseDriverError):
+        text = f"{type(exc).__name__}: {text}"
+    cause = exc.__cause__
+    if cause is not None and _first_line(cause) not in text:
+        text = f"{text} ({type(cause).__name__}: {_first_line(cause)})"
+    return text
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:500]
 
 
 _embedded_lock = threading.Lock()

@@ -4,10 +4,15 @@ Guarantees (at least once, nothing lost):
 
 - A message's offset is committed only after its row was stored or it was accepted by the
   dead-letter topic, and after every earlier message of its partition was too.
-- A failed write keeps the batch, pauses fetching (backpressure), retries with bounded exponential
+- A write the store could not do (:class:`aibridge.store.StoreUnavailable`: down, timing out, too
+  many parts, …) keeps the batch, pauses fetching (backpressure), retries with bounded exponential
   backoff while still polling the paused consumer (so the group keeps the member), and resumes once
   the write succeeds. A failed dead-letter publish is retried the same way, and nothing after it
   is committed meanwhile.
+- A write the store refuses for its data (:class:`aibridge.store.StoreRejected`) is split until the
+  refused rows stand alone (:mod:`aibridge.recorder.isolation`); the others are stored, the refused
+  events go to the dead-letter topic with the store's error, and the batch is committed: one bad row
+  never holds up the events behind it.
 - A stop request ends fetching, writes the open batch (retrying up to ``shutdown_timeout``) and
   commits it; a batch still unwritten then stays uncommitted and is redelivered later.
 
@@ -25,11 +30,12 @@ from dataclasses import dataclass
 
 from aibridge import metrics, telemetry
 from aibridge.bus import BusConsumer, BusError, Message
+from aibridge.recorder.isolation import isolate
 from aibridge.recorder.records_log import RecordsLog
 from aibridge.recorder.rows import Row
 from aibridge.recorder.stages import Backoff, Batch, BatchWriter, DeadLetters, Decoder, Rejection, offsets_text
 from aibridge.recorder.tracing import BatchTracer
-from aibridge.store import StoreError
+from aibridge.store import StoreError, StoreRejected
 
 log = logging.getLogger("aibridge.recorder")
 
@@ -124,7 +130,7 @@ class Pipeline:
         metrics.RECORDER_EVENTS_CONSUMED.inc(len(messages))
         return messages
 
-    async def _dead_letter(self, message: Message, rejection: Rejection) -> None:
+    async def _dead_letter(self, message: Message, rejection: Rejection, row: Row | None = None) -> None:
         backoff = self._backoff()
         while True:
             try:
@@ -136,11 +142,13 @@ class Pipeline:
         self._resume()
         metrics.RECORDER_DEAD_LETTERS.labels(rejection.kind).inc()
         log.warning(
-            "dead-lettered %s[%d]@%d to %s: %s",
+            "dead-lettered %s[%d]@%d%s to %s (%s): %s",
             message.partition.topic,
             message.partition.index,
             message.offset,
+            _identify(message, row),
             self._dead_letters.topic,
+            rejection.kind,
             rejection.reason,
         )
 
@@ -162,9 +170,9 @@ class Pipeline:
             started = time.monotonic()
             attempts += 1
             try:
-                await self._writer.write(batch)
+                await self._write_tables(batch)
                 break
-            except StoreError as exc:
+            except StoreError as exc:  # StoreUnavailable: StoreRejected is handled per table
                 self.store_error = str(exc)
                 metrics.RECORDER_FAILURES.labels("write").inc()
                 metrics.RECORDER_STORE_ERRORS.labels("insert").inc()
@@ -178,14 +186,40 @@ class Pipeline:
         if self._tracing is not None:
             self._tracing.inserted(batch.messages, first_started_ns, time.time_ns(), attempts)
 
+    async def _write_tables(self, batch: Batch) -> None:
+        for table in batch.unwritten_tables():
+            try:
+                await self._writer.insert(table, batch.values(table))
+            except StoreRejected as exc:
+                await self._set_aside(batch, table, exc)
+            batch.written_tables.add(table)
+
+    async def _set_aside(self, batch: Batch, table: str, error: StoreRejected) -> None:
+        """Store the rows of ``table`` the store accepts; dead-letter the events of those it refuses."""
+        rows = batch.values(table)
+        outcome = await isolate(lambda part: self._writer.insert(table, part), rows, error)
+        log.warning(
+            "the store refused %d of %d %s rows (found in %d more inserts): %s",
+            len(outcome.refused),
+            len(rows),
+            table,
+            outcome.inserts,
+            error,
+        )
+        refusals = {refusal.index: refusal.error for refusal in outcome.refused}
+        for index, (message, row) in zip(sorted(refusals), batch.remove(table, refusals), strict=True):
+            await self._dead_letter(message, Rejection("store_rejected", str(refusals[index])), row)
+
     def _stored(self, batch: Batch, seconds: float) -> None:
         metrics.RECORDER_WRITE_SECONDS.observe(seconds)
-        for table, rows in batch.rows.items():
-            if rows:
-                metrics.RECORDER_ROWS_WRITTEN.labels(table).inc(len(rows))
         now_ms = time.time() * 1000
-        for timestamp_ms in batch.timestamps_ms:
-            metrics.RECORDER_PUBLISH_TO_STORED_SECONDS.observe(max(0.0, now_ms - timestamp_ms) / 1000)
+        for table, entries in batch.entries.items():
+            if entries:
+                metrics.RECORDER_ROWS_WRITTEN.labels(table).inc(len(entries))
+            for message, _ in entries:
+                if message.timestamp_ms:
+                    delay = max(0.0, now_ms - message.timestamp_ms) / 1000
+                    metrics.RECORDER_PUBLISH_TO_STORED_SECONDS.observe(delay)
         if self._records_log is not None:
             self._records_log.emit(batch.records)
 
@@ -236,3 +270,11 @@ class Pipeline:
 
     def _backoff(self) -> Backoff:
         return Backoff(self._config.retry_backoff_min, self._config.retry_backoff_max)
+
+
+def _identify(message: Message, row: Row | None) -> str:
+    """Ids for a log line, never contents: the row's own id and its interception (the message key)."""
+    if row is None:
+        return ""
+    key = message.key.decode("utf-8", "replace") if message.key else "-"
+    return f" ({row.record_type} {row.values[0]}, interception {key})"

@@ -4,15 +4,16 @@
   saying why the message can never be stored (bad JSON, schema violation, unstorable value).
 - :class:`DeadLetters` — publishes a rejected message, unchanged, to the dead-letter topic with the
   reason and its source in the headers; returns only once the bus accepted it, else raises.
-- :class:`Batch` — rows per table plus the next offset per partition of every message it accounts
-  for (stored or dead-lettered); full by size or by age.
-- :class:`BatchWriter` — one insert per table per batch, in a worker thread; a table written once
-  is not written again when the batch is retried. Raises :class:`aibridge.store.StoreError`.
+- :class:`Batch` — rows per table, each with its message, plus the next offset per partition of every
+  message it accounts for (stored or dead-lettered); full by size or by age.
+- :class:`BatchWriter` — inserts rows into a table in a worker thread; raises
+  :class:`aibridge.store.StoreRejected` when the store refuses the rows' data, else
+  :class:`aibridge.store.StoreUnavailable`.
 - :class:`Backoff` — bounded exponential delays with jitter for retries.
 
-The pipeline (:mod:`aibridge.recorder.pipeline`) commits a batch's offsets only after
-:meth:`BatchWriter.write` returned, so a message is committed only once it is stored or
-dead-lettered.
+The pipeline (:mod:`aibridge.recorder.pipeline`) commits a batch's offsets only after every table
+of it was written (its refused rows isolated and dead-lettered), so a message is committed only
+once it is stored or dead-lettered.
 """
 
 from __future__ import annotations
@@ -20,21 +21,22 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import orjson
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import Error as ClickHouseClientError
 
+from aibridge import store
 from aibridge.bus import BusProducer, Message, Partition
 from aibridge.events import InvalidEvent
 from aibridge.recorder.rows import COLUMNS, Row, process_event
 from aibridge.recorder.validation import validate
-from aibridge.store import StoreError
 
-RejectionKind = Literal["invalid_json", "schema", "unstorable"]
+# store_rejected: the event decoded and validated, but the store refuses its row every time
+# (see aibridge.store.StoreRejected); the other kinds are decided before the store is asked.
+RejectionKind = Literal["invalid_json", "schema", "unstorable", "store_rejected"]
 
 REASON_HEADER: Final = "aibridge-dlq-reason"
 KIND_HEADER: Final = "aibridge-dlq-kind"
@@ -88,14 +90,16 @@ class DeadLetters:
         await self._producer.send(self.topic, message.key, message.value, headers)
 
 
+Entry = tuple[Message, Row]
+
+
 @dataclass
 class Batch:
-    """Rows waiting to be written and the offsets they account for."""
+    """Rows waiting to be written (each with the message it came from) and the offsets they account for."""
 
-    rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=lambda: {table: [] for table in COLUMNS})
+    entries: dict[str, list[Entry]] = field(default_factory=lambda: {table: [] for table in COLUMNS})
     records: list[Row] = field(default_factory=list)
     offsets: dict[Partition, int] = field(default_factory=dict)
-    timestamps_ms: list[int] = field(default_factory=list)
     written_tables: set[str] = field(default_factory=set)
     messages: int = 0
     opened_at: float = 0.0
@@ -107,10 +111,24 @@ class Batch:
         self.messages += 1
         self.offsets[message.partition] = message.offset + 1
         if row is not None:
-            self.rows[row.table].append(row.values)
+            self.entries[row.table].append((message, row))
             self.records.append(row)
-            if message.timestamp_ms:
-                self.timestamps_ms.append(message.timestamp_ms)
+
+    def unwritten_tables(self) -> list[str]:
+        return [table for table, entries in self.entries.items() if entries and table not in self.written_tables]
+
+    def values(self, table: str) -> list[tuple[Any, ...]]:
+        return [row.values for _, row in self.entries[table]]
+
+    def remove(self, table: str, indexes: Collection[int]) -> list[Entry]:
+        """Take the entries at ``indexes`` of ``table`` out of the rows to store and log; return them.
+        Their messages stay accounted for (their offsets are still committed with the batch)."""
+        entries, wanted = self.entries[table], set(indexes)
+        removed = [entries[index] for index in sorted(wanted)]
+        self.entries[table] = [entry for index, entry in enumerate(entries) if index not in wanted]
+        gone = {id(row) for _, row in removed}
+        self.records = [row for row in self.records if id(row) not in gone]
+        return removed
 
     def seconds_left(self, max_seconds: float) -> float:
         """Time until this batch is due by age (``max_seconds`` when it is empty)."""
@@ -123,25 +141,19 @@ class Batch:
 
 
 class BatchWriter:
-    """Writes a batch with one insert per non-empty table; blocking I/O runs in a worker thread."""
+    """Inserts rows, one insert per call; blocking I/O runs in a worker thread."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    async def write(self, batch: Batch) -> None:
-        """Return once every table of the batch is stored; raise :class:`StoreError` otherwise."""
-        await asyncio.to_thread(self._write, batch)
+    async def insert(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Return once ``rows`` are stored in ``table``; raise :class:`aibridge.store.StoreError` otherwise."""
+        await asyncio.to_thread(store.insert, self._client, table, rows, COLUMNS[table])
 
-    def _write(self, batch: Batch) -> None:
-        for table, rows in batch.rows.items():
-            if not rows or table in batch.written_tables:
-                continue
-            try:
-                self._client.insert(table, rows, column_names=COLUMNS[table])
-            except ClickHouseClientError as exc:
-                raise StoreError(f"insert into {table} failed: {_first_line(exc)}") from exc
-            except Exception as exc:  # the driver also leaks socket and conversion errors; all mean "not stored"
-                raise StoreError(f"insert into {table} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    async def write(self, batch: Batch) -> None:
+        """Insert every table of ``batch`` not yet written, one insert each; the first failure is raised."""
+        for table in batch.unwritten_tables():
+            await self.insert(table, batch.values(table))
             batch.written_tables.add(table)
 
 
@@ -157,11 +169,6 @@ class Backoff:
         delay = self._next
         self._next = min(self._maximum, self._next * 2)
         return delay * random.uniform(0.8, 1.0)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:500]
 
 
 def offsets_text(offsets: Mapping[Partition, int]) -> str:
