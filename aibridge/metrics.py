@@ -114,7 +114,7 @@ def usage_labels(
 RECORDER_ROWS_WRITTEN = Counter("aibridge_recorder_rows_written", "Rows inserted into the store, by table.", ["table"])
 RECORDER_DEAD_LETTERS = Counter(
     "aibridge_recorder_dead_letters",
-    "Messages sent to the dead-letter topic, by kind (invalid_json, schema, unstorable).",
+    "Messages sent to the dead-letter topic, by kind (invalid_json, schema, unstorable, store_rejected).",
     ["kind"],
 )
 RECORDER_BATCHES_WRITTEN = Counter("aibridge_recorder_batches_written", "Batches stored and committed.")
