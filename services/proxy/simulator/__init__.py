@@ -131,12 +131,12 @@ def _stored_endpoint(state: SimulatorState, store: StoredResponses) -> Any:
         _, _, early = await _prelude(request, state, False)
         if early is not None:
             return early
-        response_id = request.path_params["response_id"]
+        response_id, query = request.path_params["response_id"], dict(request.query_params)
         if request.url.path.endswith("/input_items"):
-            return store.list_input_items(response_id, dict(request.query_params))
+            return store.list_input_items(response_id, query)
         if request.method == "DELETE":
             return store.delete(response_id)
-        return store.retrieve(response_id)
+        return store.retrieve(response_id, query)
 
     return endpoint
 

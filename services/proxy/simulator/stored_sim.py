@@ -4,7 +4,8 @@ A response created with ``store`` not false is kept (newest 200): ``GET /v1/resp
 response object, ``GET /v1/responses/{id}/input_items`` its input items as a cursor page (``object: list``,
 ``data``, ``first_id``, ``last_id``, ``has_more``; ``limit`` 1-100, default 20; ``order`` ``desc`` by
 default; ``after`` an item id), ``DELETE /v1/responses/{id}`` ``{"id", "object": "response", "deleted":
-true}``. An unknown id is a 404 in OpenAI's error shape.
+true}``. An unknown id is a 404 in OpenAI's error shape. The simulator runs no background responses, so a
+retrieve with ``stream=true`` (a background response's events) is a 400.
 
 ``POST /v1/responses/compact`` answers blocking only (the API has no stream for it): a
 ``response.compaction`` object whose ``output`` is every user message of the conversation followed by
@@ -28,6 +29,7 @@ from aibridge.proxy.simulator.openai_sim import error
 _KEPT = 200
 _MAX_PAGE = 100
 _DEFAULT_PAGE = 20
+_ID_PREFIXES = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_", "reasoning": "rs_"}
 
 
 class StoredResponses:
@@ -49,9 +51,13 @@ class StoredResponses:
         stored = self._responses.get(response_id)
         return None if stored is None else [*stored[1], *stored[0]["output"]]
 
-    def retrieve(self, response_id: str) -> Response:
+    def retrieve(self, response_id: str, query: dict[str, str]) -> Response:
         stored = self._responses.get(response_id)
-        return _json(stored[0]) if stored is not None else _unknown(response_id)
+        if stored is None:
+            return _unknown(response_id)
+        if query.get("stream") == "true":
+            return error(400, "Streaming a retrieved response is only supported for background responses.")
+        return _json(stored[0])
 
     def delete(self, response_id: str) -> Response:
         if self._responses.pop(response_id, None) is None:
@@ -85,11 +91,16 @@ def input_items(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _with_id(item: dict[str, Any]) -> dict[str, Any]:
+    """An input item as the API lists it: an id and a status; a message's content as typed parts."""
+    listed = {"id": random_id(_ID_PREFIXES.get(item.get("type", "message"), "item_"), 48), "status": "completed"}
     if not _is_message(item):
-        return {"id": random_id(f"{item['type'][:2]}_", 48)} | item
+        return listed | item
+    kind = "output_text" if item.get("role") == "assistant" else "input_text"
     content = item.get("content")
-    parts = [{"type": "input_text", "text": content}] if isinstance(content, str) else content
-    return {"id": random_id("msg_", 48), "type": "message", "status": "completed"} | item | {"content": parts}
+    parts = [{"type": kind, "text": content}] if isinstance(content, str) else content
+    if kind == "output_text" and isinstance(parts, list):
+        parts = [{"annotations": []} | part if isinstance(part, dict) else part for part in parts]
+    return listed | {"type": "message"} | item | {"content": parts}
 
 
 def _page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
