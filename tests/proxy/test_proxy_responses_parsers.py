@@ -11,7 +11,7 @@ import pytest
 from openai.types.responses import Response, ResponseErrorEvent, ResponseStreamEvent
 from test_proxy_parsers import chunkings, decode_all
 
-from aibridge.proxy import responses
+from aibridge.proxy import compaction, responses
 from aibridge.proxy.errors import InvalidRequestBody, UpstreamTimeout, UpstreamUnreachable
 from aibridge.proxy.records import ToolCall
 
@@ -268,3 +268,41 @@ def test_prompt_is_the_last_item_when_it_is_a_user_message(items: Any, prompt: s
 def test_malformed_requests_are_refused(raw: bytes, message: str) -> None:
     with pytest.raises(InvalidRequestBody, match=message):
         responses.parse_request(raw)
+
+
+def test_compaction_request_is_a_responses_request_that_cannot_stream() -> None:
+    raw = orjson.dumps({"model": "gpt-5", "input": [{"role": "user", "content": "go on"}], "stream": False})
+    parsed = compaction.parse_request(raw)
+    assert (parsed.model, parsed.stream, parsed.prompt) == ("gpt-5", False, "go on")
+    with pytest.raises(InvalidRequestBody, match="'stream' is not supported"):
+        compaction.parse_request(orjson.dumps({"model": "gpt-5", "input": "hi", "stream": True}))
+    with pytest.raises(InvalidRequestBody, match="model"):
+        compaction.parse_request(b'{"input": "hi"}')
+
+
+def test_compacted_response_gives_its_id_and_usage_and_no_tool_calls() -> None:
+    compacted = {
+        "id": "resp_001",
+        "object": "response.compaction",
+        "created_at": 1764967971,
+        "output": [
+            {"id": "msg_000", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+            {"id": "cmp_001", "type": "compaction", "encrypted_content": "gAAAAABpM0Yj-...="},
+        ],
+        "usage": {
+            "input_tokens": 139,
+            "input_tokens_details": {"cached_tokens": 100},
+            "output_tokens": 438,
+            "output_tokens_details": {"reasoning_tokens": 64},
+            "total_tokens": 577,
+        },
+    }
+    summary = responses.parse_response(orjson.dumps(compacted))
+    assert (summary.response_id, summary.tool_calls, summary.error) == ("resp_001", [], None)
+    assert summary.usage is not None
+    assert (summary.usage.input_tokens, summary.usage.cache_read_input_tokens, summary.usage.output_tokens) == (
+        39,
+        100,
+        438,
+    )
+    assert summary.usage.metadata == {"output_tokens_details": {"reasoning_tokens": 64}}

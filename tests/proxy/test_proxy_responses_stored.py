@@ -142,6 +142,19 @@ async def test_stored_response_is_retrieved_listed_and_deleted_through_the_bridg
     assert single(events, "interception.started")["route"] == "/v1/responses"
 
 
+async def test_provider_errors_are_relayed_on_compaction_and_on_stored_responses(
+    proxy: Proxy, token: str, events_of: Callable[..., Any]
+) -> None:
+    client = openai_client(proxy, token)
+    with pytest.raises(openai.RateLimitError):
+        await client.responses.compact(model="gpt-5", input="hi", extra_headers={"x-simulator-status": "429"})
+    with pytest.raises(openai.InternalServerError) as failed:
+        await client.responses.retrieve("resp_0123", extra_headers={"x-simulator-status": "503"})
+    assert failed.value.status_code == 503
+    ended = single(await events_of(1), "interception.ended")
+    assert (ended["route"], ended["status"], ended["http_status"]) == ("/v1/responses/compact", "upstream_error", 429)
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
