@@ -2,6 +2,8 @@
 
 The signing key stays with whoever issues tokens (``aibridge token issue``); every service verifies
 with the public key alone, so verification is stateless. Revocation is a file of token ids (``jti``).
+:class:`Verifier` is what every service asks; :class:`TokenVerifier` answers it for bridge tokens and
+:class:`aibridge.oidc.OidcVerifier` for the identity provider's tokens (see :mod:`aibridge.identity`).
 
 Exceptions::
 
@@ -20,6 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -68,6 +71,13 @@ class Identity:
     role: Role
     token_id: str
     expires_at: float
+    groups: tuple[str, ...] = ()
+
+
+class Verifier(Protocol):
+    """Turns a presented token into an :class:`Identity`, or raises :class:`AuthError`."""
+
+    def verify(self, token: str) -> Identity: ...
 
 
 def generate_keypair(out_dir: Path) -> tuple[Path, Path]:
@@ -169,6 +179,10 @@ class TokenVerifier:
     @classmethod
     def from_files(cls, public_key_file: Path, revoked_file: Path | None = None) -> TokenVerifier:
         return cls(load_public_key(public_key_file), RevocationList(revoked_file))
+
+    def knows(self, token: str) -> bool:
+        """Whether ``token`` was verified here before (and is still cached)."""
+        return token in self._cache
 
     def verify(self, token: str) -> Identity:
         identity = self._cache.get(token)

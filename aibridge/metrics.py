@@ -21,6 +21,11 @@ PROXY_PASSTHROUGH_REQUESTS = Counter(
 PROXY_AUTH_FAILURES = Counter(
     "aibridge_proxy_auth_failures", "Requests refused for a missing or bad bridge token, by reason.", ["reason"]
 )
+OIDC_KEY_FETCHES = Counter(
+    "aibridge_oidc_key_fetches",
+    "Fetches of the identity provider's discovery document and keys (JWKS), by outcome (ok, failed).",
+    ["outcome"],
+)
 PROXY_EVENTS_PUBLISHED = Counter("aibridge_proxy_events_published", "Interception events the bus accepted.")
 PROXY_EVENTS_DROPPED = Counter(
     "aibridge_proxy_events_dropped",

@@ -27,11 +27,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from aibridge import store, telemetry
-from aibridge.auth import TokenVerifier
 from aibridge.bus import BusConsumer, BusProducer, InProcessBus, JsonlProducer
 from aibridge.component import Component
 from aibridge.embedded import EmbeddedHome, print_banner
 from aibridge.fastpath import FastPathStarlette, Handler
+from aibridge.identity import NoVerifierConfigured, Verifiers
 from aibridge.logs import configure_logging
 from aibridge.settings import CommonSettings, StoreSettings
 
@@ -83,7 +83,7 @@ class Host:
         self.components: dict[ComponentName, Component] = {}
         self._bus = InProcessBus() if plan.bus == "inprocess" else None
         self._topic = CommonSettings(**plan.overrides).kafka_topic  # type: ignore[arg-type]
-        self._verifier: TokenVerifier | None = None
+        self._verifier: Verifiers | None = None
 
     def build(self) -> Starlette:
         for name in self.plan.components:
@@ -104,12 +104,12 @@ class Host:
                 direct |= getattr(self.components[name], "direct_routes", {})
         return FastPathStarlette(routes=routes, lifespan=self._lifespan, direct_routes=direct)
 
-    def verifier(self) -> TokenVerifier:
+    def verifier(self) -> Verifiers:
         if self._verifier is None:
-            settings = CommonSettings(**self.plan.overrides)  # type: ignore[arg-type]
-            if settings.auth_public_key_file is None:
-                raise ConfigurationError("set AIBRIDGE_AUTH_PUBLIC_KEY_FILE to the bridge tokens' public key (PEM)")
-            self._verifier = TokenVerifier.from_files(settings.auth_public_key_file, settings.auth_revoked_file)
+            try:
+                self._verifier = Verifiers.from_settings(CommonSettings(**self.plan.overrides))  # type: ignore[arg-type]
+            except NoVerifierConfigured as exc:
+                raise ConfigurationError(str(exc)) from exc
         return self._verifier
 
     def producer(self, settings: CommonSettings) -> BusProducer:
@@ -164,6 +164,8 @@ class Host:
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         started: list[Component] = []
+        if self._verifier is not None:
+            await self._verifier.start()
         try:
             for name in START_ORDER:
                 if name in self.components:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from aibridge.durations import parse_duration
 
@@ -25,7 +25,7 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
-CsvList = Annotated[list[str], BeforeValidator(_split_csv)]
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
 
 class CommonSettings(BaseSettings):
@@ -39,6 +39,29 @@ class CommonSettings(BaseSettings):
     auth_revoked_file: Path | None = Field(
         default=None, description="File of revoked token ids (jti), one per line; re-read when it changes."
     )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="The identity provider's issuer URL; its JWTs are then accepted beside bridge tokens"
+        " (keys from {issuer}/.well-known/openid-configuration).",
+    )
+    oidc_audience: str | None = Field(
+        default=None, description="The 'aud' the provider's tokens must name (required with oidc_issuer)."
+    )
+    oidc_user_id_claim: str = Field(default="sub", min_length=1, description="Claim that holds the user id.")
+    oidc_username_claims: CsvList = Field(
+        default=["preferred_username", "email"], description="Claims tried in order for the username."
+    )
+    oidc_groups_claim: str = Field(default="groups", min_length=1, description="Claim listing the user's groups.")
+    oidc_auditor_groups: CsvList = Field(default=[], description="Groups whose members get the auditor role.")
+    oidc_admin_groups: CsvList = Field(default=[], description="Groups whose members get the admin role.")
+    oidc_leeway: Seconds = Field(default=60, ge=0, description="Clock skew allowed on exp, nbf and iat.")
+    oidc_jwks_refetch_interval: Seconds = Field(
+        default=30, ge=1, description="Least time between two fetches of the provider's keys (unknown kid, refresh)."
+    )
+    oidc_jwks_max_age: Seconds = Field(
+        default=3600, ge=1, description="Keys older than this are refetched in the background."
+    )
+    oidc_http_timeout: float = Field(default=5.0, gt=0, description="Seconds one discovery or JWKS fetch may take.")
     kafka_bootstrap: str = Field(default="localhost:9092", description="Kafka bootstrap servers.")
     kafka_topic: str = Field(default=DEFAULT_TOPIC, description="Topic of interception events.")
     kafka_security_protocol: str = Field(default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL.")
@@ -66,6 +89,14 @@ class CommonSettings(BaseSettings):
         description="Distinct models the proxy's metrics name; later ones are labelled model=other (events keep"
         " the real name). The model comes from the request body: this bounds what a client can add.",
     )
+
+    @model_validator(mode="after")
+    def _oidc_needs_audience(self) -> CommonSettings:
+        if self.oidc_issuer and not self.oidc_audience:
+            raise ValueError("set AIBRIDGE_OIDC_AUDIENCE with AIBRIDGE_OIDC_ISSUER: the 'aud' its tokens must name")
+        if self.oidc_issuer == "aibridge":
+            raise ValueError("AIBRIDGE_OIDC_ISSUER cannot be 'aibridge', the issuer of bridge tokens")
+        return self
 
     def kafka_client_options(self) -> dict[str, Any]:
         """Connection options shared by every aiokafka client of this service."""
@@ -101,3 +132,18 @@ class TokenSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AIBRIDGE_", extra="ignore")
 
     auth_private_key_file: Path | None = None
+
+
+class LoginSettings(BaseSettings):
+    """What ``aibridge login`` reads: the identity provider, its public client, where the token is kept."""
+
+    model_config = SettingsConfigDict(env_prefix="AIBRIDGE_", extra="ignore")
+
+    url: str | None = Field(default=None, description="The bridge's base URL, for the printed exports.")
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = Field(default=None, description="Public client (device flow) registered at the IdP.")
+    oidc_scopes: str = Field(default="openid profile email offline_access", description="Scopes asked for at login.")
+    oidc_token_file: Path = Field(
+        default_factory=lambda: Path.home() / ".config" / "aibridge" / "token.json",
+        description="Where the token set is saved (0600).",
+    )

@@ -26,7 +26,8 @@ from aibridge.api.errors import ApiError, BadRequest, StoreUnavailable, Unauthor
 from aibridge.api.query import Filters, check_range, parse_q, parse_time
 from aibridge.api.repository import ClientSource, InterceptionReader
 from aibridge.api.settings import ApiSettings
-from aibridge.auth import AuthError, Identity, TokenVerifier, token_from_headers
+from aibridge.auth import AuthError, Identity, Verifier, token_from_headers
+from aibridge.identity import verify
 
 log = logging.getLogger("aibridge.api")
 
@@ -54,7 +55,7 @@ class OrjsonResponse(JSONResponse):
 
 
 def create_api_app(
-    settings: ApiSettings, client: Any, verifier: TokenVerifier, audit_sink: AuditSink | None = None
+    settings: ApiSettings, client: Any, verifier: Verifier, audit_sink: AuditSink | None = None
 ) -> FastAPI:
     """The API app with full paths; ``client`` may be None to connect to the store on first use.
     Access audit records go to ``audit_sink`` (default: the log only)."""
@@ -77,7 +78,7 @@ def create_api_app(
     return app
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     _bearer_token: Annotated[object, Depends(_bearer)],
     _api_key_token: Annotated[object, Depends(_api_key)],
@@ -85,9 +86,9 @@ def authenticate(
 ) -> Identity:
     headers = request.headers
     api_key = headers.get("x-api-key") or headers.get("coder-session-token")
-    verifier: TokenVerifier = request.app.state.verifier
+    verifier: Verifier = request.app.state.verifier
     try:
-        return verifier.verify(token_from_headers(headers.get("authorization"), api_key))
+        return await verify(verifier, token_from_headers(headers.get("authorization"), api_key))
     except AuthError as exc:
         raise Unauthorized(str(exc)) from exc
 

@@ -17,7 +17,7 @@ from aibridge.api.errors import StoreUnavailable
 from aibridge.api.repository import InterceptionReader
 from aibridge.api.settings import ApiSettings
 from aibridge.asgi_tracing import ServerSpans
-from aibridge.auth import TokenVerifier
+from aibridge.auth import Verifier
 from aibridge.bus import BusProducer
 
 log = logging.getLogger("aibridge.api")
@@ -29,7 +29,7 @@ class ApiComponent:
     name = "api"
 
     def __init__(
-        self, settings: ApiSettings, client: Any, verifier: TokenVerifier, audit_producer: BusProducer | None = None
+        self, settings: ApiSettings, client: Any, verifier: Verifier, audit_producer: BusProducer | None = None
     ) -> None:
         """``audit_producer``: where access audit records go besides the log (None: the log only)."""
         self.settings = settings

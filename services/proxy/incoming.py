@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
-from aibridge.auth import Identity, TokenVerifier, token_from_headers
+from aibridge.auth import Identity, Verifier, token_from_headers
+from aibridge.identity import verify
 from aibridge.proxy.errors import RequestTooLarge
 from aibridge.proxy.upstream import HOP_BY_HOP
 
@@ -30,8 +31,8 @@ def header_map(raw: RawHeaders) -> dict[str, str]:
     return headers
 
 
-def authenticate(headers: Mapping[str, str], verifier: TokenVerifier) -> Identity:
-    return verifier.verify(token_from_headers(headers.get("authorization"), headers.get("x-api-key")))
+async def authenticate(headers: Mapping[str, str], verifier: Verifier) -> Identity:
+    return await verify(verifier, token_from_headers(headers.get("authorization"), headers.get("x-api-key")))
 
 
 async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:

@@ -19,7 +19,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from aibridge.auth import AuthError, Identity, TokenVerifier
+from aibridge.auth import AuthError, Identity, Verifier
 from aibridge.events import InterceptionContext, Status
 from aibridge.metrics import PROXY_AUTH_FAILURES
 from aibridge.proxy.breaker import Breakers, Permit, parse_retry_after
@@ -75,7 +75,7 @@ class Interceptor:
         spec: ProviderSpec,
         *,
         upstream: Upstream,
-        verifier: TokenVerifier,
+        verifier: Verifier,
         emitter: EventEmitter,
         in_flight: InFlight,
         max_body: int,
@@ -109,7 +109,7 @@ class Interceptor:
     async def _handle(self, request: Request, obs: Observation) -> Response:
         headers = header_map(request.scope["headers"])
         try:
-            identity = authenticate(headers, self._verifier)
+            identity = await authenticate(headers, self._verifier)
         except AuthError as exc:
             PROXY_AUTH_FAILURES.labels(type(exc).__name__).inc()
             log.info("refused %s: %s", request.url.path, exc)
