@@ -1,8 +1,9 @@
 """Which AI client sent a request, from its User-Agent and client-specific headers (best effort).
 
 The names are exactly those of Coder's AI Bridge documentation, so filters written for it work here.
-Rules are tried in order; the first match wins. Sources of the patterns: what Claude Code and Codex
-were seen sending (shared/reference/clients.md) and coder/aibridge's own classification (client.go).
+Rules are tried in order; the first match wins. Sources of the patterns: what Claude Code 2.1 and Codex
+0.171 (installed from npm) were seen sending to a local upstream, and coder/aibridge's own classification
+(client.go).
 """
 
 from __future__ import annotations

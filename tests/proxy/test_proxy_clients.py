@@ -9,14 +9,14 @@ from aibridge.proxy.clients import Client, classify
 
 # (user agent, extra headers, expected client, where the string comes from)
 CASES = [
-    ("claude-cli/2.1.332 (external, sdk-cli)", {}, Client.CLAUDE_CODE, "observed, shared/reference/clients.md"),
+    ("claude-cli/2.1.332 (external, sdk-cli)", {}, Client.CLAUDE_CODE, "observed from Claude Code 2.1.332"),
     ("claude-cli/2.0.67 (external, cli)", {}, Client.CLAUDE_CODE, "coder/aibridge client_test.go"),
-    ("", {"x-claude-code-session-id": "0b7e"}, Client.CLAUDE_CODE, "observed header, clients.md"),
+    ("", {"x-claude-code-session-id": "0b7e"}, Client.CLAUDE_CODE, "observed header, Claude Code"),
     (
         "codex_exec/0.171.0 (Debian 12.0.0; x86_64) xterm (codex_exec; 0.171.0)",
         {},
         Client.CODEX,
-        "observed, clients.md",
+        "observed from Codex 0.171.0",
     ),
     (
         "codex_cli_rs/0.87.0 (Mac OS 26.2.0; arm64) ghostty/1.3.0-main_250877ef",
