@@ -11,10 +11,13 @@ Then times the API's own code path (``service.list_interceptions``: cursor looku
 children, exact count) per scenario: no filter, one user, one model, a 7-day range; each as the first
 page and as a deep cursor page (cursor cache cold, so the cursor lookup is included; a fresh reader
 per call, sharing one pool of store clients and query threads as the API does). ``--http``
-times the same requests end to end through HTTP (JSON included).
+times the same requests end to end through HTTP (JSON included). Results are printed and written as
+JSON (--json, default bench/results/api_query_<rows>.json, so each table size keeps its own) for
+bench/report.py, with the store's size on disk per table.
 
     .venv/bin/python bench/api_query.py                      # build if missing, then measure
     .venv/bin/python bench/api_query.py --rebuild --rows 10000000 --runs 60 --http
+    .venv/bin/python bench/api_query.py --rows 1000000 --http   # a smaller store, in its own directory
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import functools
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -38,6 +42,9 @@ from aibridge.api.query import parse_q
 from aibridge.api.repository import ClientSource, InterceptionReader
 from aibridge.api.settings import ApiSettings
 from aibridge.auth import Identity, Role
+
+sys.path.insert(0, str(Path(__file__).parent))
+import results as bench_results
 
 DATABASE = "bench"
 START = datetime(2026, 9, 28, tzinfo=UTC)
@@ -189,18 +196,29 @@ def timed(call: Callable[[], Any], runs: int) -> list[float]:
     return sorted(samples)
 
 
-def report(name: str, samples: list[float]) -> None:
-    p99 = samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
-    print(
-        f"  {name:34s} p50 {statistics.median(samples):6.1f} ms   p99 {p99:6.1f} ms   max {samples[-1]:6.1f} ms",
-        flush=True,
-    )
+def report(name: str, samples: list[float]) -> dict[str, Any]:
+    p50, p99 = statistics.median(samples), samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
+    print(f"  {name:34s} p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   max {samples[-1]:6.1f} ms", flush=True)
+    return {"name": name, "p50_ms": p50, "p99_ms": p99, "max_ms": samples[-1], "runs": len(samples)}
 
 
-def measure(client: Client, settings: ApiSettings, runs: int, depth: int) -> None:
+def storage(client: Client) -> dict[str, dict[str, int]]:
+    """Rows and bytes of each table's active parts (projections included), as ClickHouse reports them."""
+    parts = client.query(
+        "SELECT table, sum(rows), sum(bytes_on_disk), sum(data_compressed_bytes), sum(data_uncompressed_bytes) "
+        "FROM system.parts WHERE database = currentDatabase() AND active GROUP BY table ORDER BY table"
+    ).result_rows
+    return {
+        str(table): {"rows": int(rows), "bytes_on_disk": int(disk), "compressed": int(packed), "uncompressed": int(raw)}
+        for table, rows, disk, packed, raw in parts
+    }
+
+
+def measure(client: Client, settings: ApiSettings, runs: int, depth: int) -> list[dict[str, Any]]:
     """Each call gets a fresh reader: its caches (cursor positions, usernames) are cold."""
     clients = ClientSource(settings, client)  # the API's clients and query threads, shared as in the API
     base = InterceptionReader(clients)
+    measured = []
     for name, q, caller in scenarios(client):
         after = deep_cursor(base, q, caller, depth)
 
@@ -208,11 +226,12 @@ def measure(client: Client, settings: ApiSettings, runs: int, depth: int) -> Non
             reader = InterceptionReader(clients)
             return service.list_interceptions(reader, caller, parse_q(q), limit=100, offset=None, after_id=after)
 
-        report(f"{name}, first page", timed(page, runs))
-        report(f"{name}, deep cursor", timed(functools.partial(page, after=after), runs))
+        measured.append(report(f"{name}, first page", timed(page, runs)))
+        measured.append(report(f"{name}, deep cursor", timed(functools.partial(page, after=after), runs)))
+    return measured
 
 
-def measure_http(client: Client, settings: ApiSettings, runs: int) -> None:
+def measure_http(client: Client, settings: ApiSettings, runs: int) -> list[dict[str, Any]]:
     import httpx
 
     from aibridge.api.app import create_api_app
@@ -224,6 +243,7 @@ def measure_http(client: Client, settings: ApiSettings, runs: int) -> None:
     key = load_private_key(keys / "signing_key.pem")
     token = issue_token(key, "admin", role=Role.ADMIN)
     verifier = TokenVerifier.from_files(keys / "signing_key.pub.pem")
+    measured = []
     with serve_in_thread(create_api_app(settings, client, verifier)) as url, httpx.Client(base_url=url) as http:
         for name, q, caller in scenarios(client):
             bearer = token if caller is ADMIN else issue_token(key, caller.username, user_id=caller.user_id)
@@ -235,12 +255,15 @@ def measure_http(client: Client, settings: ApiSettings, runs: int) -> None:
                 answer.raise_for_status()
                 return answer
 
-            report(f"HTTP {name}, first page", timed(get, runs))
+            measured.append(report(f"HTTP {name}, first page", timed(get, runs)))
+    return measured
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default="/tmp/aibridge-bench-api", help="where the chDB store lives")
+    parser.add_argument(
+        "--data-dir", default=None, help="where the chDB store lives (default: the temporary directory, per --rows)"
+    )
     parser.add_argument("--rows", type=int, default=10_000_000, help="interceptions (default 10M)")
     parser.add_argument("--recent", type=int, default=200_000, help="newest rows written in recorder-like batches")
     parser.add_argument("--batch", type=int, default=10_000, help="recorder batch size for the recent rows")
@@ -250,7 +273,14 @@ def main() -> int:
     )
     parser.add_argument("--rebuild", action="store_true", help="drop and rebuild the store")
     parser.add_argument("--http", action="store_true", help="also time the requests through HTTP")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="results file (default bench/results/api_query_<rows>.json)"
+    )
     args = parser.parse_args()
+    args.data_dir = args.data_dir or str(Path(tempfile.gettempdir()) / f"aibridge-bench-api-{args.rows}")
+    json_path = args.json or bench_results.RESULTS_DIR / f"api_query_{args.rows}.json"
+    params = {"rows": args.rows, "recent": args.recent, "batch": args.batch, "runs": args.runs, "depth": args.depth}
+    run_record = bench_results.Run("api_query", params | {"http": args.http})
     url = f"chdb://{Path(args.data_dir).resolve() / 'store'}"
     admin = store.connect(url, "default")
     if args.rebuild:
@@ -263,11 +293,14 @@ def main() -> int:
         print(f"using the existing store ({describe(client)}); --rebuild to rebuild it")
     settings = ApiSettings(clickhouse_url=url, clickhouse_database=DATABASE)
     print(f"page of 100 with children and exact count, {args.runs} runs each (shared 2-core machine):")
-    measure(client, settings, args.runs, args.depth)
+    results: dict[str, Any] = {
+        "storage": storage(client),
+        "in_process": measure(client, settings, args.runs, args.depth),
+    }
     if args.http:
-        measure_http(client, settings, args.runs)
-    print(f"rerun: .venv/bin/python bench/api_query.py --data-dir {args.data_dir} --runs {args.runs}"
-          + (" --http" if args.http else ""))  # fmt: skip
+        results["http"] = measure_http(client, settings, args.runs)
+    print(f"rerun: {bench_results.rerun_command()}")
+    run_record.write(json_path, results)
     return 0
 
 

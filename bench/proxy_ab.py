@@ -3,10 +3,12 @@
 Every argument is one variant, ``NAME`` or ``NAME:VAR=VALUE[:VAR=VALUE...]`` (environment for that
 proxy: a setting such as ``AIBRIDGE_UPSTREAM_CLIENT=aiohttp``, or ``PYTHONPATH=<worktree>`` to run
 older code). Direct and every variant take turns in 1-second windows of one open-loop run (the
-generator and the floors of ``proxy_overhead.py``), so a drift of the shared machine lands on all alike.
+generator of ``proxy_overhead.py``), so a drift of the shared machine lands on all alike. Results are
+printed and written as JSON (--json, default bench/results/proxy_ab.json) for bench/report.py.
 
 Rerun:  .venv/bin/python bench/proxy_ab.py builtin aiohttp:AIBRIDGE_UPSTREAM_CLIENT=aiohttp
-        git worktree add /tmp/old <commit> && .venv/bin/python bench/proxy_ab.py new old:PYTHONPATH=/tmp/old
+        git worktree add ../aibridge-old <commit> && \
+          .venv/bin/python bench/proxy_ab.py new old:PYTHONPATH=../aibridge-old
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
 import proxy_overhead as po
+import results as bench_results
 
 
 def main() -> None:
@@ -33,7 +36,12 @@ def main() -> None:
     parser.add_argument("variants", nargs="+", help="NAME[:VAR=VALUE...]")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per variant")
     parser.add_argument("--rate", type=float, default=200.0)
+    bench_results.add_json_argument(parser, "proxy_ab")
     args = parser.parse_args()
+    run_record = bench_results.Run(
+        "proxy_ab", {"variants": args.variants, "duration": args.duration, "rate": args.rate}
+    )
+    rows: list[dict[str, object]] = []
     broker = start_broker()
     asyncio.run(po.create_topic(broker.bootstrap, po.TOPIC))
     keys = Path(tempfile.mkdtemp())
@@ -49,7 +57,7 @@ def main() -> None:
         "AIBRIDGE_OPENAI_BASE_URL": f"{upstream}/v1",
     }
     print(f"load average before: {os.getloadavg()}")
-    print(f"rerun: {' '.join([sys.executable, *sys.argv])}")
+    print(f"rerun: {bench_results.rerun_command()}")
     try:
         with po.process(po.upstream_command(upstream_port), upstream_port), ExitStack() as stack:
             targets: list[po.Target] = [("direct", f"{upstream}/v1/chat/completions", {})]
@@ -67,15 +75,20 @@ def main() -> None:
                 direct = result["direct"]
                 for measure in ("total",) if label == "blocking" else ("ttfb", "total"):
                     d50, d99 = direct[f"{measure}_p50_ms"], direct[f"{measure}_p99_ms"]
-                    row = f"| {label} {'' if label == 'blocking' else measure} | {d50:.2f} / {d99:.2f} ms |"
+                    request = label if label == "blocking" else f"{label} ({po.MEASURE_NAMES[measure]})"
+                    row = f"| {request} | {d50:.2f} / {d99:.2f} ms |"
+                    added = {}
                     for name, _, _ in targets[1:]:
                         v50, v99 = result[name][f"{measure}_p50_ms"], result[name][f"{measure}_p99_ms"]
                         row += f" **{v50 - d50:.2f}** / {v99 - d99:.2f} ms |"
+                        added[name] = {"added_p50_ms": v50 - d50, "added_p99_ms": v99 - d99}
+                    rows.append({"request": request, "direct_p50_ms": d50, "direct_p99_ms": d99, "variants": added})
                     errors = "/".join(f"{result[name]['errors']:.0f}" for name, _, _ in targets)
                     print(f"{row} {errors} |", flush=True)
     finally:
         broker.stop()
     print(f"\nload average after: {os.getloadavg()}")
+    run_record.write(args.json, {"rows": rows})
 
 
 if __name__ == "__main__":

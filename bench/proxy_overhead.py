@@ -10,12 +10,15 @@ is measured from each request's scheduled send time, so a stall cannot hide), an
 Latency: direct, through AI Bridge, and through two "floors" take turns in 1-second windows of one
 open-loop run, so a drift of the shared 2-core machine during the run lands on all alike. A floor is
 a minimal proxy on the same server (read the body, parse it, forward it with a key, relay the answer;
-no auth, no recording): "Starlette+aiohttp floor" is the shape measured in
-/work/shared/PERFORMANCE.md (Starlette route, StreamingResponse, aiohttp client); "plain+builtin
-floor" is a bare ASGI callable on the proxy's own upstream client, i.e. AI Bridge's stack minus
-everything AI Bridge adds. "Added" is the difference of the p50s (and of the p99s) against direct.
+no auth, no recording): "Starlette+aiohttp floor" is the textbook shape of such a proxy (Starlette
+route, StreamingResponse, aiohttp client); "plain+builtin floor" is a bare ASGI callable on the
+proxy's own upstream client, i.e. AI Bridge's stack minus everything AI Bridge adds. "Added" is the
+difference of the p50s (and of the p99s) against direct.
 
 Throughput: AI Bridge with each upstream client in --clients (builtin is the default client).
+
+Results: printed as tables, and written as JSON (--json, default bench/results/proxy_overhead.json) for
+bench/report.py, which regenerates docs/performance.md's tables.
 
 Rerun:  .venv/bin/python bench/proxy_overhead.py            (about 8 minutes)
         .venv/bin/python bench/proxy_overhead.py --duration 20 --clients builtin,aiohttp
@@ -41,10 +44,14 @@ from typing import Any
 import aiohttp
 import orjson
 
+sys.path.insert(0, str(Path(__file__).parent))
+import results as bench_results
+
 ROUTE = "/api/v2/aibridge/openai/v1/chat/completions"
 BLOCKING = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello in five words."}]}
 STREAMING = BLOCKING | {"stream": True}
 TOPIC = "aibridge.bench.v1"
+MEASURE_NAMES = {"ttfb": "first byte", "total": "last byte"}
 
 
 def serve_floor(port: int) -> None:
@@ -257,6 +264,14 @@ def published_events(proxy: str) -> str:
     return ", ".join(line for line in text.splitlines() if line.startswith(wanted))
 
 
+def peak_rss_mib(pid: int) -> float:
+    """The most resident memory a process has used (Linux /proc, VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU a process has used (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -265,13 +280,14 @@ def cpu_seconds(pid: int) -> float:
 
 def latency_table(  # noqa: PLR0917
     upstream: str, proxy: str, floors: dict[str, str], token: str, args: argparse.Namespace, pids: dict[str, int]
-) -> None:
+) -> dict[str, Any]:
     seconds = f"{args.duration:.0f}s each, in turns of 1s"
     print(f"\n## Added latency at {args.rate:.0f} req/s (open loop, {seconds}, from scheduled time)")
     columns = "".join(f" {name} added p50 / p99 |" for name in floors)
     print(f"| request | direct p50 / p99 | AI Bridge p50 / p99 | **added p50 / p99** |{columns} errors |")
     print("|---|---|---|---|" + "---|" * len(floors) + "---|")
     cpu: dict[str, dict[str, float]] = {}
+    rows: list[dict[str, Any]] = []
     for name, body in (("blocking", BLOCKING), ("streaming", STREAMING)):
         targets: list[Target] = [
             ("direct", f"{upstream}/v1/chat/completions", {}),
@@ -286,11 +302,26 @@ def latency_table(  # noqa: PLR0917
         for measure in ("total",) if name == "blocking" else ("ttfb", "total"):
             d50, d99 = direct[f"{measure}_p50_ms"], direct[f"{measure}_p99_ms"]
             p50, p99 = via[f"{measure}_p50_ms"], via[f"{measure}_p99_ms"]
-            label = name if name == "blocking" else f"{name} ({'first byte' if measure == 'ttfb' else 'last byte'})"
+            label = name if name == "blocking" else f"{name} ({MEASURE_NAMES[measure]})"
             reference = ""
+            added_by_floor = {}
             for floor in floors:
                 f50, f99 = result[floor][f"{measure}_p50_ms"], result[floor][f"{measure}_p99_ms"]
                 reference += f" {f50 - d50:.2f} / {f99 - d99:.2f} ms |"
+                added_by_floor[floor] = {"added_p50_ms": f50 - d50, "added_p99_ms": f99 - d99}
+            rows.append(
+                {
+                    "request": label,
+                    "direct_p50_ms": d50,
+                    "direct_p99_ms": d99,
+                    "proxy_p50_ms": p50,
+                    "proxy_p99_ms": p99,
+                    "added_p50_ms": p50 - d50,
+                    "added_p99_ms": p99 - d99,
+                    "floors": added_by_floor,
+                    "errors": {target: result[target]["errors"] for target in result},
+                }
+            )
             errors = "/".join(f"{result[target]['errors']:.0f}" for target in result)
             print(
                 f"| {label} | {d50:.2f} / {d99:.2f} ms | {p50:.2f} / {p99:.2f} ms "
@@ -299,29 +330,64 @@ def latency_table(  # noqa: PLR0917
     print("\nCPU per request (the process's CPU during the run, background work included, ÷ its requests):")
     for name, per_target in cpu.items():
         print(f"- {name}: " + ", ".join(f"{target} {seconds * 1e6:,.0f} µs" for target, seconds in per_target.items()))
+    return {
+        "rate_per_s": args.rate,
+        "seconds_per_target": args.duration,
+        "rows": rows,
+        "cpu_us_per_request": {
+            name: {target: seconds * 1e6 for target, seconds in per_target.items()} for name, per_target in cpu.items()
+        },
+    }
 
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
 
-def throughput_table(upstream: str, proxy: str, token: str, client: str, args: argparse.Namespace) -> None:
+def throughput_table(  # noqa: PLR0917
+    upstream: str, proxy: str, token: str, client: str, args: argparse.Namespace, proxy_pid: int
+) -> list[dict[str, Any]]:
+    """wrk against the simulator directly and through AI Bridge; the proxy's CPU is read around its run, so
+    a saturated replica's CPU per request and cores used are known (its requests/s per core)."""
     if shutil.which("wrk") is None:
         print("\n(wrk is not installed: apt-get install -y wrk; throughput skipped)")
-        return
+        return []
+    rows: list[dict[str, Any]] = []
     print(f"\n## Throughput, wrk -t1, {args.wrk_duration:.0f}s each, upstream client: {client}")
-    print("| request | connections | direct req/s | proxy req/s | direct p50 | proxy p50 | proxy p99 | non-2xx |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| request | connections | direct req/s | proxy req/s | direct p50 | proxy p50 | proxy p99 | non-2xx "
+        "| proxy CPU per request | proxy cores used |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, body in (("blocking", BLOCKING), ("streaming", STREAMING)):
         for connections in args.connections:
             raw = orjson.dumps(body)
             plain = {"Content-Type": "application/json"}
             direct = wrk(f"{upstream}/v1/chat/completions", plain, raw, connections, args.wrk_duration)
+            cpu_before, clock_before = cpu_seconds(proxy_pid), time.perf_counter()
             via = wrk(f"{proxy}{ROUTE}", auth(token), raw, connections, args.wrk_duration)
+            cpu, clock = cpu_seconds(proxy_pid) - cpu_before, time.perf_counter() - clock_before
+            cpu_us = cpu / max(1.0, via["rps"] * args.wrk_duration) * 1e6
             print(
                 f"| {name} | {connections} | {direct['rps']:,.0f} | **{via['rps']:,.0f}** | {direct['p50_ms']:.2f} ms "
-                f"| {via['p50_ms']:.2f} ms | {via['p99_ms']:.2f} ms | {via['non_2xx']:.0f} |"
+                f"| {via['p50_ms']:.2f} ms | {via['p99_ms']:.2f} ms | {via['non_2xx']:.0f} "
+                f"| {cpu_us:,.0f} µs | {cpu / clock:.2f} |"
             )
+            rows.append(
+                {
+                    "request": name,
+                    "connections": connections,
+                    "direct_rps": direct["rps"],
+                    "proxy_rps": via["rps"],
+                    "direct_p50_ms": direct["p50_ms"],
+                    "proxy_p50_ms": via["p50_ms"],
+                    "proxy_p99_ms": via["p99_ms"],
+                    "non_2xx": via["non_2xx"],
+                    "proxy_cpu_us_per_request": cpu_us,
+                    "proxy_cores_used": cpu / clock,
+                }
+            )
+    return rows
 
 
 async def create_topic(bootstrap: str, topic: str) -> None:
@@ -342,6 +408,8 @@ def run(args: argparse.Namespace) -> None:
     from aibridge.auth import generate_keypair, issue_token, load_private_key
     from aibridge.testing.broker import free_port, start_broker
 
+    params = {name: getattr(args, name) for name in ("duration", "wrk_duration", "rate", "connections", "clients")}
+    run_record = bench_results.Run("proxy_overhead", params)
     broker = None if args.kafka_bootstrap else start_broker()
     bootstrap = args.kafka_bootstrap or (broker.bootstrap if broker else "")
     asyncio.run(create_topic(bootstrap, TOPIC))
@@ -351,7 +419,8 @@ def run(args: argparse.Namespace) -> None:
     upstream_port = free_port()
     upstream = f"http://127.0.0.1:{upstream_port}"
     print(f"load average before: {os.getloadavg()}, cores: {os.cpu_count()}, broker: {bootstrap}")
-    print(f"rerun: {' '.join([sys.executable, *sys.argv])}")
+    print(f"rerun: {bench_results.rerun_command()}")
+    results: dict[str, Any] = {"latency": {}, "throughput": {}, "events": {}, "proxy_peak_rss_mib": {}}
     try:
         with process(upstream_command(upstream_port), upstream_port):
             for client in args.clients:
@@ -367,31 +436,37 @@ def run(args: argparse.Namespace) -> None:
                 with proxy_process(port, env) as proxy_pid:
                     proxy = f"http://127.0.0.1:{port}"
                     if client == args.clients[0]:
-                        if args.floor:
-                            ports = free_port(), free_port()
-                            with (
-                                process(
-                                    [sys.executable, __file__, "--serve-floor", str(ports[0])], ports[0], env
-                                ) as starlette_pid,
-                                process(
-                                    [sys.executable, __file__, "--serve-plain-floor", str(ports[1])], ports[1], env
-                                ) as plain_pid,
-                            ):
-                                floors = {"Starlette+aiohttp floor": ports[0], "plain+builtin floor": ports[1]}
-                                urls = {name: f"http://127.0.0.1:{port}" for name, port in floors.items()}
-                                pids = {"AI Bridge": proxy_pid, "Starlette+aiohttp floor": starlette_pid}
-                                latency_table(
-                                    upstream, proxy, urls, token, args, pids | {"plain+builtin floor": plain_pid}
-                                )
-                        else:
-                            latency_table(upstream, proxy, {}, token, args, {"AI Bridge": proxy_pid})
-                    throughput_table(upstream, proxy, token, client, args)
+                        results["latency"] = measure_latency(upstream, proxy, token, args, env, proxy_pid)
+                        results["latency"]["upstream_client"] = client
+                    results["throughput"][client] = throughput_table(upstream, proxy, token, client, args, proxy_pid)
                     time.sleep(1.0)
-                    print(f"\nevents ({client} run): {published_events(proxy)}")
+                    results["events"][client] = published_events(proxy)
+                    results["proxy_peak_rss_mib"][client] = peak_rss_mib(proxy_pid)
+                    print(f"\nevents ({client} run): {results['events'][client]}")
     finally:
         if broker is not None:
             broker.stop()
     print(f"\nload average after: {os.getloadavg()}")
+    run_record.write(args.json, results)
+
+
+def measure_latency(  # noqa: PLR0917
+    upstream: str, proxy: str, token: str, args: argparse.Namespace, env: dict[str, str], proxy_pid: int
+) -> dict[str, Any]:
+    """The latency table, with the two floors in the same run unless --no-floor."""
+    from aibridge.testing.broker import free_port
+
+    if not args.floor:
+        return latency_table(upstream, proxy, {}, token, args, {"AI Bridge": proxy_pid})
+    ports = free_port(), free_port()
+    with (
+        process([sys.executable, __file__, "--serve-floor", str(ports[0])], ports[0], env) as starlette_pid,
+        process([sys.executable, __file__, "--serve-plain-floor", str(ports[1])], ports[1], env) as plain_pid,
+    ):
+        floors = {"Starlette+aiohttp floor": ports[0], "plain+builtin floor": ports[1]}
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in floors.items()}
+        pids = {"AI Bridge": proxy_pid, "Starlette+aiohttp floor": starlette_pid, "plain+builtin floor": plain_pid}
+        return latency_table(upstream, proxy, urls, token, args, pids)
 
 
 def main() -> None:
@@ -405,6 +480,7 @@ def main() -> None:
     parser.add_argument(
         "--no-floor", dest="floor", action="store_false", help="skip the minimal-proxy floors in the latency table"
     )
+    bench_results.add_json_argument(parser, "proxy_overhead")
     parser.add_argument("--serve-floor", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--serve-plain-floor", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

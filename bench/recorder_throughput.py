@@ -11,6 +11,8 @@ Starts its own Tansu broker and an embedded chDB store in a temporary directory,
    delay = first seen in a query - publish time (so it overstates by up to one watch interval).
 
 Everything runs in this one process (producer, recorder, watcher), on a machine that may be shared.
+Results are printed and written as JSON (--json, default bench/results/recorder_throughput.json) for
+bench/report.py.
 
     .venv/bin/python bench/recorder_throughput.py [--events 100000] [--rate 1000] [--seconds 20]
 """
@@ -20,12 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import resource
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -38,6 +42,9 @@ from aibridge.kafka import KafkaConsumer, KafkaProducer
 from aibridge.recorder.component import RecorderComponent
 from aibridge.recorder.settings import RecorderSettings
 from aibridge.testing.broker import start_broker
+
+sys.path.insert(0, str(Path(__file__).parent))
+import results as bench_results
 
 CHILD_TABLES = {"user_prompts": "created_at", "token_usages": "created_at", "tool_usages": "created_at"}
 
@@ -214,6 +221,9 @@ async def create_topics(bootstrap: str, *topics: str) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
+    params = {"events": args.events, "rate": args.rate, "seconds": args.seconds, "watch_interval": args.watch_interval}
+    run_record = bench_results.Run("recorder_throughput", params)
+    results: dict[str, Any] = {}
     broker = start_broker()
     try:
         with tempfile.TemporaryDirectory(prefix="aibridge-bench-") as data_dir:
@@ -224,6 +234,7 @@ async def main(args: argparse.Namespace) -> None:
             print(f"throughput ({args.events} events, embedded chDB, one recorder process):")
             for name, value in result.items():
                 print(f"  {name:42s} {value:12,.1f}")
+            results["throughput"] = result
             settings = settings_for(broker.bootstrap, "bench.d", data_dir, "d")
             result = await delay(broker.bootstrap, settings, args.rate, args.seconds, args.watch_interval)
             print(
@@ -232,11 +243,17 @@ async def main(args: argparse.Namespace) -> None:
             )
             for name, value in result.items():
                 print(f"  {name:42s} {value:12,.3f}")
+            results["delay"] = result | {"batch_max_rows": settings.batch_max_rows}
+            results["delay"]["batch_max_seconds"] = settings.batch_max_seconds
             failures = next(iter(metrics.RECORDER_FAILURES.collect())).samples
-            print(f"  recorder failures during the run: {sum(sample.value for sample in failures):.0f}")
+            results["recorder_failures"] = sum(sample.value for sample in failures)
+            # the benchmark's process: producer, recorder and the embedded ClickHouse engine together
+            results["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"  recorder failures during the run: {results['recorder_failures']:.0f}")
     finally:
         broker.stop()
-    print("rerun: .venv/bin/python bench/recorder_throughput.py " + " ".join(sys.argv[1:]))
+    print(f"rerun: {bench_results.rerun_command()}")
+    run_record.write(args.json, results)
 
 
 def parse_args() -> argparse.Namespace:
@@ -245,6 +262,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=int, default=1_000, help="events per second in the delay phase")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the delay phase")
     parser.add_argument("--watch-interval", type=float, default=0.05)
+    bench_results.add_json_argument(parser, "recorder_throughput")
     return parser.parse_args()
 
 
