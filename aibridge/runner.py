@@ -121,7 +121,12 @@ class Host:
 
     def _store_client(self, settings: StoreSettings, *, create: bool) -> object:
         try:
-            return store.connect(settings.clickhouse_url, settings.clickhouse_database, create_database=create)
+            return store.connect(
+                settings.clickhouse_url,
+                settings.clickhouse_database,
+                create_database=create,
+                **settings.clickhouse_options(),
+            )
         except ValueError as exc:
             raise ConfigurationError(f"AIBRIDGE_CLICKHOUSE_URL: {exc}") from exc
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from aibridge.durations import parse_duration
+from aibridge.kafka_settings import KafkaConnectionSettings
+from aibridge.secret_files import resolve_secret_files
 
 DEFAULT_TOPIC = "aibridge.interceptions.v1"
+_CLICKHOUSE_TLS_FILES = ("clickhouse_ca_file", "clickhouse_client_cert_file", "clickhouse_client_key_file")
 
 Seconds = Annotated[int, BeforeValidator(parse_duration)]
 
@@ -28,8 +32,9 @@ def _split_csv(value: Any) -> Any:
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
 
-class CommonSettings(BaseSettings):
-    """Settings every component reads (env prefix ``AIBRIDGE_``)."""
+class CommonSettings(KafkaConnectionSettings):
+    """Settings every component reads (env prefix ``AIBRIDGE_``); Kafka's connection settings come
+    from :class:`KafkaConnectionSettings`."""
 
     model_config = SettingsConfigDict(env_prefix="AIBRIDGE_", extra="ignore", populate_by_name=True)
 
@@ -62,12 +67,7 @@ class CommonSettings(BaseSettings):
         default=3600, ge=1, description="Keys older than this are refetched in the background."
     )
     oidc_http_timeout: float = Field(default=5.0, gt=0, description="Seconds one discovery or JWKS fetch may take.")
-    kafka_bootstrap: str = Field(default="localhost:9092", description="Kafka bootstrap servers.")
     kafka_topic: str = Field(default=DEFAULT_TOPIC, description="Topic of interception events.")
-    kafka_security_protocol: str = Field(default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL.")
-    kafka_sasl_mechanism: str | None = Field(default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = Field(default=None, repr=False)
     kafka_compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = Field(
         default="lz4",
         description="Compression of produced batches; lz4 costs the proxy the least CPU (gzip: ~10x more).",
@@ -98,20 +98,6 @@ class CommonSettings(BaseSettings):
             raise ValueError("AIBRIDGE_OIDC_ISSUER cannot be 'aibridge', the issuer of bridge tokens")
         return self
 
-    def kafka_client_options(self) -> dict[str, Any]:
-        """Connection options shared by every aiokafka client of this service."""
-        options: dict[str, Any] = {
-            "bootstrap_servers": self.kafka_bootstrap,
-            "security_protocol": self.kafka_security_protocol,
-        }
-        if self.kafka_sasl_mechanism:
-            options |= {
-                "sasl_mechanism": self.kafka_sasl_mechanism,
-                "sasl_plain_username": self.kafka_sasl_username,
-                "sasl_plain_password": self.kafka_sasl_password,
-            }
-        return options
-
 
 class StoreSettings(BaseSettings):
     """How to reach the ClickHouse store (recorder and API)."""
@@ -123,7 +109,51 @@ class StoreSettings(BaseSettings):
         description="http(s)://user:password@host:8123 for a server, chdb:///dir for the embedded engine.",
     )
     clickhouse_database: str = Field(default="aibridge", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    clickhouse_username: str | None = Field(default=None, description="Server user (instead of one in the URL).")
+    clickhouse_password: SecretStr | None = Field(default=None, description="That user's password.")
+    clickhouse_password_file: Path | None = None
+    clickhouse_ca_file: FilePath | None = Field(
+        default=None, description="CA certificates (PEM) that verify an https:// server; the system's CAs when unset."
+    )
+    clickhouse_client_cert_file: FilePath | None = Field(
+        default=None, description="Client certificate (PEM) for mutual TLS with an https:// server."
+    )
+    clickhouse_client_key_file: FilePath | None = Field(default=None, description="Its private key (PEM).")
     retention: Seconds = Field(default=60 * 86400, description="How long records are kept; 0 keeps forever.")
+
+    @model_validator(mode="after")
+    def _check_store_connection(self) -> StoreSettings:
+        resolve_secret_files(self, ("clickhouse_password",))
+        url = urlsplit(self.clickhouse_url)
+        if (self.clickhouse_username or self.clickhouse_password) and (url.username or url.password):
+            raise ValueError(
+                "AIBRIDGE_CLICKHOUSE_URL has credentials and AIBRIDGE_CLICKHOUSE_USERNAME/PASSWORD are set: use one"
+            )
+        tls_files = [name for name in _CLICKHOUSE_TLS_FILES if getattr(self, name) is not None]
+        if tls_files and url.scheme != "https":
+            named = ", ".join(f"AIBRIDGE_{name.upper()}" for name in tls_files)
+            raise ValueError(f"{named} need an https:// AIBRIDGE_CLICKHOUSE_URL")
+        if (self.clickhouse_client_cert_file is None) != (self.clickhouse_client_key_file is None):
+            raise ValueError(
+                "set AIBRIDGE_CLICKHOUSE_CLIENT_CERT_FILE and AIBRIDGE_CLICKHOUSE_CLIENT_KEY_FILE together"
+            )
+        return self
+
+    def clickhouse_options(self) -> dict[str, Any]:
+        """clickhouse-connect options beyond the URL: credentials and TLS files (see :func:`aibridge.store.connect`)."""
+        options: dict[str, Any] = {}
+        if self.clickhouse_username is not None:
+            options["username"] = self.clickhouse_username
+        if self.clickhouse_password is not None:
+            options["password"] = self.clickhouse_password.get_secret_value()
+        for option, path in (
+            ("ca_cert", self.clickhouse_ca_file),
+            ("client_cert", self.clickhouse_client_cert_file),
+            ("client_cert_key", self.clickhouse_client_key_file),
+        ):
+            if path is not None:
+                options[option] = str(path)
+        return options
 
 
 class TokenSettings(BaseSettings):

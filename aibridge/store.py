@@ -312,10 +312,16 @@ _embedded_lock = threading.Lock()
 _embedded_clients: dict[tuple[str, str], Client] = {}
 
 
-def connect(url: str, database: str, *, create_database: bool = False) -> Client:
-    """Return a client for ``database`` at ``url``. Embedded clients are shared per process."""
+def connect(url: str, database: str, *, create_database: bool = False, **options: Any) -> Client:
+    """Return a client for ``database`` at ``url``. Embedded clients are shared per process.
+
+    ``options`` (``StoreSettings.clickhouse_options``: username, password, ca_cert, client_cert,
+    client_cert_key) go to clickhouse-connect for a server and win over credentials in the URL.
+    """
     parts = urlsplit(url)
     if parts.scheme == "chdb":
+        if options:
+            raise ValueError(f"{', '.join(sorted(options))} apply to a ClickHouse server, not the embedded engine")
         return _connect_embedded(url, database, create_database)
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"unsupported ClickHouse URL scheme {parts.scheme!r}: use http(s):// or chdb://")
@@ -328,6 +334,7 @@ def connect(url: str, database: str, *, create_database: bool = False) -> Client
         "connect_timeout": 5,
         "send_receive_timeout": 60,
         "autogenerate_session_id": False,
+        **options,
     }
     if create_database:
         clickhouse_connect.get_client(**common).command(f"CREATE DATABASE IF NOT EXISTS {database}")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 
 def free_port() -> int:
@@ -67,12 +68,14 @@ class Broker:
                 self.process.wait()
 
 
-def start_broker(port: int | None = None) -> Broker:
+def start_broker(port: int | None = None, *, advertised_port: int | None = None) -> Broker:
+    """Start Tansu on ``port``; clients are sent to ``advertised_port`` (e.g. a TLS proxy) when given."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     env = os.environ | {"RUST_LOG": os.environ.get("RUST_LOG", "warn")}
     process = subprocess.Popen(
-        [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -85,11 +88,12 @@ def start_broker(port: int | None = None) -> Broker:
     return Broker(port, process)
 
 
-async def create_topics(bootstrap: str, *topics: str, partitions: int = 1) -> None:
-    """Create ``topics`` (replication 1) on the broker at ``bootstrap``."""
+async def create_topics(bootstrap: str, *topics: str, partitions: int = 1, **options: Any) -> None:
+    """Create ``topics`` (replication 1) on the broker at ``bootstrap``; ``options`` go to the admin
+    client (e.g. ``CommonSettings.kafka_client_options()`` for TLS)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**({"bootstrap_servers": bootstrap} | options))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics])

@@ -13,14 +13,16 @@ import argparse
 import csv
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 import httpx
 import orjson
-from pydantic import Field
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aibridge import __version__
+from aibridge.secret_files import resolve_secret_files, secret_value
 
 PATH = "/api/v2/aibridge/interceptions"
 FILTERS = ("initiator", "provider", "model", "client", "started_after", "started_before")
@@ -43,7 +45,13 @@ class ExportSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AIBRIDGE_", extra="ignore")
 
     url: str | None = Field(default=None, description="Base URL of the API, e.g. http://localhost:8081.")
-    token: str | None = Field(default=None, repr=False, description="Bridge token (an auditor's to see everyone).")
+    token: SecretStr | None = Field(default=None, description="Bridge token (an auditor's to see everyone).")
+    token_file: Path | None = Field(default=None, description="A file holding the bridge token instead.")
+
+    @model_validator(mode="after")
+    def _read_token_file(self) -> ExportSettings:
+        resolve_secret_files(self, ("token",))
+        return self
 
 
 class ExportError(Exception):
@@ -77,8 +85,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _connection(args: argparse.Namespace) -> tuple[str, str]:
-    settings = ExportSettings()
-    url, token = args.url or settings.url, args.token or settings.token
+    try:
+        settings = ExportSettings()
+    except ValidationError as exc:
+        raise ExportError("; ".join(str(error["msg"]) for error in exc.errors()), 2) from None
+    url, token = args.url or settings.url, args.token or secret_value(settings.token)
     if not url:
         raise ExportError("no API URL: pass --url or set AIBRIDGE_URL (e.g. http://localhost:8081)", 2)
     if not token:

@@ -116,7 +116,7 @@ class ClientSource:
         url, database = self._settings.clickhouse_url, self._settings.clickhouse_database
         try:
             if first or urlsplit(url).scheme != "chdb":
-                return store.connect(url, database)
+                return store.connect(url, database, **self._settings.clickhouse_options())
             # store.connect shares one embedded client per process; chDB serves several at once.
             return clickhouse_connect.get_client(dsn=url, database=database)
         except (ClickHouseError, OSError) as exc:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from aibridge.proxy.breaker import BreakerSettings
 from aibridge.proxy.limits import LimitSettings
 from aibridge.proxy.spool import SpoolSettings
+from aibridge.secret_files import resolve_secret_files
 from aibridge.settings import CommonSettings
 
 UpstreamClient = Literal["builtin", "aiohttp", "httpx"]
@@ -21,6 +23,8 @@ class ProxySettings(CommonSettings, LimitSettings, BreakerSettings, SpoolSetting
     listen: str = Field(default="0.0.0.0:8080", description="HOST:PORT the proxy listens on.")
     openai_key: SecretStr | None = Field(default=None, description="Central OpenAI API key sent upstream.")
     anthropic_key: SecretStr | None = Field(default=None, description="Central Anthropic API key sent upstream.")
+    openai_key_file: Path | None = Field(default=None, description="A file holding the OpenAI key instead.")
+    anthropic_key_file: Path | None = Field(default=None, description="A file holding the Anthropic key instead.")
     openai_base_url: str = Field(
         default="https://api.openai.com/v1",
         description="/api/v2/aibridge/openai/v1/X is forwarded to {openai_base_url}/X.",
@@ -51,6 +55,11 @@ class ProxySettings(CommonSettings, LimitSettings, BreakerSettings, SpoolSetting
     )
     event_flush_timeout: float = Field(default=10.0, ge=0, description="Seconds to flush events at shutdown.")
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="Largest accepted body.")
+
+    @model_validator(mode="after")
+    def _read_key_files(self) -> ProxySettings:
+        resolve_secret_files(self, ("openai_key", "anthropic_key"))
+        return self
 
     @field_validator("openai_base_url", "anthropic_base_url")
     @classmethod
