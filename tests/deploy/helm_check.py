@@ -102,6 +102,31 @@ CASES: dict[str, dict[str, Any]] = {
             "rateLimits": {"maxRps": 50, "maxConcurrent": 200, "userMaxRpm": 120},
         },
     ),
+    "tls": merged(
+        REQUIRED,
+        {
+            "providers": {"openai": {"apiKey": "sk-test-openai"}},
+            "clickhouse": {
+                "username": "bridge",
+                "password": "ch-secret",
+                "tls": {"existingSecret": "ch-tls", "certKey": "tls.crt", "keyKey": "tls.key"},
+            },
+            "kafka": {
+                "securityProtocol": "SASL_SSL",
+                "sasl": {"mechanism": "SCRAM-SHA-256", "username": "bridge", "password": "kafka-secret"},
+                "tls": {
+                    "existingSecret": "kafka-tls",
+                    "certKey": "tls.crt",
+                    "keyKey": "tls.key",
+                    "keyPasswordKey": "key-password",
+                },
+            },
+        },
+    ),
+    "kafka_tls_without_ssl": merged(REQUIRED, {"kafka": {"tls": {"existingSecret": "kafka-tls"}}}),
+    "clickhouse_tls_over_http": merged(
+        REQUIRED, {"clickhouse": {"url": "http://clickhouse:8123", "tls": {"existingSecret": "ch-tls"}}}
+    ),
     "no_clickhouse_url": without(REQUIRED, "clickhouse", "url"),
     "chdb_url": merged(REQUIRED, {"clickhouse": {"url": "chdb:///var/lib/aibridge/store"}}),
     "credentials_in_url": merged(REQUIRED, {"clickhouse": {"url": "http://admin:secret@clickhouse:8123"}}),

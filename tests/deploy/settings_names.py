@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aibridge.api.settings import ApiSettings
 from aibridge.settings import CommonSettings, StoreSettings
 
 # Read by the proxy (services/proxy: settings, limits, spool).
@@ -9,6 +10,8 @@ PROXY_ONLY = {
     "OPENAI_KEY",
     "OPENAI_BASE_URL",
     "ANTHROPIC_KEY",
+    "OPENAI_KEY_FILE",
+    "ANTHROPIC_KEY_FILE",
     "ANTHROPIC_BASE_URL",
     "MAX_RPS",
     "MAX_CONCURRENT",
@@ -19,7 +22,7 @@ PROXY_ONLY = {
 
 
 def known_variables() -> set[str]:
-    fields = {*CommonSettings.model_fields, *StoreSettings.model_fields}
+    fields = {*CommonSettings.model_fields, *StoreSettings.model_fields, *ApiSettings.model_fields}
     return {f"AIBRIDGE_{name.upper()}" for name in fields | {n.lower() for n in PROXY_ONLY}}
 
 

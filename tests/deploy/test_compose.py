@@ -137,7 +137,7 @@ def test_kafka_runs_kraft_single_node_and_topics_are_created(compose: dict[str, 
     assert not any("ZOOKEEPER" in name for name in kafka)
     topics = compose["services"]["kafka-topics"]
     script = topics["command"][0]
-    assert f"for topic in {TOPIC} {TOPIC}.dlq; do" in script
+    assert f"for topic in {TOPIC} {TOPIC}.dlq aibridge.audit.v1; do" in script
     assert "--create --if-not-exists" in script and '--topic "$topic"' in script
     assert topics["depends_on"] == {"kafka": {"condition": "service_healthy"}}
 
@@ -147,7 +147,7 @@ def test_each_component_runs_from_the_dockerfile_and_waits_for_what_it_needs(com
     needs = {
         "proxy": {"keys", "kafka-topics", "otel-collector"},
         "recorder": {"keys", "kafka-topics", "clickhouse", "otel-collector"},
-        "api": {"keys", "clickhouse", "recorder"},
+        "api": {"keys", "clickhouse", "recorder", "kafka-topics"},
     }
     for component, port in PORTS.items():
         service = services[component]
@@ -190,8 +190,9 @@ def test_provider_keys_come_from_the_shell_not_the_file(compose: dict[str, Any])
 
 def test_services_talk_to_the_stack(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for component in ("proxy", "recorder"):
+    for component in ("proxy", "recorder", "api"):  # the API publishes access audit records
         assert services[component]["environment"]["AIBRIDGE_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert services["api"]["environment"]["AIBRIDGE_AUDIT_TOPIC"] == "aibridge.audit.v1"
     clickhouse = services["clickhouse"]["environment"]
     url = f"http://{clickhouse['CLICKHOUSE_USER']}:{clickhouse['CLICKHOUSE_PASSWORD']}@clickhouse:8123"
     for component in ("recorder", "api"):

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import jsonschema
 import pytest
@@ -142,6 +142,8 @@ def test_component_value_blocks_are_identical_in_shape() -> None:
         ("no_public_key", "aibridge: the token public key is required"),
         ("private_key_as_public", "never the private key"),
         ("hpa_min_above_max", "proxy.autoscaling.minReplicas (5) is greater than maxReplicas (2)"),
+        ("kafka_tls_without_ssl", "kafka.tls.existingSecret needs kafka.securityProtocol SSL or SASL_SSL"),
+        ("clickhouse_tls_over_http", "clickhouse.tls.existingSecret needs an https:// clickhouse.url"),
     ],
 )
 def test_invalid_values_fail_with_a_clear_message(report: dict[str, Any], case: str, message: str) -> None:
@@ -182,7 +184,10 @@ def test_each_component_gets_only_the_settings_it_reads(report: dict[str, Any]) 
         assert env[component]["AIBRIDGE_AUTH_PUBLIC_KEY_FILE"]["value"] == "/etc/aibridge/auth/public-key.pem"
     assert env["proxy"]["AIBRIDGE_KAFKA_BOOTSTRAP"]["value"] == "kafka-0.kafka:9092,kafka-1.kafka:9092"
     assert env["recorder"]["AIBRIDGE_KAFKA_TOPIC"]["value"] == "aibridge.interceptions.v1"
-    assert "AIBRIDGE_KAFKA_BOOTSTRAP" not in env["api"]
+    assert env["api"]["AIBRIDGE_KAFKA_BOOTSTRAP"]["value"] == "kafka-0.kafka:9092,kafka-1.kafka:9092"
+    assert env["api"]["AIBRIDGE_AUDIT_TOPIC"]["value"] == "aibridge.audit.v1"
+    assert env["api"]["AIBRIDGE_API_TRUSTED_PROXIES"]["value"] == ""
+    assert "AIBRIDGE_AUDIT_TOPIC" not in env["proxy"]
     assert env["recorder"]["AIBRIDGE_CLICKHOUSE_URL"]["value"] == "https://clickhouse.db.svc:8443"
     assert env["api"]["AIBRIDGE_RETENTION"]["value"] == "60d"
     assert "AIBRIDGE_CLICKHOUSE_URL" not in env["proxy"]
@@ -229,8 +234,8 @@ def test_existing_secrets_are_referenced_and_no_chart_secret_is_made(report: dic
     assert secret_ref(proxy["AIBRIDGE_ANTHROPIC_KEY"]) == ("llm-keys", "anthropic")
     assert secret_ref(proxy["AIBRIDGE_KAFKA_SASL_PASSWORD"]) == ("kafka-user", "kafka-sasl-password")
     assert proxy["AIBRIDGE_KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
-    assert secret_ref(recorder["AIBRIDGE_STORE_USERNAME"]) == ("ch-credentials", "username")
-    assert secret_ref(recorder["AIBRIDGE_STORE_PASSWORD"]) == ("ch-credentials", "password")
+    assert secret_ref(recorder["AIBRIDGE_CLICKHOUSE_USERNAME"]) == ("ch-credentials", "username")
+    assert secret_ref(recorder["AIBRIDGE_CLICKHOUSE_PASSWORD"]) == ("ch-credentials", "password")
     pod = one(found, "Deployment", "bridge-aibridge-api")["spec"]["template"]["spec"]
     auth = next(v for v in pod["volumes"] if v["name"] == "auth")
     assert auth["secret"]["secretName"] == "bridge-auth"
@@ -281,15 +286,12 @@ def test_service_monitors_scrape_every_component(report: dict[str, Any]) -> None
 
 def test_clickhouse_credentials_stay_in_the_secret(report: dict[str, Any]) -> None:
     found = objects(report, "full")
-    env = list(container(found, "recorder")["env"])
-    names = [e["name"] for e in env]
-    url = next(e for e in env if e["name"] == "AIBRIDGE_CLICKHOUSE_URL")["value"]
-    assert url == "https://$(AIBRIDGE_STORE_USERNAME):$(AIBRIDGE_STORE_PASSWORD)@clickhouse.db.svc:8443"
-    # Kubernetes expands $(NAME) only from variables defined before it.
-    assert names.index("AIBRIDGE_STORE_PASSWORD") < names.index("AIBRIDGE_CLICKHOUSE_URL")
+    env = env_of(found, "recorder")
+    assert env["AIBRIDGE_CLICKHOUSE_URL"]["value"] == "https://clickhouse.db.svc:8443"
+    assert secret_ref(env["AIBRIDGE_CLICKHOUSE_USERNAME"]) == ("bridge-aibridge", "clickhouse-username")
+    assert secret_ref(env["AIBRIDGE_CLICKHOUSE_PASSWORD"]) == ("bridge-aibridge", "clickhouse-password")
     data = one(found, "Secret", "bridge-aibridge")["data"]
-    password = base64.b64decode(data["clickhouse-password"]).decode()
-    assert password == "p%40ss%20word%2F1" and unquote(password) == "p@ss word/1"
+    assert base64.b64decode(data["clickhouse-password"]).decode() == "p@ss word/1"  # as typed: not in a URL
 
 
 def test_secrets_never_show_outside_the_secret(report: dict[str, Any]) -> None:
@@ -302,6 +304,71 @@ def test_secrets_never_show_outside_the_secret(report: dict[str, Any]) -> None:
     data = one(found, "Secret", "bridge-aibridge")["data"]
     assert base64.b64decode(data["openai-api-key"]) == b"sk-test-openai"
     assert secret_ref(env_of(found, "proxy")["AIBRIDGE_OPENAI_KEY"]) == ("bridge-aibridge", "openai-api-key")
+
+
+# Secret values given inline in the cases, and names that say "secret".
+INLINE_SECRETS = ("sk-test-openai", "sk-ant-test", "kafka-secret", "p@ss word/1", "ch-secret", "PRIVATE KEY")
+SECRET_LIKE = re.compile(r"password|secret|api.?key|private|credential|passphrase", re.IGNORECASE)
+SECRET_ENV = re.compile(r"_(KEY|PASSWORD|TOKEN|SECRET)$")
+TLS_FILE_PREFIXES = ("AIBRIDGE_KAFKA_SSL_", "AIBRIDGE_CLICKHOUSE_CA_", "AIBRIDGE_CLICKHOUSE_CLIENT_")
+
+
+@pytest.mark.parametrize("case", ["required", "full", "existing_secrets", "tls"])
+def test_no_config_map_holds_a_secret_and_secrets_come_from_secret_objects(report: dict[str, Any], case: str) -> None:
+    found = objects(report, case)
+    for config_map in (o for o in found if o["kind"] == "ConfigMap"):
+        for key, value in (config_map.get("data") or {}).items():
+            assert not SECRET_LIKE.search(key), f"{config_map['metadata']['name']} has a secret-like key {key}"
+            assert not any(secret in value for secret in INLINE_SECRETS), f"a secret in {key}"
+    for component in COMPONENTS:
+        main = container(found, component)
+        assert "envFrom" not in main
+        for entry in main["env"]:
+            assert "configMapKeyRef" not in entry.get("valueFrom", {})
+            assert not any(secret in str(entry.get("value", "")) for secret in INLINE_SECRETS), entry["name"]
+            if SECRET_ENV.search(entry["name"]):  # a secret itself: only ever a reference to a Secret
+                assert "secretKeyRef" in entry["valueFrom"], entry["name"]
+        pod = one(found, "Deployment", f"bridge-aibridge-{component}")["spec"]["template"]["spec"]
+        mounted = {m["name"]: m["mountPath"] for m in main["volumeMounts"]}
+        for volume in pod["volumes"]:
+            if volume["name"] in ("auth", "kafka-tls", "clickhouse-tls"):
+                assert "secret" in volume and "configMap" not in volume, volume["name"]
+        for entry in main["env"]:  # a secret's _FILE form and TLS material point into a Secret's mount
+            name = entry["name"]
+            secret_file = SECRET_ENV.search(name.removesuffix("_FILE")) or name.startswith(TLS_FILE_PREFIXES)
+            if name.endswith("FILE") and secret_file:
+                directory = entry["value"].rsplit("/", 1)[0]
+                volume = next(name for name, path in mounted.items() if path == directory)
+                assert "secret" in next(v for v in pod["volumes"] if v["name"] == volume), entry["name"]
+
+
+def test_tls_material_is_mounted_from_the_named_secrets(report: dict[str, Any]) -> None:
+    found = objects(report, "tls")
+    env = {component: env_of(found, component) for component in COMPONENTS}
+    for component in COMPONENTS:  # the API publishes audit records to Kafka too
+        kafka = env[component]
+        assert kafka["AIBRIDGE_KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+        assert kafka["AIBRIDGE_KAFKA_SSL_CAFILE"]["value"] == "/etc/aibridge/kafka-tls/ca.crt"
+        assert kafka["AIBRIDGE_KAFKA_SSL_CERTFILE"]["value"] == "/etc/aibridge/kafka-tls/tls.crt"
+        assert kafka["AIBRIDGE_KAFKA_SSL_KEYFILE"]["value"] == "/etc/aibridge/kafka-tls/tls.key"
+        assert kafka["AIBRIDGE_KAFKA_SSL_KEY_PASSWORD_FILE"]["value"] == "/etc/aibridge/kafka-tls/key-password"
+        assert secret_ref(kafka["AIBRIDGE_KAFKA_SASL_PASSWORD"]) == ("bridge-aibridge", "kafka-sasl-password")
+    for component in ("recorder", "api"):
+        store = env[component]
+        assert store["AIBRIDGE_CLICKHOUSE_CA_FILE"]["value"] == "/etc/aibridge/clickhouse-tls/ca.crt"
+        assert store["AIBRIDGE_CLICKHOUSE_CLIENT_KEY_FILE"]["value"] == "/etc/aibridge/clickhouse-tls/tls.key"
+    volumes = {
+        component: {
+            v["name"]: v.get("secret", {}).get("secretName")
+            for v in one(found, "Deployment", f"bridge-aibridge-{component}")["spec"]["template"]["spec"]["volumes"]
+        }
+        for component in COMPONENTS
+    }
+    assert {volumes[component]["kafka-tls"] for component in COMPONENTS} == {"kafka-tls"}
+    assert volumes["recorder"]["clickhouse-tls"] == volumes["api"]["clickhouse-tls"] == "ch-tls"
+    assert "clickhouse-tls" not in volumes["proxy"] and "AIBRIDGE_CLICKHOUSE_CA_FILE" not in env["proxy"]
+    data = one(found, "Secret", "bridge-aibridge")["data"]
+    assert base64.b64decode(data["kafka-sasl-password"]) == b"kafka-secret"
 
 
 def test_full_values_set_limits_tracing_and_revocations(report: dict[str, Any]) -> None:

@@ -84,6 +84,16 @@ spec:
             - name: spool
               mountPath: /var/lib/aibridge/spool
             {{- end }}
+            {{- if $root.Values.kafka.tls.existingSecret }}
+            - name: kafka-tls
+              mountPath: /etc/aibridge/kafka-tls
+              readOnly: true
+            {{- end }}
+            {{- if and (has $component (list "recorder" "api")) $root.Values.clickhouse.tls.existingSecret }}
+            - name: clickhouse-tls
+              mountPath: /etc/aibridge/clickhouse-tls
+              readOnly: true
+            {{- end }}
             {{- with $values.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -103,6 +113,18 @@ spec:
         - name: spool
           emptyDir:
             sizeLimit: {{ $root.Values.spool.sizeLimit }}
+        {{- end }}
+        {{- if $root.Values.kafka.tls.existingSecret }}
+        - name: kafka-tls
+          secret:
+            secretName: {{ $root.Values.kafka.tls.existingSecret }}
+            defaultMode: 0440
+        {{- end }}
+        {{- if and (has $component (list "recorder" "api")) $root.Values.clickhouse.tls.existingSecret }}
+        - name: clickhouse-tls
+          secret:
+            secretName: {{ $root.Values.clickhouse.tls.existingSecret }}
+            defaultMode: 0440
         {{- end }}
         {{- with $values.extraVolumes }}
         {{- toYaml . | nindent 8 }}

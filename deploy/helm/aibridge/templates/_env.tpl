@@ -23,8 +23,11 @@
 {{- end }}
 - name: OTEL_SERVICE_NAME
   value: {{ printf "aibridge-%s" $component | quote }}
-{{- if has $component (list "proxy" "recorder") }}
+{{- if has $component (list "proxy" "recorder" "api") }}
 {{ include "aibridge.env.kafka" $root }}
+{{- end }}
+{{- if eq $component "api" }}
+{{ include "aibridge.env.audit" $root }}
 {{- end }}
 {{- if has $component (list "recorder" "api") }}
 {{ include "aibridge.env.store" $root }}
@@ -55,6 +58,29 @@
   value: {{ $kafka.securityProtocol | quote }}
 - name: AIBRIDGE_KAFKA_COMPRESSION
   value: {{ $kafka.compression | default "lz4" | quote }}
+{{- if hasSuffix "SSL" $kafka.securityProtocol }}
+- name: AIBRIDGE_KAFKA_SSL_CHECK_HOSTNAME
+  value: {{ $kafka.tls.checkHostname | quote }}
+{{- with $kafka.tls.existingSecret }}
+{{- $dir := "/etc/aibridge/kafka-tls" }}
+{{- if $kafka.tls.caKey }}
+- name: AIBRIDGE_KAFKA_SSL_CAFILE
+  value: {{ printf "%s/%s" $dir $kafka.tls.caKey | quote }}
+{{- end }}
+{{- if $kafka.tls.certKey }}
+- name: AIBRIDGE_KAFKA_SSL_CERTFILE
+  value: {{ printf "%s/%s" $dir $kafka.tls.certKey | quote }}
+{{- end }}
+{{- if $kafka.tls.keyKey }}
+- name: AIBRIDGE_KAFKA_SSL_KEYFILE
+  value: {{ printf "%s/%s" $dir $kafka.tls.keyKey | quote }}
+{{- end }}
+{{- if $kafka.tls.keyPasswordKey }}
+- name: AIBRIDGE_KAFKA_SSL_KEY_PASSWORD_FILE
+  value: {{ printf "%s/%s" $dir $kafka.tls.keyPasswordKey | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if $kafka.sasl.mechanism }}
 - name: AIBRIDGE_KAFKA_SASL_MECHANISM
   value: {{ $kafka.sasl.mechanism | quote }}
@@ -68,32 +94,48 @@
 {{- end }}
 {{- end }}
 
-{{/* The URL gets its credentials from the two variables before it (Kubernetes expands $(NAME)). */}}
 {{- define "aibridge.env.store" -}}
 {{- $clickhouse := .Values.clickhouse }}
-{{- $url := urlParse $clickhouse.url }}
+- name: AIBRIDGE_CLICKHOUSE_URL
+  value: {{ $clickhouse.url | quote }}
 {{- if include "aibridge.clickhouseCredentials" . }}
 {{- $secret := $clickhouse.existingSecret | default (include "aibridge.secretName" .) }}
-- name: AIBRIDGE_STORE_USERNAME
+- name: AIBRIDGE_CLICKHOUSE_USERNAME
   valueFrom:
     secretKeyRef:
       name: {{ $secret }}
       key: {{ ternary $clickhouse.existingSecretUsernameKey "clickhouse-username" (not (empty $clickhouse.existingSecret)) }}
-- name: AIBRIDGE_STORE_PASSWORD
+- name: AIBRIDGE_CLICKHOUSE_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ $secret }}
       key: {{ ternary $clickhouse.existingSecretPasswordKey "clickhouse-password" (not (empty $clickhouse.existingSecret)) }}
-- name: AIBRIDGE_CLICKHOUSE_URL
-  value: {{ printf "%s://$(AIBRIDGE_STORE_USERNAME):$(AIBRIDGE_STORE_PASSWORD)@%s%s" $url.scheme $url.host $url.path | quote }}
-{{- else }}
-- name: AIBRIDGE_CLICKHOUSE_URL
-  value: {{ $clickhouse.url | quote }}
+{{- end }}
+{{- with $clickhouse.tls.existingSecret }}
+{{- $dir := "/etc/aibridge/clickhouse-tls" }}
+{{- if $clickhouse.tls.caKey }}
+- name: AIBRIDGE_CLICKHOUSE_CA_FILE
+  value: {{ printf "%s/%s" $dir $clickhouse.tls.caKey | quote }}
+{{- end }}
+{{- if $clickhouse.tls.certKey }}
+- name: AIBRIDGE_CLICKHOUSE_CLIENT_CERT_FILE
+  value: {{ printf "%s/%s" $dir $clickhouse.tls.certKey | quote }}
+- name: AIBRIDGE_CLICKHOUSE_CLIENT_KEY_FILE
+  value: {{ printf "%s/%s" $dir $clickhouse.tls.keyKey | quote }}
+{{- end }}
 {{- end }}
 - name: AIBRIDGE_CLICKHOUSE_DATABASE
   value: {{ $clickhouse.database | quote }}
 - name: AIBRIDGE_RETENTION
   value: {{ .Values.retention | toString | quote }}
+{{- end }}
+
+{{/* The API's access audit: who read whose prompts, to its own topic. */}}
+{{- define "aibridge.env.audit" -}}
+- name: AIBRIDGE_AUDIT_TOPIC
+  value: {{ .Values.audit.topic | quote }}
+- name: AIBRIDGE_API_TRUSTED_PROXIES
+  value: {{ join "," .Values.audit.trustedProxies | quote }}
 {{- end }}
 
 {{- define "aibridge.env.proxy" -}}

@@ -13,6 +13,19 @@
 {{- if and $kafka.sasl.mechanism (not $kafka.sasl.existingSecret) (not $kafka.sasl.password) }}
 {{- fail "aibridge: kafka.sasl.mechanism is set: set kafka.sasl.password or kafka.sasl.existingSecret" }}
 {{- end }}
+{{- if and $kafka.tls.existingSecret (not (hasSuffix "SSL" $kafka.securityProtocol)) }}
+{{- fail (printf "aibridge: kafka.tls.existingSecret needs kafka.securityProtocol SSL or SASL_SSL (it is %s)" $kafka.securityProtocol) }}
+{{- end }}
+{{- if and $kafka.tls.existingSecret (not (eq (empty $kafka.tls.keyKey) (empty $kafka.tls.certKey))) }}
+{{- fail "aibridge: set kafka.tls.certKey and kafka.tls.keyKey together (the client certificate and its key)" }}
+{{- end }}
+{{- $tls := .Values.clickhouse.tls }}
+{{- if and $tls.existingSecret (not (hasPrefix "https://" .Values.clickhouse.url)) }}
+{{- fail "aibridge: clickhouse.tls.existingSecret needs an https:// clickhouse.url" }}
+{{- end }}
+{{- if and $tls.existingSecret (not (eq (empty $tls.keyKey) (empty $tls.certKey))) }}
+{{- fail "aibridge: set clickhouse.tls.certKey and clickhouse.tls.keyKey together (the client certificate and its key)" }}
+{{- end }}
 {{- $url := .Values.clickhouse.url }}
 {{- if not $url }}
 {{- fail "aibridge: clickhouse.url is required: the HTTP(S) interface of your ClickHouse server, e.g. --set clickhouse.url=http://clickhouse.db.svc:8123" }}
