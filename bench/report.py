@@ -1,0 +1,262 @@
+"""Regenerates the benchmark tables of docs/performance.md and the sizing guide of docs/deploy.md.
+
+Reads the latest results in bench/results/ (written by each benchmark) and replaces what stands between
+``<!-- bench:NAME -->`` and ``<!-- /bench -->`` in the pages, so the numbers there are always those of
+the last run. A block whose results are missing is left as it is.
+
+    .venv/bin/python bench/report.py            # rewrite the pages
+    .venv/bin/python bench/report.py --check    # exit 1 if a page differs from what the results give
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).parent))
+import sizing
+from results import RESULTS_DIR
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+PAGES = (REPOSITORY / "docs" / "performance.md", REPOSITORY / "docs" / "deploy.md")
+BLOCK = re.compile(r"(<!-- bench:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /bench -->)", re.DOTALL)
+
+Results = dict[str, Any]
+X = "\u00d7"  # the multiplication sign
+
+
+def load(name: str) -> Results | None:
+    path = RESULTS_DIR / f"{name}.json"
+    return orjson.loads(path.read_bytes()) if path.exists() else None
+
+
+def api_runs() -> list[Results]:
+    runs = [orjson.loads(path.read_bytes()) for path in RESULTS_DIR.glob("api_query_*.json")]
+    return sorted(runs, key=lambda run: run["params"]["rows"])
+
+
+def ms(value: float) -> str:
+    return f"{value:.2f} ms"
+
+
+def pair(p50: float, p99: float) -> str:
+    return f"{p50:.2f} / {p99:.2f} ms"
+
+
+def added(measure: dict[str, float]) -> str:
+    return pair(measure["added_p50_ms"], measure["added_p99_ms"])
+
+
+def count(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def small(value: float) -> str:
+    """A count, with a decimal when it is below 10."""
+    return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def provenance(run: Results) -> str:
+    machine = run["machine"]
+    load_before, load_after = machine["load_before"][0], machine["load_after"][0]
+    return (
+        f"_Run: `{run['command']}` on {machine['cores']} cores ({machine['cpu_model']}), Python "
+        f"{machine['python']}, load average {load_before:.1f} at the start and {load_after:.1f} at the end._\n"
+    )
+
+
+def proxy_overhead(run: Results) -> str:
+    latency, lines = run["results"]["latency"], []
+    floors = list(latency["rows"][0]["floors"])
+    lines.append(
+        f"Added latency at {latency['rate_per_s']:.0f} req/s, {latency['seconds_per_target']:.0f} s per target "
+        f"(p50 / p99; upstream client: {latency['upstream_client']}):\n"
+    )
+    lines.append("| request | direct | **AI Bridge added** |" + "".join(f" {floor} added |" for floor in floors))
+    lines.append("|---|---|---|" + "---|" * len(floors))
+    for row in latency["rows"]:
+        cells = "".join(f" {added(row['floors'][floor])} |" for floor in floors)
+        direct = pair(row["direct_p50_ms"], row["direct_p99_ms"])
+        lines.append(f"| {row['request']} | {direct} | **{pair(row['added_p50_ms'], row['added_p99_ms'])}** |{cells}")
+    cpu = latency["cpu_us_per_request"]
+    targets = list(cpu["blocking"])
+    lines.append(
+        f"\nCPU per request at {latency['rate_per_s']:.0f} req/s (each process's CPU over the run ÷ its requests):\n"
+    )
+    lines.append("| request |" + "".join(f" {target} |" for target in targets))
+    lines.append("|---|" + "---|" * len(targets))
+    lines += [f"| {kind} |" + "".join(f" {count(cpu[kind][t])} µs |" for t in targets) for kind in cpu]
+    lines.append("\n" + throughput(run))
+    return "\n".join(lines) + "\n" + provenance(run)
+
+
+def throughput(run: Results) -> str:
+    measured = run["results"]["throughput"]
+    by_client = {client: measured[client] for client in run["params"]["clients"] if measured.get(client)}
+    if not by_client:
+        return "(wrk was not installed: no throughput measured)\n"
+    connections = sorted({row["connections"] for rows in by_client.values() for row in rows})
+    seconds = run["params"]["wrk_duration"]
+    lines = [
+        f"Throughput, `wrk -t1` (closed loop, {seconds:.0f} s per cell): AI Bridge's requests per second, and in "
+        "brackets the proxy process's CPU per request and the cores it used:\n",
+        "| upstream client | request |" + "".join(f" c={c} |" for c in connections),
+        "|---|---|" + "---|" * len(connections),
+    ]
+    for client, rows in by_client.items():
+        for kind in ("blocking", "streaming"):
+            cells = {row["connections"]: row for row in rows if row["request"] == kind}
+            text = "".join(
+                f" {count(cells[c]['proxy_rps'])} ({count(cells[c]['proxy_cpu_us_per_request'])} µs, "
+                f"{cells[c]['proxy_cores_used']:.2f}) |"
+                for c in connections
+            )
+            label = f"**{client}**" if client == "builtin" else client
+            lines.append(f"| {label} | {kind} |{text}")
+    first = next(iter(by_client.values()))  # the first client's run (the default, builtin, unless told)
+    for kind in ("blocking", "streaming"):
+        cells = {row["connections"]: row for row in first if row["request"] == kind}
+        lines.append(
+            f"| the simulator directly | {kind} |" + "".join(f" {count(cells[c]['direct_rps'])} |" for c in connections)
+        )
+    rss = run["results"].get("proxy_peak_rss_mib", {})
+    if rss:
+        lines.append(
+            "\nPeak resident memory of the proxy process: "
+            + ", ".join(f"{c} {rss[c]:.0f} MiB" for c in run["params"]["clients"] if c in rss)
+            + "."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def proxy_ab(run: Results) -> str:
+    variants = [variant.split(":")[0] for variant in run["params"]["variants"]]
+    lines = [
+        f"Added p50 / p99 at {run['params']['rate']:.0f} req/s, {run['params']['duration']:.0f} s per variant:\n",
+        "| request | direct |" + "".join(f" {name} |" for name in variants),
+        "|---|---|" + "---|" * len(variants),
+    ]
+    for row in run["results"]["rows"]:
+        cells = "".join(
+            f" {pair(row['variants'][n]['added_p50_ms'], row['variants'][n]['added_p99_ms'])} |" for n in variants
+        )
+        lines.append(f"| {row['request']} | {pair(row['direct_p50_ms'], row['direct_p99_ms'])} |{cells}")
+    return "\n".join(lines) + "\n\n" + provenance(run)
+
+
+def recorder_throughput(run: Results) -> str:
+    result, params = run["results"], run["params"]
+    flow, delay = result["throughput"], result["delay"]
+    lines = [
+        "| measure | result |",
+        "|---|---|",
+        f"| topic → queryable rows, {count(params['events'])} events, after the first batch | "
+        f"**{count(flow['events_per_s_after_first_batch'])} events/s** |",
+        f"| the same from the recorder's start (group join included) | "
+        f"{count(flow['events_per_s_from_start_incl_group_join'])} events/s |",
+        f"| publish → queryable at a steady {count(params['rate'])} events/s for {params['seconds']:.0f} s: "
+        f"p50 / p99 / max | {delay['p50_s']:.2f} / **{delay['p99_s']:.2f}** / {delay['max_s']:.2f} s |",
+        f"| recorder failures during the run | {result['recorder_failures']:.0f} |",
+    ]
+    return "\n".join(lines) + "\n\n" + provenance(run)
+
+
+def api_query(runs: list[Results]) -> str:
+    sizes = [run["params"]["rows"] for run in runs]
+    header = "| scenario (page of 100, p50 / p99) |" + "".join(f" {rows:,} interceptions |" for rows in sizes)
+    lines = [header, "|---|" + "---|" * len(sizes)]
+    names = [entry["name"] for entry in runs[-1]["results"]["in_process"] + runs[-1]["results"].get("http", [])]
+    for name in names:
+        cells = ""
+        for run in runs:
+            found = [e for e in run["results"]["in_process"] + run["results"].get("http", []) if e["name"] == name]
+            cells += f" {pair(found[0]['p50_ms'], found[0]['p99_ms'])} |" if found else " \u2013 |"
+        lines.append(f"| {name} |{cells}")
+    disk = "".join(
+        f" {sum(t['bytes_on_disk'] for t in run['results']['storage'].values()) / 2**30:.2f} GiB |" for run in runs
+    )
+    lines.append(f"| store size on disk (all tables) |{disk}")
+    text = "\n".join(lines) + "\n\n"
+    return text + "".join(provenance(run) + "\n" for run in runs).rstrip("\n") + "\n"
+
+
+def storage_size(run: Results) -> str:
+    events, disk = run["results"]["events"], run["results"]["clickhouse"]
+    lines = [
+        "| event type | per interception | mean JSON bytes |",
+        "|---|---|---|",
+        *(
+            f"| `{kind}` | {value['per_interception']:.2f} | {count(value['mean_bytes'])} |"
+            for kind, value in events["per_type"].items()
+        ),
+        f"| **all** | **{events['events_per_interception']:.2f}** | {count(events['json_bytes_per_event'])} "
+        f"(lz4 in batches of 100: {count(events['lz4_bytes_per_event'])}, {events['lz4_ratio']:.1f}{X}) |",
+        "",
+        "| ClickHouse table | rows | bytes on disk | of which projections | per interception |",
+        "|---|---|---|---|---|",
+        *(
+            f"| `{table}` | {count(value['rows'])} | {value['bytes_on_disk'] / 2**20:.1f} MiB | "
+            f"{value['projection_bytes_on_disk'] / 2**20:.1f} MiB "
+            f"| {small(value['bytes_on_disk_per_interception'])} B |"
+            for table, value in disk["tables"].items()
+        ),
+        f"| **all** | | {disk['bytes_on_disk_total'] / 2**20:.1f} MiB | | "
+        f"**{count(disk['bytes_on_disk_per_interception'])} B** |",
+        "",
+        f"Columns compress {disk['compression_ratio']:.1f}{X} ({count(disk['uncompressed_bytes_per_interception'])} B "
+        f"→ {count(disk['compressed_bytes_per_interception'])} B per interception, projections not counted).",
+    ]
+    return "\n".join(lines) + "\n\n" + provenance(run)
+
+
+def generators() -> dict[str, Callable[[], str | None]]:
+    def single(name: str, render: Callable[[Results], str]) -> Callable[[], str | None]:
+        return lambda: render(run) if (run := load(name)) else None
+
+    return {
+        "proxy_overhead": single("proxy_overhead", proxy_overhead),
+        "proxy_ab": single("proxy_ab", proxy_ab),
+        "recorder_throughput": single("recorder_throughput", recorder_throughput),
+        "storage_size": single("storage_size", storage_size),
+        "api_query": lambda: api_query(runs) if (runs := api_runs()) else None,
+        "sizing": lambda: sizing.render(
+            load("proxy_overhead"), load("recorder_throughput"), load("storage_size"), api_runs()
+        ),
+    }
+
+
+def regenerate(text: str) -> str:
+    makers = generators()
+
+    def replace(match: re.Match[str]) -> str:
+        maker = makers.get(match["name"])
+        body = maker() if maker else None
+        return match[0] if body is None else f"{match[1]}{body}{match[4]}"
+
+    return BLOCK.sub(replace, text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only check that the pages are up to date")
+    args = parser.parse_args()
+    stale = []
+    for page in PAGES:
+        text = page.read_text()
+        updated = regenerate(text)
+        if updated != text:
+            stale.append(page.name)
+            if not args.check:
+                page.write_text(updated)
+    print(("out of date: " if args.check else "updated: ") + (", ".join(stale) or "nothing"))
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
