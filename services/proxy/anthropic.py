@@ -13,12 +13,16 @@ import orjson
 
 from aibridge.proxy.openai import load_object, require_model_and_messages
 from aibridge.proxy.records import (
+    UNRECORDABLE,
     ParsedRequest,
     ResponseSummary,
     ToolCall,
     Usage,
     as_int,
+    mapping,
     message_text,
+    recordable,
+    type_of,
     upstream_object,
 )
 from aibridge.proxy.sse import ForwardingTee, SSEEvent
@@ -50,14 +54,17 @@ def usage_from(usage: dict[str, Any]) -> Usage:
         output_tokens=as_int(usage.get("output_tokens")),
         cache_read_input_tokens=as_int(usage.get("cache_read_input_tokens")),
         cache_write_input_tokens=as_int(usage.get("cache_creation_input_tokens")),
-        metadata={key: usage[key] for key in _EXTRAS if usage.get(key) is not None},
+        metadata={key: recordable(usage[key]) for key in _EXTRAS if usage.get(key) is not None},
     )
 
 
 def _tool_call(block: dict[str, Any], arguments: str | None = None) -> ToolCall:
     kind = str(block.get("type"))
     if arguments is None:
-        arguments = orjson.dumps(block.get("input") or {}).decode()
+        try:
+            arguments = orjson.dumps(block.get("input") or {}).decode()
+        except orjson.JSONEncodeError:  # nested past what orjson writes, or an integer beyond 64 bits
+            arguments = UNRECORDABLE
     metadata = {} if kind == "tool_use" else {"block_type": kind}
     return ToolCall(str(block.get("id") or ""), str(block.get("name") or ""), arguments, metadata)
 
@@ -70,8 +77,9 @@ def parse_response(raw: bytes) -> ResponseSummary:
     summary = ResponseSummary(response_id=str(body.get("id") or ""), model=str(body.get("model") or ""))
     if isinstance(body.get("usage"), dict):
         summary.usage = usage_from(body["usage"])
-    for block in body.get("content") or ():
-        if isinstance(block, dict) and block.get("type") in TOOL_BLOCKS:
+    content = body.get("content")
+    for block in content if isinstance(content, list) else ():
+        if isinstance(block, dict) and type_of(block) in TOOL_BLOCKS:
             summary.tool_calls.append(_tool_call(block))
     return summary
 
@@ -82,7 +90,7 @@ class _PendingBlock:
     partial_json: list[str] = field(default_factory=list)
 
 
-_NOTHING_RECORDED = frozenset({"ping", "content_block_stop"})
+_NOTHING_RECORDED = frozenset({"ping", "content_block_stop", "message_stop"})
 
 
 class MessageStream(ForwardingTee):
@@ -93,6 +101,7 @@ class MessageStream(ForwardingTee):
         self.summary = ResponseSummary()
         self._usage: dict[str, Any] = {}
         self._blocks: dict[int, _PendingBlock] = {}
+        self._stopped = False  # ``message_stop`` seen: the provider finished the message
 
     def _complete(self) -> None:
         if self._usage:
@@ -101,8 +110,12 @@ class MessageStream(ForwardingTee):
             _tool_call(pending.block, "".join(pending.partial_json) if pending.partial_json else None)
             for pending in self._blocks.values()
         ]
+        if not self._stopped and self.summary.error is None:
+            self.summary.error = "the stream ended before its final event (message_stop)"
 
     def _observe(self, event: SSEEvent) -> None:
+        if event.event == "message_stop":
+            self._stopped = True
         if event.data is None or event.event in _NOTHING_RECORDED:
             return
         if event.event == "content_block_delta" and b'"input_json_delta"' not in event.raw:
@@ -117,23 +130,23 @@ class MessageStream(ForwardingTee):
     def _take(self, payload: dict[str, Any]) -> None:
         kind = payload.get("type")
         if kind == "content_block_delta":
-            delta = payload.get("delta") or {}
+            delta = mapping(payload.get("delta"))
             pending = self._blocks.get(as_int(payload.get("index")))
             if pending is not None and delta.get("type") == "input_json_delta":
                 pending.partial_json.append(str(delta.get("partial_json") or ""))
         elif kind == "content_block_start":
-            block = payload.get("content_block") or {}
-            if block.get("type") in TOOL_BLOCKS:
+            block = mapping(payload.get("content_block"))
+            if type_of(block) in TOOL_BLOCKS:
                 self._blocks[as_int(payload.get("index"))] = _PendingBlock(block)
         elif kind == "message_start":
-            message = payload.get("message") or {}
+            message = mapping(payload.get("message"))
             self.summary.response_id = str(message.get("id") or "")
             self.summary.model = str(message.get("model") or "")
             self._merge_usage(message.get("usage"))
         elif kind == "message_delta":
             self._merge_usage(payload.get("usage"))
         elif kind == "error":
-            error = payload.get("error") or {}
+            error = mapping(payload.get("error"))
             self.summary.error = f"{error.get('type', 'error')}: {error.get('message', '')}"
 
     def _merge_usage(self, usage: Any) -> None:

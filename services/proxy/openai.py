@@ -14,10 +14,17 @@ from aibridge.proxy.records import (
     ToolCall,
     Usage,
     as_int,
+    mapping,
     message_text,
+    recordable,
     upstream_object,
 )
 from aibridge.proxy.sse import SSEDecoder, SSEEvent
+
+MAX_DEPTH = 1024
+"""How deep JSON may nest in a request body: orjson's fixed limit (it refuses deeper documents)."""
+MAX_REWRITE_DEPTH = 254
+"""How deep a body the bridge re-serializes may nest: orjson writes no deeper."""
 
 _NULL_USAGE = (b',"usage":null', b'"usage":null,', b', "usage": null', b'"usage": null, ')
 
@@ -26,6 +33,8 @@ def load_object(body: bytes) -> dict[str, Any]:
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):
+            raise InvalidRequestBody(f"the request body's JSON is nested deeper than {MAX_DEPTH} levels") from exc
         raise InvalidRequestBody(f"the request body is not valid JSON: {exc}") from exc
     if not isinstance(parsed, dict):
         raise InvalidRequestBody("the request body must be a JSON object")
@@ -72,21 +81,25 @@ def upstream_body(request: ParsedRequest, raw: bytes) -> tuple[bytes, bool]:
     options = request.body.get("stream_options")
     extended = dict(options) if isinstance(options, dict) else {}
     extended["include_usage"] = True
-    return orjson.dumps(request.body | {"stream_options": extended}), True
+    try:
+        return orjson.dumps(request.body | {"stream_options": extended}), True
+    except orjson.JSONEncodeError as exc:  # read (orjson reads 1024 levels), but not writable again
+        message = f"the request body's JSON is nested deeper than {MAX_REWRITE_DEPTH} levels, the most the bridge"
+        raise InvalidRequestBody(f"{message} rewrites (to add stream_options.include_usage)") from exc
 
 
 def usage_from(usage: dict[str, Any], service_tier: Any = None) -> Usage:
-    prompt_details = usage.get("prompt_tokens_details") or {}
+    prompt_details = mapping(usage.get("prompt_tokens_details"))
     cached = as_int(prompt_details.get("cached_tokens"))
     metadata: dict[str, Any] = {}
-    extra_prompt = {k: v for k, v in prompt_details.items() if k != "cached_tokens" and v}
+    extra_prompt = {k: recordable(v) for k, v in prompt_details.items() if k != "cached_tokens" and v}
     if extra_prompt:
         metadata["prompt_tokens_details"] = extra_prompt
-    completion_details = {k: v for k, v in (usage.get("completion_tokens_details") or {}).items() if v}
+    completion_details = {k: recordable(v) for k, v in mapping(usage.get("completion_tokens_details")).items() if v}
     if completion_details:
         metadata["completion_tokens_details"] = completion_details
     if service_tier:
-        metadata["service_tier"] = service_tier
+        metadata["service_tier"] = recordable(service_tier)
     return Usage(
         input_tokens=max(0, as_int(usage.get("prompt_tokens")) - cached),
         output_tokens=as_int(usage.get("completion_tokens")),
@@ -104,10 +117,9 @@ def parse_response(raw: bytes) -> ResponseSummary:
     summary = ResponseSummary(response_id=str(body.get("id") or ""), model=str(body.get("model") or ""))
     if isinstance(body.get("usage"), dict):
         summary.usage = usage_from(body["usage"], body.get("service_tier"))
-    for choice in body.get("choices") or ():
-        message = choice.get("message") if isinstance(choice, dict) else None
-        for call in (message or {}).get("tool_calls") or ():
-            function = call.get("function") or {}
+    for choice in _objects(body.get("choices")):
+        for call in _objects(mapping(choice.get("message")).get("tool_calls")):
+            function = mapping(call.get("function"))
             summary.tool_calls.append(
                 ToolCall(
                     str(call.get("id") or ""), str(function.get("name") or ""), str(function.get("arguments") or "")
@@ -146,6 +158,7 @@ class ChatStream:
         self._events: SSEDecoder | None = None  # hiding usage, CR line ends: event by event
         self._unobserved: list[SSEEvent] = []  # decoded by ``_events``, not yet parsed
         self._ended = False
+        self._done = False  # ``[DONE]`` seen: the provider finished the stream
 
     def feed(self, chunk: bytes) -> bytes:
         if not self._hide_usage:
@@ -196,6 +209,8 @@ class ChatStream:
         for event in self._decoder.close():
             self._observe(event)
         self.summary.tool_calls = [ToolCall(c.call_id, c.name, "".join(c.arguments)) for c in self._calls.values()]
+        if not self._done and self.summary.error is None:
+            self.summary.error = "the stream ended before its final event ([DONE])"
         return forwarded
 
     @staticmethod
@@ -223,6 +238,7 @@ class ChatStream:
 
     def _observe(self, event: SSEEvent) -> None:
         if event.data is None or event.data == "[DONE]":
+            self._done = self._done or event.data == "[DONE]"
             return
         if self.summary.response_id and not _worth_decoding(event.raw):
             return  # a content delta: nothing in it is recorded (most events of a stream)
@@ -242,20 +258,24 @@ class ChatStream:
             summary.error = str(chunk["error"].get("message") or "error in stream")
         if isinstance(chunk.get("usage"), dict):
             summary.usage = usage_from(chunk["usage"], chunk.get("service_tier"))
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") if isinstance(choice, dict) else None
-            for call in (delta or {}).get("tool_calls") or ():
+        for choice in _objects(chunk.get("choices")):
+            for call in _objects(mapping(choice.get("delta")).get("tool_calls")):
                 self._take_call(as_int(choice.get("index")), call)
 
     def _take_call(self, choice: int, call: dict[str, Any]) -> None:
         pending = self._calls.setdefault((choice, as_int(call.get("index"))), _PendingCall())
         if call.get("id"):
             pending.call_id = str(call["id"])
-        function = call.get("function") or {}
+        function = mapping(call.get("function"))
         if function.get("name"):
             pending.name = str(function["name"])
         if isinstance(function.get("arguments"), str):
             pending.arguments.append(function["arguments"])
+
+
+def _objects(value: Any) -> list[dict[str, Any]]:
+    """The JSON objects of an array (a provider's field of the wrong type holds none)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def _unless_usage_only(raw: bytes) -> bytes:

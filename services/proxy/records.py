@@ -58,11 +58,39 @@ class ResponseSummary:
     error: str | None = None
 
 
+MAX_COUNT = 2**63 - 1
+"""The largest count an event carries (a signed 64-bit integer, what the schema and the store allow)."""
+
+UNRECORDABLE = "[not recorded: nested too deeply or a number out of range]"
+
+
 def as_int(value: Any) -> int:
-    """A token count from JSON: non-negative int, anything else is 0."""
+    """A token count from JSON: an int in ``[0, MAX_COUNT]``, anything else is 0."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0
-    return max(0, int(value))
+    return min(MAX_COUNT, max(0, int(value)))
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (a provider's field of the wrong type)."""
+    return value if isinstance(value, dict) else {}
+
+
+def type_of(value: dict[str, Any]) -> str:
+    """An object's ``type`` when it is a string, else "" (so it can be looked up in a set)."""
+    found = value.get("type")
+    return found if isinstance(found, str) else ""
+
+
+def recordable(value: Any) -> Any:
+    """A provider's JSON value as an event can carry it: unchanged, or :data:`UNRECORDABLE` when orjson
+    cannot write it back (nested past 254 levels, an integer beyond 64 bits). Only for the small values
+    kept in metadata: it serializes them once."""
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return UNRECORDABLE
+    return value
 
 
 def message_text(content: Any, part_type: str | None) -> str | None:

@@ -33,7 +33,10 @@ from aibridge.proxy.records import (
     ToolCall,
     Usage,
     as_int,
+    mapping,
     message_text,
+    recordable,
+    type_of,
     upstream_object,
 )
 from aibridge.proxy.sse import ForwardingTee, SSEEvent
@@ -70,18 +73,18 @@ def last_user_prompt(items: Any) -> str | None:
 
 
 def usage_from(usage: dict[str, Any], service_tier: Any = None) -> Usage:
-    input_details = _mapping(usage.get("input_tokens_details"))
+    input_details = mapping(usage.get("input_tokens_details"))
     cached = as_int(input_details.get("cached_tokens"))
     written = as_int(input_details.get("cache_write_tokens"))
     metadata: dict[str, Any] = {}
-    extra_input = {k: v for k, v in input_details.items() if k not in _CACHE_DETAILS and v}
+    extra_input = {k: recordable(v) for k, v in input_details.items() if k not in _CACHE_DETAILS and v}
     if extra_input:
         metadata["input_tokens_details"] = extra_input
-    output_details = {k: v for k, v in _mapping(usage.get("output_tokens_details")).items() if v}
+    output_details = {k: recordable(v) for k, v in mapping(usage.get("output_tokens_details")).items() if v}
     if output_details:
         metadata["output_tokens_details"] = output_details
     if service_tier:
-        metadata["service_tier"] = service_tier
+        metadata["service_tier"] = recordable(service_tier)
     return Usage(
         input_tokens=max(0, as_int(usage.get("input_tokens")) - cached - written),
         output_tokens=as_int(usage.get("output_tokens")),
@@ -146,9 +149,12 @@ class ResponsesStream(ForwardingTee):
         self.summary = ResponseSummary()
         self._calls: dict[int, _PendingCall] = {}
         self._last_sequence = -1
+        self._terminated = False  # a terminal event seen: the provider finished the response
 
     def _complete(self) -> None:
         self.summary.tool_calls = [self._calls[index].call() for index in sorted(self._calls)]
+        if not self._terminated and self.summary.error is None:
+            self.summary.error = "the stream ended before its final event (response.completed, .incomplete or .failed)"
 
     def error_event(self, exc: ProxyError) -> bytes:
         """The ``error`` event that ends a stream the bridge could not finish.
@@ -190,14 +196,15 @@ class ResponsesStream(ForwardingTee):
         elif kind == "response.custom_tool_call_input.done":
             self._pending(payload).arguments = str(payload.get("input") or "")
         elif kind in _OPENING_EVENTS or kind in TERMINAL_EVENTS:
-            self._take_response(_mapping(payload.get("response")), terminal=kind in TERMINAL_EVENTS)
+            self._terminated = self._terminated or kind in TERMINAL_EVENTS
+            self._take_response(mapping(payload.get("response")), terminal=kind in TERMINAL_EVENTS)
         elif kind == "error":
-            nested = _mapping(payload.get("error"))
+            nested = mapping(payload.get("error"))
             self.summary.error = _error_text(nested or payload) or "error in stream"
 
     def _take_item(self, payload: dict[str, Any], *, done: bool) -> None:
-        item = _mapping(payload.get("item"))
-        if item.get("type") not in TOOL_ITEMS:
+        item = mapping(payload.get("item"))
+        if type_of(item) not in TOOL_ITEMS:
             return
         index = as_int(payload.get("output_index"))
         if done:
@@ -225,16 +232,12 @@ class ResponsesStream(ForwardingTee):
             self._calls[index] = _PendingCall(item, complete=True)
 
 
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _tool_items(response: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
     """The tool-call output items with their output index."""
     output = response.get("output")
     if not isinstance(output, list):
         return []
-    return [(i, item) for i, item in enumerate(output) if isinstance(item, dict) and item.get("type") in TOOL_ITEMS]
+    return [(i, item) for i, item in enumerate(output) if isinstance(item, dict) and type_of(item) in TOOL_ITEMS]
 
 
 def _error_text(error: Any) -> str | None:
