@@ -97,17 +97,23 @@ def child_id(salt: str) -> str:
 
 def children_sql(rows: int, first: int, last: int) -> list[str]:
     context = "uid, username, provider, model, client, concat('msg_', hex(sipHash64(number)))"
+    common = "id, interception_id, initiator_id, initiator_username, provider, model, client, provider_response_id"
     at = "started_at + toIntervalMillisecond(300)"
     src = source(rows, first, last)
     return [
-        f"""INSERT INTO {store.USER_PROMPTS} SELECT {child_id("number, 10")}, iid, {context},
+        f"""INSERT INTO {store.USER_PROMPTS} ({common}, prompt, metadata, created_at)
+            SELECT {child_id("number, 10")}, iid, {context},
               concat('Refactor the retry loop in module ', toString(number % 977), '.py and add tests'), '{{}}', {at}
             FROM {src}""",
-        f"""INSERT INTO {store.TOKEN_USAGES} SELECT {child_id("number, 11")}, iid, {context},
+        f"""INSERT INTO {store.TOKEN_USAGES} ({common}, input_tokens, output_tokens, cache_read_input_tokens,
+              cache_write_input_tokens, metadata, created_at)
+            SELECT {child_id("number, 11")}, iid, {context},
               1000 + number % 5000, 100 + number % 900, number % 20000, number % 3000,
               '{{"service_tier":"standard"}}', {at}
             FROM {src}""",
-        f"""INSERT INTO {store.TOOL_USAGES} SELECT {child_id("number, 12 + k")}, iid, {context},
+        f"""INSERT INTO {store.TOOL_USAGES} ({common}, call_id, server_url, tool, input, injected, invocation_error,
+              metadata, created_at)
+            SELECT {child_id("number, 12 + k")}, iid, {context},
               concat('toolu_', hex(sipHash64(number, k))), if(k = 2, 'https://mcp.example/sse', NULL),
               ['Read','Bash','Edit'][k + 1], concat('{{"file_path": "/src/f', toString(number % 1000), '.py"}}'),
               k = 2, NULL, '{{}}', {at}

@@ -176,7 +176,7 @@ def api_query(runs: list[Results]) -> str:
         cells = ""
         for run in runs:
             found = [e for e in run["results"]["in_process"] + run["results"].get("http", []) if e["name"] == name]
-            cells += f" {pair(found[0]['p50_ms'], found[0]['p99_ms'])} |" if found else " \u2013 |"
+            cells += f" {found[0]['p50_ms']:.0f} / {found[0]['p99_ms']:.0f} ms |" if found else " \u2013 |"
         lines.append(f"| {name} |{cells}")
     disk = "".join(
         f" {sum(t['bytes_on_disk'] for t in run['results']['storage'].values()) / 2**30:.2f} GiB |" for run in runs
