@@ -215,6 +215,36 @@ def storage_size(run: Results) -> str:
     return "\n".join(lines) + "\n\n" + provenance(run)
 
 
+def verdict(value: float, limit: float, at_least: bool = False) -> str:
+    return "met" if (value >= limit if at_least else value <= limit) else "**missed**"
+
+
+def targets() -> str | None:
+    proxy, recorder, runs = load("proxy_overhead"), load("recorder_throughput"), api_runs()
+    if proxy is None or recorder is None or not runs:
+        return None
+    rows = proxy["results"]["latency"]["rows"]
+    worst_p50, worst_p99 = max(r["added_p50_ms"] for r in rows), max(r["added_p99_ms"] for r in rows)
+    blocking = [r for r in proxy["results"]["throughput"].get("builtin", []) if r["request"] == "blocking"]
+    best_rps = max((r["proxy_rps"] for r in blocking), default=0.0)
+    flow = recorder["results"]["throughput"]["events_per_s_after_first_batch"]
+    delay = recorder["results"]["delay"]["p99_s"]
+    api = runs[-1]
+    api_p99 = max(entry["p99_ms"] for entry in api["results"]["in_process"])
+    lines = [
+        "| target | latest | |",
+        "|---|---|---|",
+        f"| proxy added p50 \u2264 1 ms at 200 req/s | {ms(worst_p50)} (worst row) | {verdict(worst_p50, 1)} |",
+        f"| proxy added p99 \u2264 5 ms at 200 req/s | {ms(worst_p99)} (worst row) | {verdict(worst_p99, 5)} |",
+        f"| \u2265 1,000 req/s blocking, one replica | {count(best_rps)} req/s | {verdict(best_rps, 1000, True)} |",
+        f"| recorder \u2265 20,000 events/s | {count(flow)} events/s | {verdict(flow, 20_000, True)} |",
+        f"| publish \u2192 queryable p99 \u2264 2 s | {delay:.2f} s | {verdict(delay, 2)} |",
+        f"| API p99 \u2264 100 ms per page ({api['params']['rows'] / 1e6:,.0f} M store, in-process) "
+        f"| {api_p99:.0f} ms (worst scenario) | {verdict(api_p99, 100)} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def generators() -> dict[str, Callable[[], str | None]]:
     def single(name: str, render: Callable[[Results], str]) -> Callable[[], str | None]:
         return lambda: render(run) if (run := load(name)) else None
@@ -225,6 +255,7 @@ def generators() -> dict[str, Callable[[], str | None]]:
         "recorder_throughput": single("recorder_throughput", recorder_throughput),
         "storage_size": single("storage_size", storage_size),
         "api_query": lambda: api_query(runs) if (runs := api_runs()) else None,
+        "targets": targets,
         "sizing": lambda: sizing.render(
             load("proxy_overhead"), load("recorder_throughput"), load("storage_size"), api_runs()
         ),
