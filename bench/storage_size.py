@@ -233,10 +233,11 @@ def disk_sizes(client: Client, count: int) -> dict[str, Any]:
         "FROM system.parts WHERE database = currentDatabase() AND active AND table != 'schema_migrations' "
         "GROUP BY table ORDER BY table"
     ).result_rows
-    projections = dict(client.query(
+    projection_rows = client.query(
         "SELECT table, sum(bytes_on_disk) FROM system.projection_parts "
         "WHERE database = currentDatabase() AND active GROUP BY table"
-    ).result_rows)  # fmt: skip
+    ).result_rows
+    projections = {str(table): int(size) for table, size in projection_rows}
     per_table = {
         str(table): {
             "rows": int(rows),

@@ -93,7 +93,7 @@ class ProxyComponent:
             verifier=self._verifier,
             emitter=self.emitter,
             in_flight=self.in_flight,
-            max_body=self.settings.max_request_bytes,
+            max_body=self.settings.max_body_bytes,
             admission=self.admission,
             breakers=self.breakers,
             deferred=self.deferred,
@@ -108,7 +108,7 @@ class ProxyComponent:
             spec.key_headers,
             upstream=self.upstream,
             verifier=self._verifier,
-            max_body=self.settings.max_request_bytes,
+            max_body=self.settings.max_body_bytes,
             admission=self.admission,
         )
         prefix = OPENAI_PREFIX if spec.provider is Provider.OPENAI else ANTHROPIC_PREFIX

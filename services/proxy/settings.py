@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
 from aibridge.proxy.breaker import BreakerSettings
 from aibridge.proxy.limits import LimitSettings
@@ -54,7 +54,12 @@ class ProxySettings(CommonSettings, LimitSettings, BreakerSettings, SpoolSetting
         default=3, ge=1, description="Tries per event before it is given up (1 with a spool: the spool retries)."
     )
     event_flush_timeout: float = Field(default=10.0, ge=0, description="Seconds to flush events at shutdown.")
-    max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="Largest accepted body.")
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        validation_alias=AliasChoices("AIBRIDGE_MAX_BODY_BYTES", "AIBRIDGE_MAX_REQUEST_BYTES"),
+        description="Largest request body on any proxy route (413 over it); its old name AIBRIDGE_MAX_REQUEST_BYTES works.",
+    )
 
     @model_validator(mode="after")
     def _read_key_files(self) -> ProxySettings:
