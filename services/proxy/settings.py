@@ -58,7 +58,7 @@ class ProxySettings(CommonSettings, LimitSettings, BreakerSettings, SpoolSetting
         default=32 * 1024 * 1024,
         ge=1024,
         validation_alias=AliasChoices("AIBRIDGE_MAX_BODY_BYTES", "AIBRIDGE_MAX_REQUEST_BYTES"),
-        description="Largest request body on any proxy route (413 over it); its old name AIBRIDGE_MAX_REQUEST_BYTES works.",
+        description="Largest request body on any proxy route (413 over it); old name AIBRIDGE_MAX_REQUEST_BYTES.",
     )
 
     @model_validator(mode="after")
