@@ -31,6 +31,7 @@ from aibridge.bus import BusConsumer, BusProducer, InProcessBus, JsonlProducer
 from aibridge.component import Component
 from aibridge.embedded import EmbeddedHome, print_banner
 from aibridge.fastpath import FastPathStarlette, Handler
+from aibridge.http_limits import HeaderLimitSettings, limited_protocol
 from aibridge.identity import NoVerifierConfigured, Verifiers
 from aibridge.logs import configure_logging
 from aibridge.settings import CommonSettings, StoreSettings
@@ -231,7 +232,7 @@ def serve(plan: Plan) -> int:
         host=plan.host,
         port=plan.port,
         loop="uvloop",
-        http="httptools",
+        http=limited_protocol(HeaderLimitSettings(**plan.overrides)),  # type: ignore[arg-type]
         lifespan="on",
         log_config=None,
         access_log=False,

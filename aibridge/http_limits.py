@@ -1,0 +1,97 @@
+"""Limits on a request's head (request line and headers), enforced by the HTTP server for every route.
+
+uvicorn's httptools server reads a request head of any size: llhttp sets no limit, and httptools keeps a
+header's name and value in memory until the header ends. :func:`limited_protocol` makes its protocol
+refuse a head past ``AIBRIDGE_MAX_HEADER_BYTES`` bytes or ``AIBRIDGE_MAX_HEADERS`` header lines with
+``431 Request Header Fields Too Large`` and close the connection, before the app sees the request.
+
+Two counts, both cheap: the bytes of the head received so far (checked per read, so one endless header
+line is cut off too; a read that also holds the end of the previous pipelined request counts whole,
+which only errs by one read), and the header lines as llhttp completes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class HeaderLimitSettings(BaseSettings):
+    """Read by the server that hosts any component (env prefix ``AIBRIDGE_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="AIBRIDGE_", extra="ignore", populate_by_name=True)
+
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest request head (request line and headers), 431 over it."
+    )
+    max_headers: int = Field(default=100, ge=8, description="Most header lines in a request, 431 over it.")
+
+
+class HeadersTooLarge(Exception):
+    """Raised inside an httptools callback: the parser stops, and the protocol answers 431."""
+
+
+_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    max_header_bytes: ClassVar[int] = HeaderLimitSettings.model_fields["max_header_bytes"].default
+    max_headers: ClassVar[int] = HeaderLimitSettings.model_fields["max_headers"].default
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True  # between a message's first byte and the end of its headers
+        self._head_bytes = 0
+        self._refused: str | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_header_bytes:
+                self._refuse(f"the request head is larger than {self.max_header_bytes} bytes")
+                return
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= self.max_headers:
+            self._refused = f"the request has more than {self.max_headers} header lines"
+            raise HeadersTooLarge(self._refused)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """httptools reports an exception raised in a callback as a parser error: answer 431 for ours."""
+        if self._refused is not None:
+            self._refuse(self._refused)
+        else:
+            super().send_400_response(msg)
+
+    def _refuse(self, message: str) -> None:
+        self.logger.warning("refused a request: %s", message)
+        body = message.encode("ascii")
+        head = [_431]
+        for name, value in self.server_state.default_headers:
+            head.append(name + b": " + value + b"\r\n")
+        head.append(b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body))
+        self.transport.write(b"".join([*head, b"connection: close\r\n\r\n", body]))
+        self.transport.close()
+
+
+def limited_protocol(settings: HeaderLimitSettings) -> type[LimitedHttpToolsProtocol]:
+    """The server's HTTP protocol class with these limits (uvicorn's ``http=`` takes a class)."""
+    return type(
+        "LimitedHttpToolsProtocol",
+        (LimitedHttpToolsProtocol,),
+        {"max_header_bytes": settings.max_header_bytes, "max_headers": settings.max_headers},
+    )
