@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aibridge.api.settings import ApiSettings
+from aibridge.http_limits import HeaderLimitSettings
 from aibridge.settings import CommonSettings, StoreSettings
 
 # Read by the proxy (services/proxy: settings, limits, spool).
@@ -18,11 +19,13 @@ PROXY_ONLY = {
     "USER_MAX_RPM",
     "SPOOL_DIR",
     "SPOOL_MAX_BYTES",
+    "MAX_BODY_BYTES",
 }
 
 
 def known_variables() -> set[str]:
     fields = {*CommonSettings.model_fields, *StoreSettings.model_fields, *ApiSettings.model_fields}
+    fields |= set(HeaderLimitSettings.model_fields)
     return {f"AIBRIDGE_{name.upper()}" for name in fields | {n.lower() for n in PROXY_ONLY}}
 
 

@@ -23,6 +23,10 @@
 {{- end }}
 - name: OTEL_SERVICE_NAME
   value: {{ printf "aibridge-%s" $component | quote }}
+- name: AIBRIDGE_MAX_HEADER_BYTES
+  value: {{ $values.requestLimits.maxHeaderBytes | int64 | toString | quote }}
+- name: AIBRIDGE_MAX_HEADERS
+  value: {{ $values.requestLimits.maxHeaders | int64 | toString | quote }}
 {{- if has $component (list "proxy" "recorder" "api") }}
 {{ include "aibridge.env.kafka" $root }}
 {{- end }}
@@ -159,6 +163,8 @@
   value: {{ .Values.rateLimits.maxConcurrent | toString | quote }}
 - name: AIBRIDGE_USER_MAX_RPM
   value: {{ .Values.rateLimits.userMaxRpm | toString | quote }}
+- name: AIBRIDGE_MAX_BODY_BYTES
+  value: {{ .Values.requestLimits.maxBodyBytes | int64 | toString | quote }}
 {{- if .Values.spool.enabled }}
 - name: AIBRIDGE_SPOOL_DIR
   value: /var/lib/aibridge/spool
