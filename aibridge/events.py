@@ -17,10 +17,13 @@ from typing import Any, Final
 import fastjsonschema
 import orjson
 
+from aibridge.redaction import DEFAULT_POLICY, CapturePolicy
+
 SCHEMA_VERSION: Final = 1
 SCHEMA_DIR: Final = Path(__file__).resolve().parent / "schemas"
 SCHEMA_PATH: Final = SCHEMA_DIR / "aibridge.interceptions.v1.schema.json"
 EXAMPLES_DIR: Final = SCHEMA_DIR / "examples"
+ERROR_LIMIT: Final = 1000  # characters of an error message an event keeps (after redaction)
 
 Event = dict[str, Any]
 
@@ -91,7 +94,11 @@ def new_id() -> str:
 
 @dataclass(slots=True)
 class InterceptionContext:
-    """Everything known about one interception; builds its events."""
+    """Everything known about one interception; builds its events.
+
+    Every text that may quote the user passes ``capture`` (:mod:`aibridge.redaction`) here, before any
+    event exists: prompts and tool inputs as its mode says, error messages with secrets replaced.
+    """
 
     initiator_id: str
     initiator_username: str
@@ -105,6 +112,7 @@ class InterceptionContext:
     interception_id: str = field(default_factory=new_id)
     started_at: datetime = field(default_factory=utcnow)
     metadata: dict[str, Any] = field(default_factory=dict)
+    capture: CapturePolicy = DEFAULT_POLICY
 
     def _base(self, event_type: EventType, occurred_at: datetime | None) -> Event:
         return {
@@ -126,6 +134,7 @@ class InterceptionContext:
             "api_key_id": self.api_key_id,
             "route": self.route,
             "user_agent": self.user_agent,
+            "capture": self.capture.mode.value,
             "metadata": self.metadata,
         }
 
@@ -133,9 +142,12 @@ class InterceptionContext:
         return self._base(EventType.INTERCEPTION_STARTED, self.started_at) | self._interception_fields()
 
     def prompt(self, text: str, provider_response_id: str = "", metadata: dict[str, Any] | None = None) -> Event:
+        kept, redactions = self.capture.user_text(text)
         return self._base(EventType.PROMPT, None) | {
             "provider_response_id": provider_response_id,
-            "prompt": text,
+            "prompt": kept,
+            "capture": self.capture.mode.value,
+            "redactions": redactions,
             "metadata": metadata or {},
         }
 
@@ -170,11 +182,17 @@ class InterceptionContext:
         server_url: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Event:
+        kept, redactions = self.capture.user_text(tool_input)
+        if invocation_error is not None:
+            invocation_error, scrubbed = self.capture.scrub(invocation_error)
+            redactions += scrubbed
         return self._base(EventType.TOOL_USAGE, None) | {
             "provider_response_id": provider_response_id,
             "tool": tool,
             "call_id": call_id,
-            "input": tool_input,
+            "input": kept,
+            "capture": self.capture.mode.value,
+            "redactions": redactions,
             "injected": injected,
             "invocation_error": invocation_error,
             "server_url": server_url,
@@ -184,7 +202,13 @@ class InterceptionContext:
     def ended(
         self, status: Status, http_status: int, error: str | None = None, ended_at: datetime | None = None
     ) -> Event:
+        """``error`` (which may quote the provider, and so the user) with secrets replaced, then cut to
+        :data:`ERROR_LIMIT` characters."""
         ended_at = ended_at or utcnow()
+        redactions = 0
+        if error is not None:
+            error, redactions = self.capture.scrub(error)
+            error = error[:ERROR_LIMIT]
         return (
             self._base(EventType.INTERCEPTION_ENDED, ended_at)
             | self._interception_fields()
@@ -193,6 +217,7 @@ class InterceptionContext:
                 "status": status.value,
                 "http_status": http_status,
                 "error": error,
+                "redactions": redactions,
             }
         )
 

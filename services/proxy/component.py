@@ -28,6 +28,7 @@ from aibridge.proxy.records import Provider
 from aibridge.proxy.settings import ProxySettings
 from aibridge.proxy.spool import Spool
 from aibridge.proxy.upstream import create_upstream
+from aibridge.redaction import capture_policy
 
 log = logging.getLogger("aibridge.proxy")
 
@@ -59,6 +60,7 @@ class ProxyComponent:
         self.deferred = Deferred()
         self.admission = Admission.from_settings(settings)
         self.breakers = Breakers(BreakerPolicy.from_settings(settings))
+        self.capture = capture_policy(settings.prompt_capture, settings.redaction_rules_file)
         self._verifier = verifier
         openai_key = settings.openai_key.get_secret_value() if settings.openai_key else None
         anthropic_key = settings.anthropic_key.get_secret_value() if settings.anthropic_key else None
@@ -98,6 +100,7 @@ class ProxyComponent:
             breakers=self.breakers,
             deferred=self.deferred,
             metrics_initiator_label=self.settings.metrics_initiator_label,
+            capture=self.capture,
         )
 
     def _passthrough_route(self, spec: ProviderSpec, method: str, route: str, url: str) -> Route:

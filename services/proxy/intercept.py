@@ -35,10 +35,11 @@ from aibridge.proxy.providers import ProviderSpec
 from aibridge.proxy.records import ParsedRequest, Provider, ResponseSummary
 from aibridge.proxy.relay import ClientWatch, Relay, RelayResponse, Tee
 from aibridge.proxy.upstream import Upstream, UpstreamResponse, with_headers
+from aibridge.redaction import DEFAULT_POLICY, CapturePolicy
 
 log = logging.getLogger("aibridge.proxy")
 
-_MAX_ERROR = 1000
+_ERROR_WINDOW = 4096  # bytes of an upstream error body kept for its record: redacted, then cut to ERROR_LIMIT
 
 
 class InFlight:
@@ -83,8 +84,10 @@ class Interceptor:
         breakers: Breakers,
         deferred: Deferred,
         metrics_initiator_label: bool = True,
+        capture: CapturePolicy = DEFAULT_POLICY,
     ) -> None:
         self.spec = spec
+        self._capture = capture
         self._deferred = deferred
         self._initiator_label = metrics_initiator_label
         self._upstream = upstream
@@ -174,6 +177,7 @@ class Interceptor:
             route=self.spec.route,
             api_key_id=identity.token_id,
             user_agent=user_agent,
+            capture=self._capture,
         )
         obs.created(context)
         return context
@@ -263,7 +267,7 @@ class Interceptor:
         try:
             if response.status >= 400:
                 answer = await obs.read(response)
-                message = answer[:_MAX_ERROR].decode("utf-8", "replace")
+                message = answer[:_ERROR_WINDOW].decode("utf-8", "replace")
                 self._record(
                     context, parsed, None, obs, status=Status.UPSTREAM_ERROR, http_status=response.status, error=message
                 )
@@ -375,7 +379,7 @@ class Interceptor:
         summary: ResponseSummary | None = None,
     ) -> None:
         ended_at = obs.ended_at()
-        obs.emit(self._emitter, context.ended(status, http_status, error[:_MAX_ERROR] if error else None, ended_at))
+        obs.emit(self._emitter, context.ended(status, http_status, error, ended_at))
         with obs.active():
             log_interception(context, status, http_status, summary, ended_at)
         obs.ended(context, status, http_status)

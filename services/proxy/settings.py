@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from aibridge.proxy.breaker import BreakerSettings
 from aibridge.proxy.limits import LimitSettings
 from aibridge.proxy.spool import SpoolSettings
+from aibridge.redaction import CaptureMode, load_rules
 from aibridge.secret_files import resolve_secret_files
 from aibridge.settings import CommonSettings
 
@@ -60,11 +61,26 @@ class ProxySettings(CommonSettings, LimitSettings, BreakerSettings, SpoolSetting
         validation_alias=AliasChoices("AIBRIDGE_MAX_BODY_BYTES", "AIBRIDGE_MAX_REQUEST_BYTES"),
         description="Largest request body on any proxy route (413 over it); old name AIBRIDGE_MAX_REQUEST_BYTES.",
     )
+    prompt_capture: CaptureMode = Field(
+        default=CaptureMode.FULL,
+        description="What events keep of prompts and tool inputs: full (known secret shapes replaced), redacted (also"
+        " heuristic rules: password= assignments, high-entropy values next to secret-like names) or metadata (none).",
+    )
+    redaction_rules_file: Path | None = Field(
+        default=None, description="YAML or JSON file of redaction rules that extend or override the built-in table."
+    )
 
     @model_validator(mode="after")
     def _read_key_files(self) -> ProxySettings:
         resolve_secret_files(self, ("openai_key", "anthropic_key"))
         return self
+
+    @field_validator("redaction_rules_file")
+    @classmethod
+    def _rules_load(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            load_rules(value)  # read again when the proxy starts; here so a bad file stops it with this message
+        return value
 
     @field_validator("openai_base_url", "anthropic_base_url")
     @classmethod

@@ -1,0 +1,81 @@
+"""Redaction cost: microseconds to scrub one prompt, p50 and p99, by prompt size and capture mode.
+
+Prompts are realistic code text: slices of this repository's own Python sources (which talk about
+tokens, keys, secrets and passwords all the time, so the heuristic rules' gates open), 1, 4, 16 and
+64 KiB, each clean and with secrets planted (one of each precise kind, plus a password and a secret
+assignment). Each case is timed call by call (``time.perf_counter_ns``) after a warm-up, in this one
+process, on a machine that may be shared: rerun it rather than trusting one run.
+
+    .venv/bin/python bench/redaction.py [--rounds 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from aibridge.redaction import CaptureMode, CapturePolicy
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES_KIB = (1, 4, 16, 64)
+PLANTED = (
+    "AKIAIOSFODNN7EXAMPLE",
+    "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+    "sk-proj-Tq3V9xL2mR8wK4pZ7nB1cY6hJ0sD5fGa",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+    'password = "hunter2-Blue!"',
+    "api_secret: Zx8kP2qLm9Vt4Rw7Yb3N",
+)
+
+
+def code_text() -> str:
+    sources = sorted((ROOT / "services").rglob("*.py")) + sorted((ROOT / "aibridge").glob("*.py"))
+    return "\n".join(path.read_text(encoding="utf-8") for path in sources)
+
+
+def prompt(corpus: str, size: int, with_secrets: bool) -> str:
+    text = corpus[:size]
+    if not with_secrets:
+        return text
+    step = size // (len(PLANTED) + 1)
+    for index, secret in enumerate(PLANTED, 1):
+        at = text.rfind("\n", 0, index * step) + 1
+        text = text[:at] + secret + "\n" + text[at:]
+    return text[: size + sum(len(s) + 1 for s in PLANTED)]
+
+
+def timings(policy: CapturePolicy, text: str, rounds: int) -> list[float]:
+    for _ in range(min(rounds, 200)):
+        policy.user_text(text)
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter_ns()
+        policy.user_text(text)
+        samples.append((time.perf_counter_ns() - started) / 1000)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2000, help="timed calls per case")
+    args = parser.parse_args()
+    corpus = code_text()
+    print(f"{'mode':9} {'prompt':>6} {'secrets':>7} {'found':>5} {'p50 us':>8} {'p99 us':>8} {'p50 us/KiB':>10}")
+    for mode in (CaptureMode.FULL, CaptureMode.REDACTED):
+        policy = CapturePolicy.build(mode)
+        for kib in SIZES_KIB:
+            for with_secrets in (False, True):
+                text = prompt(corpus, kib * 1024, with_secrets)
+                found = policy.user_text(text)[1]
+                samples = sorted(timings(policy, text, max(50, args.rounds // kib)))
+                p50 = statistics.median(samples)
+                p99 = samples[min(len(samples) - 1, round(len(samples) * 0.99))]
+                planted = "yes" if with_secrets else "no"
+                print(f"{mode.value:9} {kib:>4}Ki {planted:>7} {found:>5} {p50:>8.1f} {p99:>8.1f} {p50 / kib:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()
