@@ -68,6 +68,20 @@ def _add_token_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     issue.set_defaults(handler=_token_issue)
 
 
+def _add_login_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    login = commands.add_parser("login", help="sign in at your identity provider and print the client exports")
+    login.add_argument("--issuer", help="identity provider issuer URL (default AIBRIDGE_OIDC_ISSUER)")
+    login.add_argument("--client-id", help="public client id for the device flow (default AIBRIDGE_OIDC_CLIENT_ID)")
+    login.add_argument("--url", help="the bridge's base URL for the exports (default AIBRIDGE_URL)")
+    login.add_argument("--token-file", help="where the token set is kept (default AIBRIDGE_OIDC_TOKEN_FILE)")
+    login.add_argument(
+        "--send", choices=["id_token", "access_token"], default="id_token", help="token sent to the bridge"
+    )
+    login.add_argument("--refresh", action="store_true", help="refresh the saved token even if still valid")
+    login.add_argument("--print-token", action="store_true", help="print only the token (for apiKeyHelper)")
+    login.set_defaults(handler=_lazy("aibridge.login", "main"))
+
+
 def _add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     proxy = commands.add_parser("proxy", help="run the proxy (publishes events to Kafka)")
     _add_listen(proxy, "0.0.0.0:8080")
@@ -116,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_service_commands(commands)
     _add_token_commands(commands)
     _add_export_commands(commands)
+    _add_login_command(commands)
     return parser
 
 

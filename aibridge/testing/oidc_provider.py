@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -237,7 +238,7 @@ class OidcProvider:
         return JSONResponse({"keys": [key.public_jwk() for key in self.keys]})
 
     async def _device(self, request: Request) -> Response:
-        form = await request.form()
+        form = await _form(request)
         if form.get("client_id") != self.client_id:
             return _oauth_error("invalid_client", 401)
         grant = DeviceGrant(
@@ -263,7 +264,7 @@ class OidcProvider:
 
     async def _token(self, request: Request) -> Response:
         self.token_requests += 1
-        form = await request.form()
+        form = await _form(request)
         if form.get("client_id") != self.client_id:
             return _oauth_error("invalid_client", 401)
         grant_type = form.get("grant_type")
@@ -311,7 +312,7 @@ class OidcProvider:
         )
 
     async def _approve(self, request: Request) -> Response:
-        form = await request.form()
+        form = await _form(request)
         user_code = str(form.get("user_code", ""))
         try:
             if form.get("deny"):
@@ -338,6 +339,11 @@ def hs256_with_public_key(claims: dict[str, Any], key: SigningKey) -> str:
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body (what OAuth clients send), first value per name."""
+    return {name: values[0] for name, values in parse_qs((await request.body()).decode()).items()}
 
 
 def _oauth_error(error: str, status: int = 400) -> Response:
