@@ -7,7 +7,9 @@ refuse a head past ``AIBRIDGE_MAX_HEADER_BYTES`` bytes or ``AIBRIDGE_MAX_HEADERS
 
 Two counts, both cheap: the bytes of the head received so far (checked per read, so one endless header
 line is cut off too; a read that also holds the end of the previous pipelined request counts whole,
-which only errs by one read), and the header lines as llhttp completes them.
+which only errs by one read), and the header lines once the head is complete (the byte limit already
+bounds how many can arrive: a header line takes at least 4 bytes). Three method overrides per request,
+no per-header work: under 2 µs per request of 22 headers, median about 0.7 µs (``bench/http_limits.py``).
 """
 
 from __future__ import annotations
@@ -60,14 +62,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if len(self.headers) >= self.max_headers:
-            self._refused = f"the request has more than {self.max_headers} header lines"
-            raise HeadersTooLarge(self._refused)
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if len(self.headers) > self.max_headers:
+            self._refused = f"the request has more than {self.max_headers} header lines"
+            raise HeadersTooLarge(self._refused)
         super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
