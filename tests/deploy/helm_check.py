@@ -100,6 +100,12 @@ CASES: dict[str, dict[str, Any]] = {
             "tracing": {"enabled": True, "otlpEndpoint": "http://otel-collector:4317"},
             "retention": "30d",
             "rateLimits": {"maxRps": 50, "maxConcurrent": 200, "userMaxRpm": 120},
+            "oidc": {
+                "issuer": "https://login.example.com/realms/main",
+                "audience": "aibridge-cli",
+                "auditorGroups": ["sec-auditors"],
+                "adminGroups": ["platform-admins", "sre"],
+            },
         },
     ),
     "tls": merged(
@@ -132,6 +138,7 @@ CASES: dict[str, dict[str, Any]] = {
     "credentials_in_url": merged(REQUIRED, {"clickhouse": {"url": "http://admin:secret@clickhouse:8123"}}),
     "no_kafka_bootstrap": without(REQUIRED, "kafka", "bootstrap"),
     "no_public_key": without(REQUIRED, "auth", "publicKey"),
+    "oidc_without_audience": merged(REQUIRED, {"oidc": {"issuer": "https://login.example.com"}}),
     "private_key_as_public": merged(REQUIRED, {"auth": {"publicKey": PRIVATE_KEY}}),
     "hpa_min_above_max": merged(
         REQUIRED, {"proxy": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}}

@@ -140,6 +140,7 @@ def test_component_value_blocks_are_identical_in_shape() -> None:
         ("credentials_in_url", "clickhouse.url must not contain credentials"),
         ("no_kafka_bootstrap", "aibridge: kafka.bootstrap is required"),
         ("no_public_key", "aibridge: the token public key is required"),
+        ("oidc_without_audience", "oidc.audience is required with oidc.issuer"),
         ("private_key_as_public", "never the private key"),
         ("hpa_min_above_max", "proxy.autoscaling.minReplicas (5) is greater than maxReplicas (2)"),
         ("kafka_tls_without_ssl", "kafka.tls.existingSecret needs kafka.securityProtocol SSL or SASL_SSL"),
@@ -193,6 +194,18 @@ def test_each_component_gets_only_the_settings_it_reads(report: dict[str, Any]) 
     assert "AIBRIDGE_CLICKHOUSE_URL" not in env["proxy"]
     assert env["proxy"]["AIBRIDGE_SPOOL_DIR"]["value"] == "/var/lib/aibridge/spool"
     assert env["proxy"]["AIBRIDGE_STRUCTURED_LOGS"]["value"] == "true"
+
+
+def test_oidc_settings_reach_the_proxy_and_the_api(report: dict[str, Any]) -> None:
+    found = objects(report, "full")
+    for component in ("proxy", "api"):
+        env = {name: entry.get("value") for name, entry in env_of(found, component).items()}
+        assert env["AIBRIDGE_OIDC_ISSUER"] == "https://login.example.com/realms/main"
+        assert env["AIBRIDGE_OIDC_AUDIENCE"] == "aibridge-cli"
+        assert env["AIBRIDGE_OIDC_ADMIN_GROUPS"] == "platform-admins,sre"
+        assert env["AIBRIDGE_OIDC_USERNAME_CLAIMS"] == "preferred_username,email"
+    assert not any(name.startswith("AIBRIDGE_OIDC_") for name in env_of(found, "recorder")), "it authenticates no one"
+    assert not any(name.startswith("AIBRIDGE_OIDC_") for name in env_of(objects(report, "required"), "proxy"))
 
 
 def test_public_key_comes_from_the_chart_secret(report: dict[str, Any]) -> None:

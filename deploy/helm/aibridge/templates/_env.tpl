@@ -7,6 +7,9 @@
   value: /etc/aibridge/auth/public-key.pem
 - name: AIBRIDGE_AUTH_REVOKED_FILE
   value: /etc/aibridge/revoked/revoked-token-ids
+{{- if and $values.oidc.issuer (has $component (list "proxy" "api")) }}
+{{ include "aibridge.env.oidc" $root }}
+{{- end }}
 - name: AIBRIDGE_STRUCTURED_LOGS
   value: {{ $values.logging.structured | quote }}
 - name: AIBRIDGE_LOG_LEVEL
@@ -50,6 +53,28 @@
 {{- with (index $values $component).extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{- define "aibridge.env.oidc" -}}
+{{- $oidc := .Values.oidc }}
+- name: AIBRIDGE_OIDC_ISSUER
+  value: {{ $oidc.issuer | quote }}
+- name: AIBRIDGE_OIDC_AUDIENCE
+  value: {{ $oidc.audience | quote }}
+- name: AIBRIDGE_OIDC_USER_ID_CLAIM
+  value: {{ $oidc.userIdClaim | quote }}
+- name: AIBRIDGE_OIDC_USERNAME_CLAIMS
+  value: {{ join "," $oidc.usernameClaims | quote }}
+- name: AIBRIDGE_OIDC_GROUPS_CLAIM
+  value: {{ $oidc.groupsClaim | quote }}
+- name: AIBRIDGE_OIDC_AUDITOR_GROUPS
+  value: {{ join "," $oidc.auditorGroups | quote }}
+- name: AIBRIDGE_OIDC_ADMIN_GROUPS
+  value: {{ join "," $oidc.adminGroups | quote }}
+- name: AIBRIDGE_OIDC_LEEWAY
+  value: {{ $oidc.leeway | quote }}
+- name: AIBRIDGE_OIDC_JWKS_REFETCH_INTERVAL
+  value: {{ $oidc.jwksRefetchInterval | quote }}
 {{- end }}
 
 {{- define "aibridge.env.kafka" -}}

@@ -43,6 +43,9 @@
 {{- if not (or .Values.auth.publicKey .Values.auth.existingSecret) }}
 {{- fail "aibridge: the token public key is required: --set-file auth.publicKey=signing_key.pub.pem (from `aibridge token keygen`) or set auth.existingSecret" }}
 {{- end }}
+{{- if and .Values.oidc.issuer (not .Values.oidc.audience) }}
+{{- fail "aibridge: oidc.audience is required with oidc.issuer (the 'aud' the provider's tokens must name)" }}
+{{- end }}
 {{- if and .Values.auth.publicKey (not (contains "BEGIN PUBLIC KEY" .Values.auth.publicKey)) }}
 {{- fail "aibridge: auth.publicKey must be the PEM text of signing_key.pub.pem (-----BEGIN PUBLIC KEY-----); never the private key" }}
 {{- end }}
