@@ -94,8 +94,8 @@ class CommonSettings(KafkaConnectionSettings):
     def _oidc_needs_audience(self) -> CommonSettings:
         if self.oidc_issuer and not self.oidc_audience:
             raise ValueError("set AIBRIDGE_OIDC_AUDIENCE with AIBRIDGE_OIDC_ISSUER: the 'aud' its tokens must name")
-        if self.oidc_issuer == "aibridge":
-            raise ValueError("AIBRIDGE_OIDC_ISSUER cannot be 'aibridge', the issuer of bridge tokens")
+        if self.oidc_issuer and not self.oidc_issuer.startswith(("https://", "http://")):
+            raise ValueError("AIBRIDGE_OIDC_ISSUER must be the provider's https:// issuer URL")
         return self
 
 

@@ -177,3 +177,6 @@ def test_the_settings_need_an_audience_and_read_comma_lists(monkeypatch: pytest.
     monkeypatch.setenv("AIBRIDGE_OIDC_AUDIENCE", "aibridge-cli")
     monkeypatch.setenv("AIBRIDGE_OIDC_ADMIN_GROUPS", "platform-admins, sre")
     assert CommonSettings().oidc_admin_groups == ["platform-admins", "sre"]
+    monkeypatch.setenv("AIBRIDGE_OIDC_ISSUER", "aibridge")
+    with pytest.raises(ValueError, match="issuer URL"):
+        CommonSettings()
