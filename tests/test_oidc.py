@@ -180,3 +180,19 @@ def test_the_settings_need_an_audience_and_read_comma_lists(monkeypatch: pytest.
     monkeypatch.setenv("AIBRIDGE_OIDC_ISSUER", "aibridge")
     with pytest.raises(ValueError, match="issuer URL"):
         CommonSettings()
+
+
+async def test_keys_older_than_max_age_are_refetched_in_the_background(provider: OidcProvider) -> None:
+    keys = KeySource(provider.issuer, min_interval=0.1, max_age=0.3, timeout=2.0)
+    verifier = OidcVerifier(keys, provider.client_id)
+    token = provider.token(ALICE)
+    await verify(verifier, token)
+    verifier.verify(token)
+    assert provider.jwks_requests == 1, "fresh keys: no fetch"
+    await asyncio.sleep(0.35)
+    assert verifier.verify(token).user_id == ALICE.sub, "answered at once from the cache"
+    for _ in range(100):
+        if provider.jwks_requests == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert provider.jwks_requests == 2
