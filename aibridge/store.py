@@ -219,6 +219,16 @@ AS SELECT {_INTERCEPTION_COLUMNS} FROM {INTERCEPTIONS}""",
         # disk (236 MiB of 1.59 GiB on the 10 M store) and insert time.
         (f"ALTER TABLE {INTERCEPTIONS} DROP PROJECTION IF EXISTS by_initiator",),
     ),
+    Migration(
+        4,
+        "the capture mode and redaction count of prompts and tool usages",
+        # Rows stored before keep the defaults: capture '' (not known), 0 redactions.
+        tuple(
+            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}"
+            for table in (USER_PROMPTS, TOOL_USAGES)
+            for column in ("capture LowCardinality(String) DEFAULT ''", "redactions UInt32 DEFAULT 0")
+        ),
+    ),
 ]
 
 

@@ -27,6 +27,7 @@ COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     ),
     store.USER_PROMPTS: (
         "id", "interception_id", *_CONTEXT, "provider_response_id", "prompt", "metadata", "created_at",
+        "capture", "redactions",
     ),
     store.TOKEN_USAGES: (
         "id", "interception_id", *_CONTEXT, "provider_response_id", "input_tokens", "output_tokens",
@@ -34,7 +35,7 @@ COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     ),
     store.TOOL_USAGES: (
         "id", "interception_id", *_CONTEXT, "provider_response_id", "call_id", "server_url", "tool",
-        "input", "injected", "invocation_error", "metadata", "created_at",
+        "input", "injected", "invocation_error", "metadata", "created_at", "capture", "redactions",
     ),
 }  # fmt: skip
 
@@ -70,7 +71,13 @@ def process_event(event: Event) -> Row:
     if kind in (EventType.INTERCEPTION_STARTED, EventType.INTERCEPTION_ENDED):
         return Row(store.INTERCEPTIONS, RECORD_TYPES[kind], _interception(event, kind))
     if kind == EventType.PROMPT:
-        values = (event["provider_response_id"], event["prompt"], _json(event), _time(event["occurred_at"]))
+        values = (
+            event["provider_response_id"],
+            event["prompt"],
+            _json(event),
+            _time(event["occurred_at"]),
+            *_capture(event),
+        )
         return Row(store.USER_PROMPTS, RECORD_TYPES[kind], _child(event) + values)
     if kind == EventType.TOKEN_USAGE:
         return Row(store.TOKEN_USAGES, RECORD_TYPES[kind], _child(event) + _token_usage(event))
@@ -139,7 +146,13 @@ def _tool_usage(event: Event) -> tuple[Any, ...]:
         event["invocation_error"],
         _json(event),
         _time(event["occurred_at"]),
+        *_capture(event),
     )
+
+
+def _capture(event: Event) -> tuple[str, int]:
+    """How the proxy captured the event's text ('' from a proxy older than the field) and the secrets it replaced."""
+    return event.get("capture", ""), event.get("redactions", 0)
 
 
 def _json(event: Event) -> str:

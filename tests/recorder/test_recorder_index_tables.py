@@ -70,6 +70,10 @@ async def committed_all(bus: BusHarness) -> bool:
     return await bus.committed() == bus.published
 
 
+def only_interceptions(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [event for event in events if event["type"].startswith("interception.")]
+
+
 def migrate_to_1(client: Client) -> None:
     """The store as a recorder from before migration 2 left it."""
     store.applied_versions(client)
@@ -82,10 +86,11 @@ async def test_the_migration_backfills_an_existing_store_once(chdb_url: str, sto
     client = store.connect(chdb_url, store_database, create_database=True)
     migrate_to_1(client)
     now = datetime.now(UTC)
-    events = interception_at(now - timedelta(days=3), "old") + interception_at(now)
+    # Interception rows only: the children's later columns (migration 4) are not in this store yet.
+    events = only_interceptions(interception_at(now - timedelta(days=3), "old") + interception_at(now))
     await store_events(client, [event for event in events if event["type"] != "interception.ended"])
     await store_events(client, events)  # ended rows, and a redelivery of the rest
-    await store_events(client, interception_at(now - timedelta(days=1)))  # alice again, later
+    await store_events(client, only_interceptions(interception_at(now - timedelta(days=1))))  # alice again, later
     before = rows(client, store.INTERCEPTIONS, final=True)
     assert [row[1] for row in before] == [1, 1, 1]
 
