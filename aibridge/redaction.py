@@ -72,40 +72,53 @@ class Rule:
     def marker(self) -> str:
         return f"{_MARKER}{self.kind}]"
 
-    def redact(self, text: str, lowered: str | None) -> tuple[str, int]:
-        """``text`` with every match replaced, and how many were. ``lowered`` is ``text.lower()`` when
-        that has the same length (its spans are the text's), else None."""
+    def redact(self, text: str, lowered: str | None) -> tuple[str, str | None, int]:
+        """``text`` with every match replaced, its lower-case twin kept in step, and how many were replaced.
+        ``lowered`` is ``text.lower()`` when that has the same length (its spans are the text's), else None."""
         total = 0
         for index, pattern in enumerate(self.patterns):
             if not self.lowered:
-                redacted, count = self._replace(pattern, text, text)
+                spans = self._secrets(pattern, text, text)
             elif lowered is not None:
-                redacted, count = self._replace(pattern, lowered, text)
+                spans = self._secrets(pattern, lowered, text)
             else:
-                redacted, count = self._replace(self._ignore_case[index], text, text)
-            if count:
-                text, total = redacted, total + count
-                lowered = aligned_lower(text) if self.lowered else None
-        return text, total
+                spans = self._secrets(self._ignore_case[index], text, text)
+            if spans:
+                text = _splice(text, spans, self.marker)
+                lowered = None if lowered is None else _splice(lowered, spans, self.marker.lower())
+                total += len(spans)
+        return text, lowered, total
 
-    def _replace(self, pattern: re.Pattern[str], subject: str, text: str) -> tuple[str, int]:
-        pieces: list[str] = []
-        last = count = 0
+    def _secrets(self, pattern: re.Pattern[str], subject: str, text: str) -> list[tuple[int, int]]:
+        """The spans of ``text`` to replace: where ``pattern`` matches ``subject`` (the text or its lower case)."""
+        spans = []
         for match in pattern.finditer(subject):
             start, end = _secret_span(match)
-            if self.word_start and match.start() and text[match.start() - 1].isalnum():
+            if self.word_start and _continues_word(text, match.start()):
                 continue
             if self.min_entropy and shannon_entropy(text[start:end]) < self.min_entropy:
                 continue
             if _MARKER in text[start:end]:  # already replaced by an earlier rule
                 continue
-            pieces += (text[last:start], self.marker)
-            last = end
-            count += 1
-        if not count:
-            return text, 0
-        pieces.append(text[last:])
-        return "".join(pieces), count
+            spans.append((start, end))
+        return spans
+
+
+def _splice(text: str, spans: list[tuple[int, int]], marker: str) -> str:
+    pieces: list[str] = []
+    last = 0
+    for start, end in spans:
+        pieces += (text[last:start], marker)
+        last = end
+    pieces.append(text[last:])
+    return "".join(pieces)
+
+
+def _continues_word(text: str, start: int) -> bool:
+    """Whether a letter or digit precedes ``start`` (an escape like JSON's ``\\n`` does not count)."""
+    if not start or not text[start - 1].isalnum():
+        return False
+    return not (start >= 2 and text[start - 2] == "\\" and text[start - 1] in "nrtbf")
 
 
 def _secret_span(match: re.Match[str]) -> tuple[int, int]:
@@ -213,10 +226,8 @@ class Redactor:
         lowered = aligned_lower(text)
         total = 0
         for rule in self.rules:
-            text, count = rule.redact(text, lowered)
-            if count:
-                total += count
-                lowered = aligned_lower(text)
+            text, lowered, count = rule.redact(text, lowered)
+            total += count
         return text, total
 
 

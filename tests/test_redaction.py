@@ -120,6 +120,30 @@ def test_secrets_inside_json_text_are_replaced_too(kind: str) -> None:
     assert orjson.loads(redacted)["command"].count(f"[REDACTED:{kind}]") == 1  # still valid JSON
 
 
+# The secrets of the rules that must start a word, alone.
+WORD_START = {
+    "openai_key": "sk-proj-Tq3V9xL2mR8wK4pZ7nB1cY6hJ0sD5fGa",
+    "anthropic_key": "sk-ant-api03-q2W8e4R6t1Y3u5I7o9P0a2S4d6F8g0H1j3K5l7Z9x1C3v5B7n9M1q3W5e7R9t1Y3",
+    "aws_access_key": "AKIAIOSFODNN7EXAMPLE",
+    "github_token": "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+    "gitlab_token": "glpat-xYz12AbC34dEf56GhI78jK",
+    "slack_token": "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+    "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+}
+
+
+def test_the_word_start_rules_are_listed() -> None:
+    assert {rule.kind for rule in BUILTIN_RULES if rule.word_start} == set(WORD_START)
+
+
+@pytest.mark.parametrize("kind", WORD_START)
+def test_a_secret_that_starts_a_line_of_json_text_is_replaced(kind: str) -> None:
+    """After an escaped newline (``\\n``) a secret starts a word, though a letter precedes it."""
+    secret = WORD_START[kind]
+    assert FULL.user_text(orjson.dumps({"lines": f"first line\n{secret}"}).decode())[1] == 1
+    assert FULL.user_text(f"first line x{secret}")[1] == 0  # this one continues a word
+
+
 @pytest.mark.parametrize("text", ORDINARY)
 def test_ordinary_text_is_left_alone(text: str) -> None:
     assert REDACTED.user_text(text) == (text, 0)

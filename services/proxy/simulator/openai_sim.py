@@ -23,6 +23,7 @@ from aibridge.proxy.simulator.common import (
 
 FINGERPRINT = "fp_simulated01"
 MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-5", "o3-mini")
+ROLES = ("system", "assistant", "user", "function", "tool", "developer")
 
 
 def error(status: int, message: str) -> Response:
@@ -36,6 +37,11 @@ def validate(body: Any) -> str | None:
         return "you must provide a model parameter"
     if not isinstance(body.get("messages"), list) or not body["messages"]:
         return "Invalid 'messages': empty array. Expected an array with minimum length 1."
+    for message in body["messages"]:
+        role = message.get("role") if isinstance(message, dict) else None
+        if isinstance(role, str) and role not in ROLES:  # OpenAI quotes the value it refuses
+            supported = f"{', '.join(map(repr, ROLES[:-1]))}, and {ROLES[-1]!r}"
+            return f"Invalid value: '{role}'. Supported values are: {supported}."
     return None
 
 

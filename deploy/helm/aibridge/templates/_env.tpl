@@ -190,6 +190,12 @@
   value: {{ .Values.rateLimits.userMaxRpm | toString | quote }}
 - name: AIBRIDGE_MAX_BODY_BYTES
   value: {{ .Values.requestLimits.maxBodyBytes | int64 | toString | quote }}
+- name: AIBRIDGE_PROMPT_CAPTURE
+  value: {{ .Values.privacy.promptCapture | quote }}
+{{- if .Values.privacy.redactionRulesFile }}
+- name: AIBRIDGE_REDACTION_RULES_FILE
+  value: {{ .Values.privacy.redactionRulesFile | quote }}
+{{- end }}
 {{- if .Values.spool.enabled }}
 - name: AIBRIDGE_SPOOL_DIR
   value: /var/lib/aibridge/spool
