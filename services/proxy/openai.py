@@ -53,7 +53,10 @@ def require_model_and_messages(body: dict[str, Any]) -> str:
 def parse_request(raw: bytes) -> ParsedRequest:
     body = load_object(raw)
     model = require_model_and_messages(body)
-    return ParsedRequest(body, model, body.get("stream") is True, last_user_prompt(body["messages"]))
+    parsed = ParsedRequest(body, model, body.get("stream") is True, last_user_prompt(body["messages"]))
+    if parsed.stream and "stream_options" in body and not wants_usage(body):
+        upstream_body(parsed, raw)  # rewritten later: refused here (400) if it cannot be; rare, so written twice
+    return parsed
 
 
 def last_user_prompt(messages: list[Any]) -> str | None:
