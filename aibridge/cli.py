@@ -123,6 +123,21 @@ def _add_export_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     listing.set_defaults(handler=_lazy("aibridge.api.export", "main"))
 
 
+def _add_dlq_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dlq = commands.add_parser("dlq", help="list and replay the recorder's dead letters (Kafka)")
+    sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    listing = sub.add_parser("list", help="one JSON line per dead letter: where, when, why, which ids")
+    listing.add_argument("--since", help="only letters dead-lettered at or after this RFC 3339 time")
+    listing.add_argument("--until", help="only letters dead-lettered before this RFC 3339 time")
+    replay = sub.add_parser("replay", help="send the letters not yet replayed back to the events topic")
+    replay.add_argument("--group", default="aibridge-dlq-replay", help="consumer group remembering what was replayed")
+    replay.add_argument("--dry-run", action="store_true", help="list what would be replayed; send and commit nothing")
+    for parser in (listing, replay):
+        parser.add_argument("--topic", help="events topic; its letters are in AIBRIDGE_DLQ_TOPIC or <topic>.dlq")
+        parser.add_argument("--max", type=int, default=None, help="at most this many letters")
+        parser.set_defaults(handler=_lazy("aibridge.recorder.dlq", "main"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aibridge", description=__doc__)
     parser.add_argument("--version", action="version", version=f"aibridge {__version__}")
@@ -130,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_service_commands(commands)
     _add_token_commands(commands)
     _add_export_commands(commands)
+    _add_dlq_commands(commands)
     _add_login_command(commands)
     return parser
 

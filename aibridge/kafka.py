@@ -208,18 +208,7 @@ class KafkaConsumer:
             batches = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
         except KafkaError as exc:
             raise BusError(f"Kafka fetch failed: {exc!r}") from exc
-        return [
-            Message(
-                Partition(record.topic, record.partition),
-                record.offset,
-                record.key,
-                record.value or b"",
-                tuple(record.headers),
-                record.timestamp,
-            )
-            for records in batches.values()
-            for record in records
-        ]
+        return [_message(record) for records in batches.values() for record in records]
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
         if not offsets:
@@ -264,7 +253,53 @@ class KafkaConsumer:
             total += max(0, int(ends[tp]) - int(await self._consumer.position(tp)))
         return total
 
+    async def caught_up(self) -> bool:
+        """True once partitions are assigned and every one is read to its end."""
+        if self._client is None or not self._client.assignment():
+            return False
+        try:
+            return await self.lag() == 0
+        except KafkaError as exc:
+            raise BusError(f"Kafka offsets unavailable: {exc!r}") from exc
+
     async def stop(self) -> None:
         consumer, self._client = self._client, None
         if consumer is not None:
             await consumer.stop()
+
+
+async def read_topic(settings: CommonSettings, topic: str, timeout: float = 10.0) -> list[Message]:
+    """Every message of ``topic`` up to its current end, all partitions, read without a consumer group."""
+    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False)
+    try:
+        await consumer.start()
+        await consumer.topics()  # loads the cluster's metadata
+        partitions = [TopicPartition(topic, index) for index in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            raise BusError(f"Kafka has no topic {topic!r}")
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        messages: list[Message] = []
+        async with asyncio.timeout(timeout):
+            while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+                batches = await consumer.getmany(*partitions, timeout_ms=200)
+                messages += [_message(record) for records in batches.values() for record in records]
+        return messages
+    except KafkaError as exc:
+        raise BusError(f"cannot read {topic!r} from Kafka: {exc!r}") from exc
+    except TimeoutError as exc:
+        raise BusError(f"reading {topic!r} from Kafka took longer than {timeout:g}s") from exc
+    finally:
+        await consumer.stop()
+
+
+def _message(record: Any) -> Message:
+    return Message(
+        Partition(record.topic, record.partition),
+        record.offset,
+        record.key,
+        record.value or b"",
+        tuple(record.headers),
+        record.timestamp,
+    )
