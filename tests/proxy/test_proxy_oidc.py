@@ -5,6 +5,7 @@ rotated keys picked up, and bridge tokens still working beside them."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from aibridge.auth import TokenVerifier
 from aibridge.identity import Verifiers
 from aibridge.jwks import KeySource
 from aibridge.oidc import ClaimMapping, OidcVerifier
-from aibridge.testing.oidc_provider import OidcProvider, User
+from aibridge.testing.oidc_provider import OidcProvider, SigningKey, User, new_key
 
 pytestmark = pytest.mark.kafka
 
@@ -107,3 +108,42 @@ async def test_a_token_signed_with_a_newly_rotated_key_works_at_once(
     )
     assert message.content and idp.jwks_requests == fetches + 1
     assert len({e["interception_id"] for e in await events_of(2)}) == 2
+
+
+async def test_a_flood_of_made_up_kids_costs_the_provider_one_key_fetch_per_interval(
+    start_proxy: ProxyFactory, idp: OidcProvider, verifier: TokenVerifier, simulator: Simulator
+) -> None:
+    interval = 2.0
+    oidc = OidcVerifier(KeySource(idp.issuer, min_interval=interval, timeout=2.0), idp.client_id)
+    proxy = start_proxy(token_verifier=Verifiers(verifier, oidc))
+    assert (await openai_client(proxy, idp.token(ALICE)).chat.completions.create(**CHAT)).choices
+    await asyncio.sleep(interval + 0.05)  # the first made-up kid may cause one fetch
+    fetches, seen = idp.jwks_requests, len(simulator.state.requests)
+    unpublished = new_key("ES256").private
+    flood = [idp.token(ALICE, key=SigningKey(f"made-up-{n}", "ES256", unpublished)) for n in range(150)]
+    began = time.monotonic()
+    async with httpx.AsyncClient(base_url=proxy.url, timeout=20) as client:
+        answers = await asyncio.gather(
+            *(client.post(OPENAI_PATH, json=CHAT, headers={"authorization": f"Bearer {t}"}) for t in flood)
+        )
+    intervals_passed = int((time.monotonic() - began) / interval)
+    assert {answer.status_code for answer in answers} == {401}
+    assert 1 <= idp.jwks_requests - fetches <= 1 + intervals_passed, "at most one fetch per interval"
+    assert len(simulator.state.requests) == seen
+
+
+async def test_with_the_provider_down_tokens_of_known_keys_keep_working(
+    oidc_proxy: Proxy, idp: OidcProvider, events_of: Callable[..., Any]
+) -> None:
+    assert (await openai_client(oidc_proxy, idp.token(ALICE)).chat.completions.create(**CHAT)).choices
+    idp.stop()
+    try:
+        fresh = idp.token(ALICE, algorithm="ES256", jti="while-down")  # never seen: its signature is checked now
+        message = await anthropic_client(oidc_proxy, fresh).messages.create(
+            model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "provider down"}]
+        )
+        assert message.content
+    finally:
+        idp.start()
+    started = of_type(await events_of(2), "interception.started")
+    assert "while-down" in {e["api_key_id"] for e in started}
