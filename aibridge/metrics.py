@@ -19,7 +19,9 @@ PROXY_PASSTHROUGH_REQUESTS = Counter(
     ["provider", "route", "status"],
 )
 PROXY_AUTH_FAILURES = Counter(
-    "aibridge_proxy_auth_failures", "Requests refused for a missing or bad bridge token, by reason.", ["reason"]
+    "aibridge_proxy_auth_failures",
+    "Requests refused for a missing or bad token (bridge or identity provider), by reason.",
+    ["reason"],
 )
 OIDC_KEY_FETCHES = Counter(
     "aibridge_oidc_key_fetches",
