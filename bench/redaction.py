@@ -75,6 +75,7 @@ def main() -> None:
                 p99 = samples[min(len(samples) - 1, round(len(samples) * 0.99))]
                 planted = "yes" if with_secrets else "no"
                 print(f"{mode.value:9} {kib:>4}Ki {planted:>7} {found:>5} {p50:>8.1f} {p99:>8.1f} {p50 / kib:>10.1f}")
+    print(f"rerun: .venv/bin/python bench/redaction.py --rounds {args.rounds}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from aibridge.events import ERROR_LIMIT, InterceptionContext, Status
 from aibridge.proxy.settings import ProxySettings
 from aibridge.redaction import (
     BUILTIN_RULES,
@@ -268,3 +269,22 @@ def test_the_proxy_does_not_start_with_a_bad_rules_file(tmp_path: Path) -> None:
         ProxySettings(redaction_rules_file=missing)
     with pytest.raises(ValidationError, match="prompt_capture"):
         ProxySettings(prompt_capture="everything")  # type: ignore[arg-type]
+
+
+def test_an_error_is_scrubbed_before_it_is_cut() -> None:
+    """A secret across the cut would otherwise leave its first half in the event."""
+    context = InterceptionContext(
+        initiator_id="u1",
+        initiator_username="dev",
+        provider="openai",
+        model="gpt-4o",
+        client="Codex",
+        streaming=False,
+        route="/v1/chat/completions",
+        api_key_id="k1",
+    )
+    secret = WORD_START["github_token"]
+    error = "x" * (ERROR_LIMIT - 10) + " " + secret
+    ended = context.ended(Status.UPSTREAM_ERROR, 400, error)
+    assert secret[:9] not in ended["error"] and len(ended["error"]) == ERROR_LIMIT
+    assert (ended["redactions"], ended["capture"]) == (1, "full")
