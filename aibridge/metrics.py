@@ -216,6 +216,25 @@ SPOOL_DISCARDED_BYTES = Counter(
     "aibridge_spool_discarded_bytes", "Bytes of torn or corrupt spool records skipped when a spool was opened."
 )
 
+# ---- MCP tool injection (proxy) ------------------------------------------------------------------
+
+MCP_TOOLS = Gauge("aibridge_mcp_tools", "Tools of each MCP server injected into requests (after allow/deny).", ["server"])
+MCP_CALLS = Counter(
+    "aibridge_mcp_calls",
+    "Injected tool calls the proxy ran, by server, tool and outcome (ok, tool_error, rpc_error, timeout,"
+    " unavailable, bad_arguments, unknown_tool).",
+    ["server", "tool", "outcome"],
+)
+MCP_CALL_DURATION_SECONDS = Histogram(
+    "aibridge_mcp_call_duration_seconds",
+    "Duration of injected tool calls, by server.",
+    ["server"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+MCP_REFRESH_FAILURES = Counter(
+    "aibridge_mcp_refresh_failures", "Failed listings of an MCP server's tools (retried with backoff).", ["server"]
+)
+
 
 OTHER_MODEL = "other"
 
