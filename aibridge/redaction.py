@@ -11,7 +11,9 @@ Rules are *precise* (a secret's own shape: provider, cloud and forge tokens, JWT
 
 - ``full``: prompts and tool inputs are kept, precise rules replace the secrets in them;
 - ``redacted``: heuristic rules apply as well;
-- ``metadata``: no prompt text and no tool input is kept at all; other texts (errors) get every rule.
+- ``metadata``: no prompt text and no tool input is kept at all; of a provider's error message
+  (:class:`ProviderMessage`, which can quote the request) only its type and code; other texts (the
+  proxy's own errors) get every rule.
 
 :data:`BUILTIN_RULES` is the table; a YAML or JSON file (:func:`load_rules`) adds rules, replaces a rule
 of the same kind, or turns one off. Everything here is pure and compiled once.
@@ -251,11 +253,62 @@ class CapturePolicy:
         return self.redactor.redact(text)
 
     def scrub(self, text: str) -> tuple[str, int]:
-        """Any other text that may quote the user (an error message): secrets replaced, in every mode."""
+        """Any other text that may quote the user (an error message): secrets replaced, in every mode; in
+        ``metadata`` mode a :class:`ProviderMessage` is its kind alone (the provider may quote the request)."""
+        if self.mode is CaptureMode.METADATA and isinstance(text, ProviderMessage):
+            return f"{text.kind}: {NOT_CAPTURED}", 0
         return self.redactor.redact(text)
 
 
 DEFAULT_POLICY: Final = CapturePolicy.build(CaptureMode.FULL)
+
+
+# ---- a provider's error messages --------------------------------------------------------------------
+
+NOT_CAPTURED: Final = "[not recorded: capture mode metadata]"
+_KIND_PART = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+class ProviderMessage(str):
+    """An error message the provider wrote, which can quote the request (OpenAI names a value it refuses).
+
+    The text is what is recorded in ``full`` and ``redacted`` mode (secrets replaced); ``kind`` (the error's
+    type and code, ``invalid_request_error/invalid_value``) is all ``metadata`` mode records of it.
+    """
+
+    kind: str
+
+    def __new__(cls, text: str, error_type: object = None, code: object = None) -> ProviderMessage:
+        message = super().__new__(cls, text)
+        message.kind = error_kind(error_type, code)
+        return message
+
+    @classmethod
+    def from_body(cls, body: bytes, limit: int) -> ProviderMessage:
+        """A provider's error answer: its first ``limit`` bytes as text, the kind from its JSON error object
+        (OpenAI's ``{"error": {"type", "code"}}``, Anthropic's ``{"type": "error", "error": {"type"}}``)."""
+        error_type, code = _body_kind(body)
+        return cls(body[:limit].decode("utf-8", "replace"), error_type, code)
+
+
+def error_kind(error_type: object, code: object) -> str:
+    """``type/code`` of an error, each part kept only if it reads as an identifier; ``error`` if none does."""
+    parts = [str(part) for part in (error_type, code) if isinstance(part, str | int) and not isinstance(part, bool)]
+    kept = [part for part in dict.fromkeys(parts) if _KIND_PART.fullmatch(part)]
+    return "/".join(kept) or "error"
+
+
+def _body_kind(body: bytes) -> tuple[object, object]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(document, dict):
+        return None, None
+    error = document.get("error")
+    if isinstance(error, dict):
+        return error.get("type"), error.get("code")
+    return None, document.get("code")
 
 
 # ---- the rules file ----------------------------------------------------------------------------------

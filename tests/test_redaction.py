@@ -16,6 +16,7 @@ from aibridge.redaction import (
     BUILTIN_RULES,
     CaptureMode,
     CapturePolicy,
+    ProviderMessage,
     RuleFileError,
     capture_policy,
     load_rules,
@@ -186,6 +187,56 @@ def test_metadata_mode_keeps_no_text_and_still_scrubs_other_text() -> None:
     assert FULL.scrub(HEURISTIC["password"][0])[1] == 0
 
 
+OPENAI_REFUSAL = orjson.dumps(
+    {
+        "error": {
+            "message": "Invalid value: 'ACME-1234 password=Hunt3r-Blue-42'. Supported values are: 'user'.",
+            "type": "invalid_request_error",
+            "param": "messages.[0].role",
+            "code": "invalid_value",
+        }
+    }
+)
+
+
+def test_metadata_mode_keeps_only_the_kind_of_a_providers_message() -> None:
+    """A provider's error can quote the request: metadata mode keeps its type and code, no text."""
+    message = ProviderMessage.from_body(OPENAI_REFUSAL, 4096)
+    assert METADATA.scrub(message) == ("invalid_request_error/invalid_value: [not recorded: capture mode metadata]", 0)
+    kept, count = REDACTED.scrub(message)
+    assert "ACME-1234" in kept and "Hunt3r" not in kept and count == 1  # other modes: the text, secrets replaced
+    own = "the provider could not be reached: ConnectError: refused"  # the proxy's own text quotes no one
+    assert METADATA.scrub(own) == (own, 0)
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        (b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}', "overloaded_error"),
+        (
+            b'{"error": {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}}',
+            "requests/rate_limit_exceeded",
+        ),
+        (b'{"error": {"type": "server_error", "code": "server_error"}}', "server_error"),
+        (b'{"error": {"type": "a type with spaces: and the prompt", "code": 429}}', "429"),
+        (b'{"error": "a bare string quoting the prompt"}', "error"),
+        (b"<html>502 Bad Gateway: the prompt</html>", "error"),
+        (b'["not", "an object"]', "error"),
+        (b'{"error": {"type": true, "code": null}}', "error"),
+    ],
+)
+def test_the_kind_of_a_providers_error_answer(body: bytes, kind: str) -> None:
+    message = ProviderMessage.from_body(body, 10)
+    assert message.kind == kind and message == body[:10].decode()
+    assert METADATA.scrub(message)[0] == f"{kind}: [not recorded: capture mode metadata]"
+
+
+def test_a_streamed_providers_message_keeps_its_text_and_kind() -> None:
+    message = ProviderMessage("overloaded_error: Overloaded", "overloaded_error")
+    assert (message, message.kind) == ("overloaded_error: Overloaded", "overloaded_error")
+    assert FULL.scrub(message) == ("overloaded_error: Overloaded", 0)
+
+
 def test_the_builtin_kinds() -> None:
     assert [rule.kind for rule in BUILTIN_RULES] == [
         "gcp_service_account_key",
@@ -288,3 +339,23 @@ def test_an_error_is_scrubbed_before_it_is_cut() -> None:
     ended = context.ended(Status.UPSTREAM_ERROR, 400, error)
     assert secret[:9] not in ended["error"] and len(ended["error"]) == ERROR_LIMIT
     assert (ended["redactions"], ended["capture"]) == (1, "full")
+
+
+def test_a_metadata_event_keeps_the_kind_of_a_providers_error() -> None:
+    context = InterceptionContext(
+        initiator_id="u1",
+        initiator_username="dev",
+        provider="openai",
+        model="gpt-4o",
+        client="Codex",
+        streaming=False,
+        route="/v1/chat/completions",
+        api_key_id="k1",
+        capture=METADATA,
+    )
+    ended = context.ended(Status.UPSTREAM_ERROR, 400, ProviderMessage.from_body(OPENAI_REFUSAL, 4096))
+    assert (ended["error"], ended["http_status"], ended["redactions"]) == (
+        "invalid_request_error/invalid_value: [not recorded: capture mode metadata]",
+        400,
+        0,
+    )
