@@ -89,6 +89,13 @@ class CommonSettings(KafkaConnectionSettings):
         description="Distinct models the proxy's metrics name; later ones are labelled model=other (events keep"
         " the real name). The model comes from the request body: this bounds what a client can add.",
     )
+    prices_file: FilePath | None = Field(
+        default=None,
+        description="YAML file of model prices (USD per million tokens) that replace or add to the built-in table.",
+    )
+    groups_file: FilePath | None = Field(
+        default=None, description="YAML file mapping each group to its members (user ids or usernames)."
+    )
 
     @model_validator(mode="after")
     def _oidc_needs_audience(self) -> CommonSettings:
