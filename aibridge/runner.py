@@ -95,7 +95,7 @@ class Host:
             Route("/metrics", self._metrics),
         ]
         if self.plan.simulate:
-            from aibridge.proxy.simulator import create_simulator_app
+            from aibridge.simulator import create_simulator_app
 
             routes.append(Mount(SIMULATOR_PREFIX, app=create_simulator_app()))
         direct: dict[str, Handler] = {}

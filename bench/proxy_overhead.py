@@ -101,8 +101,8 @@ def serve_plain_floor(port: int) -> None:
     import uvicorn
     from starlette.types import Receive, Scope, Send
 
-    from aibridge.proxy.http1 import Http1Upstream
     from aibridge.proxy.settings import ProxySettings
+    from aibridge.proxy.upstream.http1 import Http1Upstream
 
     url = f"{os.environ['AIBRIDGE_OPENAI_BASE_URL']}/chat/completions"
     clients: list[Http1Upstream] = []
@@ -172,7 +172,7 @@ def proxy_process(port: int, env: dict[str, str]) -> Iterator[int]:
 
 
 def upstream_command(port: int) -> list[str]:
-    app = "aibridge.proxy.simulator:create_simulator_app"
+    app = "aibridge.simulator:create_simulator_app"
     options = [
         "--port",
         str(port),

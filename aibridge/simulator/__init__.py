@@ -26,9 +26,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aibridge.proxy.simulator import anthropic_sim, openai_sim, responses_sim, stored_sim
-from aibridge.proxy.simulator.common import Controls, SimulatorState
-from aibridge.proxy.simulator.stored_sim import StoredResponses
+from aibridge.simulator import anthropic_sim, openai_sim, responses_sim, stored_sim
+from aibridge.simulator.common import Controls, SimulatorState
+from aibridge.simulator.stored_sim import StoredResponses
 
 __all__ = ["SimulatorState", "create_simulator_app"]
 

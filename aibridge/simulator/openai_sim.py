@@ -9,7 +9,7 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 
 from aibridge.proxy.errors import openai_error
-from aibridge.proxy.simulator.common import (
+from aibridge.simulator.common import (
     SSE_HEADERS,
     Controls,
     answer_text,

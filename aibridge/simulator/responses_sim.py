@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from aibridge.proxy.simulator.common import (
+from aibridge.simulator.common import (
     SSE_HEADERS,
     Controls,
     answer_text,
@@ -34,7 +34,7 @@ from aibridge.proxy.simulator.common import (
     random_id,
     sample_arguments,
 )
-from aibridge.proxy.simulator.stored_sim import StoredResponses
+from aibridge.simulator.stored_sim import StoredResponses
 
 Event = tuple[str, dict[str, Any]]
 

@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from aibridge.proxy.simulator.common import Controls, count_tokens, random_id
-from aibridge.proxy.simulator.openai_sim import error
+from aibridge.simulator.common import Controls, count_tokens, random_id
+from aibridge.simulator.openai_sim import error
 
 _KEPT = 200
 _MAX_PAGE = 100

@@ -17,17 +17,17 @@ from aibridge import metrics
 from aibridge.auth import Verifier
 from aibridge.bus import BusProducer, InProcessProducer
 from aibridge.fastpath import FastPathStarlette, Handler
-from aibridge.proxy.breaker import BreakerPolicy, Breakers
-from aibridge.proxy.deferred import Deferred
-from aibridge.proxy.emitter import EventEmitter
+from aibridge.proxy.guards.breaker import BreakerPolicy, Breakers
+from aibridge.proxy.guards.limits import Admission
 from aibridge.proxy.intercept import InFlight, Interceptor
-from aibridge.proxy.limits import Admission
 from aibridge.proxy.passthrough import Passthrough, not_found
-from aibridge.proxy.providers import ProviderSpec, anthropic_spec, compaction_spec, openai_spec, responses_spec
-from aibridge.proxy.records import Provider
+from aibridge.proxy.providers.records import Provider
+from aibridge.proxy.providers.spec import ProviderSpec, anthropic_spec, compaction_spec, openai_spec, responses_spec
+from aibridge.proxy.recording.deferred import Deferred
+from aibridge.proxy.recording.emitter import EventEmitter
+from aibridge.proxy.recording.spool import Spool
 from aibridge.proxy.settings import ProxySettings
-from aibridge.proxy.spool import Spool
-from aibridge.proxy.upstream import create_upstream
+from aibridge.proxy.upstream.client import create_upstream
 from aibridge.redaction import capture_policy
 
 log = logging.getLogger("aibridge.proxy")

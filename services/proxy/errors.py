@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import orjson
 
-from aibridge.proxy.records import Provider
+from aibridge.proxy.providers.records import Provider
 
 
 class ProxyError(Exception):

@@ -16,7 +16,7 @@ from starlette.types import Receive
 from aibridge.auth import Identity, Verifier, token_from_headers
 from aibridge.identity import verify
 from aibridge.proxy.errors import RequestTooLarge
-from aibridge.proxy.upstream import HOP_BY_HOP
+from aibridge.proxy.upstream.client import HOP_BY_HOP
 
 DROPPED_REQUEST_HEADERS = HOP_BY_HOP | {"host", "content-length", "authorization", "x-api-key", "accept-encoding"}
 

@@ -1,11 +1,11 @@
 """One interception: authenticate, parse, forward with the central key, relay, record on the side.
 
 Per provider, everything that can be computed once (upstream URL, key header, parsers) is a
-:class:`~aibridge.proxy.providers.ProviderSpec`. The request path does: verify the token (cached),
+:class:`~aibridge.proxy.providers.spec.ProviderSpec`. The request path does: verify the token (cached),
 pass the admission limits (per user, per replica), read and parse the body, pass the model's circuit
 breaker, send upstream, then either return the blocking answer (recording after the response is
 sent) or relay the stream chunk by chunk through a tee that parses it. Every end is recorded and
-logged once (:mod:`aibridge.proxy.outcome`), including the requests the bridge turns away itself
+logged once (:mod:`aibridge.proxy.recording.outcome`), including the requests the bridge turns away itself
 (``rejected``).
 """
 
@@ -22,19 +22,19 @@ from starlette.responses import Response
 from aibridge.auth import AuthError, Identity, Verifier
 from aibridge.events import InterceptionContext, Status
 from aibridge.metrics import PROXY_AUTH_FAILURES
-from aibridge.proxy.breaker import Breakers, Permit, parse_retry_after
 from aibridge.proxy.clients import classify
-from aibridge.proxy.deferred import Deferred
-from aibridge.proxy.emitter import EventEmitter
 from aibridge.proxy.errors import InvalidRequestBody, ProxyError, RequestTooLarge, error_body
+from aibridge.proxy.guards.breaker import Breakers, Permit, parse_retry_after
+from aibridge.proxy.guards.limits import Admission, Rejection, Ticket, render_rejection
 from aibridge.proxy.incoming import authenticate, forward_headers, header_map, read_body
-from aibridge.proxy.limits import Admission, Rejection, Ticket, render_rejection
-from aibridge.proxy.observe import Observation
-from aibridge.proxy.outcome import log_interception
-from aibridge.proxy.providers import ProviderSpec
-from aibridge.proxy.records import ParsedRequest, Provider, ResponseSummary
+from aibridge.proxy.providers.records import ParsedRequest, Provider, ResponseSummary
+from aibridge.proxy.providers.spec import ProviderSpec
+from aibridge.proxy.recording.deferred import Deferred
+from aibridge.proxy.recording.emitter import EventEmitter
+from aibridge.proxy.recording.observe import Observation
+from aibridge.proxy.recording.outcome import log_interception
 from aibridge.proxy.relay import ClientWatch, Relay, RelayResponse, Tee
-from aibridge.proxy.upstream import Upstream, UpstreamResponse, with_headers
+from aibridge.proxy.upstream.client import Upstream, UpstreamResponse, with_headers
 from aibridge.redaction import DEFAULT_POLICY, CapturePolicy
 
 log = logging.getLogger("aibridge.proxy")

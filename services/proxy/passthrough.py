@@ -20,11 +20,11 @@ from aibridge import telemetry
 from aibridge.auth import AuthError, Verifier
 from aibridge.metrics import PROXY_AUTH_FAILURES, PROXY_PASSTHROUGH_REQUESTS
 from aibridge.proxy.errors import ProxyError, error_body
+from aibridge.proxy.guards.limits import Admission, Rejection, render_rejection
 from aibridge.proxy.incoming import authenticate, forward_headers, header_map, read_body
-from aibridge.proxy.limits import Admission, Rejection, render_rejection
-from aibridge.proxy.observe import passthrough_span
-from aibridge.proxy.records import Provider
-from aibridge.proxy.upstream import Upstream, with_headers
+from aibridge.proxy.providers.records import Provider
+from aibridge.proxy.recording.observe import passthrough_span
+from aibridge.proxy.upstream.client import Upstream, with_headers
 
 log = logging.getLogger("aibridge.proxy.passthrough")
 

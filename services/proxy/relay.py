@@ -20,8 +20,8 @@ from starlette.types import Receive, Scope, Send
 
 from aibridge.events import Status
 from aibridge.proxy.errors import ProxyError
-from aibridge.proxy.records import ResponseSummary
-from aibridge.proxy.upstream import UpstreamResponse
+from aibridge.proxy.providers.records import ResponseSummary
+from aibridge.proxy.upstream.client import UpstreamResponse
 
 Finished = Callable[[ResponseSummary, Status, str | None], None]
 Later = Callable[[Callable[[], None]], None]
@@ -48,7 +48,7 @@ class Relay:
     """One streamed answer: its chunks through the tee, then (:meth:`finish`) its recording.
 
     The recording (the tee's last parsing, then ``on_finished``) is handed to ``later``, which runs
-    it after the answer is out (:class:`~aibridge.proxy.deferred.Deferred`); :attr:`ended` is when
+    it after the answer is out (:class:`~aibridge.proxy.recording.deferred.Deferred`); :attr:`ended` is when
     the relay finished, in ``time.perf_counter`` seconds.
     """
 

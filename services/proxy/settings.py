@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
-from aibridge.proxy.breaker import BreakerSettings
-from aibridge.proxy.limits import LimitSettings
-from aibridge.proxy.spool import SpoolSettings
+from aibridge.proxy.guards.breaker import BreakerSettings
+from aibridge.proxy.guards.limits import LimitSettings
+from aibridge.proxy.recording.spool import SpoolSettings
 from aibridge.redaction import CaptureMode, load_rules
 from aibridge.secret_files import resolve_secret_files
 from aibridge.settings import CommonSettings

@@ -16,8 +16,8 @@ from telemetry_support import OPENAI_CHAT, PROVIDER_KEY, Deltas, running_proxy, 
 from aibridge import metrics
 from aibridge.auth import TokenVerifier
 from aibridge.bus import InProcessBus
-from aibridge.proxy.simulator import create_simulator_app
 from aibridge.settings import DEFAULT_TOPIC
+from aibridge.simulator import create_simulator_app
 from aibridge.testing.server import serve_in_thread
 
 CODEX = {"user-agent": "codex_cli_rs/0.58.0 (Linux; x86_64)"}

@@ -17,9 +17,9 @@ from aibridge import telemetry
 from aibridge.auth import TokenVerifier
 from aibridge.kafka import KafkaConsumer, KafkaProducer
 from aibridge.proxy.settings import ProxySettings
-from aibridge.proxy.simulator import create_simulator_app
 from aibridge.recorder.component import RecorderComponent
 from aibridge.recorder.settings import RecorderSettings
+from aibridge.simulator import create_simulator_app
 from aibridge.testing.server import serve_in_thread
 
 pytestmark = pytest.mark.kafka

@@ -16,7 +16,7 @@ from aibridge.events import Event
 from aibridge.kafka import KafkaProducer
 from aibridge.proxy.component import create_proxy_app
 from aibridge.proxy.settings import ProxySettings
-from aibridge.proxy.simulator import SimulatorState, create_simulator_app
+from aibridge.simulator import SimulatorState, create_simulator_app
 from aibridge.testing.server import serve_in_thread
 
 

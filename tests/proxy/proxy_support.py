@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aibridge.events import Event, validate_event
 from aibridge.proxy.component import ProxyComponent
 from aibridge.proxy.settings import ProxySettings
-from aibridge.proxy.simulator import SimulatorState
+from aibridge.simulator import SimulatorState
 
 OPENAI_KEY = "sk-central-openai-0123456789"
 ANTHROPIC_KEY = "sk-ant-central-0123456789"

@@ -4,7 +4,7 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from aibridge.proxy.breaker import (
+from aibridge.proxy.guards.breaker import (
     BreakerPolicy,
     Breakers,
     BreakerSettings,
@@ -13,7 +13,7 @@ from aibridge.proxy.breaker import (
     is_failure_status,
     parse_retry_after,
 )
-from aibridge.proxy.limits import Rejection, RejectReason, render_rejection
+from aibridge.proxy.guards.limits import Rejection, RejectReason, render_rejection
 
 POLICY = BreakerPolicy(failures=3, open_seconds=10.0, max_open_seconds=35.0, probe_timeout=60.0)
 

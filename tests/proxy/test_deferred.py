@@ -1,4 +1,4 @@
-"""Recording after the answer (services/proxy/deferred.py): jobs wait for their delay and run together,
+"""Recording after the answer (services/proxy/recording/deferred.py): jobs wait for their delay and run together,
 a failing job is logged without stopping the others, the times recorded are the answer's, and
 stopping the proxy records what is still pending."""
 
@@ -16,7 +16,7 @@ import pytest
 from proxy_support import Proxy, ProxyFactory, of_type
 
 from aibridge.events import parse_time
-from aibridge.proxy.deferred import Deferred
+from aibridge.proxy.recording.deferred import Deferred
 
 OPENAI_PATH = "/api/v2/aibridge/openai/v1/chat/completions"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}

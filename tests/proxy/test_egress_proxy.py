@@ -12,9 +12,9 @@ import httpx
 import pytest
 from proxy_support import OPENAI_KEY, ProxyFactory, Simulator, of_type
 
-from aibridge.proxy.http1 import Http1Upstream
 from aibridge.proxy.settings import ProxySettings
-from aibridge.proxy.upstream import AiohttpUpstream, create_upstream, egress_proxied
+from aibridge.proxy.upstream.client import AiohttpUpstream, create_upstream, egress_proxied
+from aibridge.proxy.upstream.http1 import Http1Upstream
 
 OPENAI_PATH = "/api/v2/aibridge/openai/v1/chat/completions"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello through the egress proxy"}]}

@@ -14,7 +14,7 @@ from proxy_support import read_events, wait_for
 from aibridge.bus import BusError, OutgoingMessage
 from aibridge.events import Event
 from aibridge.kafka import KafkaProducer
-from aibridge.proxy.emitter import EventEmitter
+from aibridge.proxy.recording.emitter import EventEmitter
 from aibridge.settings import CommonSettings
 
 EXAMPLE = json.loads((Path(__file__).parents[2] / "schemas" / "examples" / "prompt.json").read_text())

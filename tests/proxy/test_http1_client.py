@@ -1,4 +1,4 @@
-"""The builtin HTTP/1.1 upstream client (``aibridge.proxy.http1``) against scripted peers on real sockets.
+"""The builtin HTTP/1.1 upstream client (``aibridge.proxy.upstream.http1``) against scripted peers on real sockets.
 
 Each peer is an ``asyncio.start_server`` on 127.0.0.1 that reads the request and writes exact raw
 bytes, so wire formats and misbehaviour (stalls, early closes, garbage) are exact. Every case runs on
@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from aibridge.proxy.errors import UpstreamTimeout, UpstreamUnreachable
-from aibridge.proxy.http1 import HIGH_WATER, Http1Response, Http1Upstream, _head, _Target
 from aibridge.proxy.settings import ProxySettings
+from aibridge.proxy.upstream.http1 import HIGH_WATER, Http1Response, Http1Upstream, _head, _Target
 
 READ_TIMEOUT = 0.3
 CONNECT_TIMEOUT = 0.3

@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aibridge.proxy.breaker import BreakerPolicy, BreakerSettings
-from aibridge.proxy.limits import (
+from aibridge.proxy.guards.breaker import BreakerPolicy, BreakerSettings
+from aibridge.proxy.guards.limits import (
     FREE_TICKET,
     Admission,
     ConcurrencyLimiter,
@@ -27,7 +27,7 @@ from aibridge.proxy.limits import (
     render_rejection,
     retry_after_seconds,
 )
-from aibridge.proxy.spool import SpoolSettings
+from aibridge.proxy.recording.spool import SpoolSettings
 from aibridge.settings import CommonSettings
 from aibridge.testing.server import serve_in_thread
 

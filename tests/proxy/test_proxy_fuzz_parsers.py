@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aibridge.events import InterceptionContext, Status, encode_event, validate_event
-from aibridge.proxy import anthropic, compaction, openai, responses
 from aibridge.proxy.errors import InvalidRequestBody, error_body
-from aibridge.proxy.providers import anthropic_spec, compaction_spec, openai_spec, responses_spec
-from aibridge.proxy.records import ParsedRequest, Provider, ResponseSummary
+from aibridge.proxy.providers import anthropic, compaction, openai, responses
+from aibridge.proxy.providers.records import ParsedRequest, Provider, ResponseSummary
+from aibridge.proxy.providers.spec import anthropic_spec, compaction_spec, openai_spec, responses_spec
 from aibridge.proxy.relay import Tee
 
 PARSERS = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,10 +9,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from aibridge.proxy import anthropic, openai
 from aibridge.proxy.errors import InvalidRequestBody
-from aibridge.proxy.records import ToolCall
-from aibridge.proxy.sse import SSEDecoder, SSEEvent
+from aibridge.proxy.providers import anthropic, openai
+from aibridge.proxy.providers.records import ToolCall
+from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ANTHROPIC_STREAM = (FIXTURES / "anthropic_stream_tool_use.sse").read_bytes()

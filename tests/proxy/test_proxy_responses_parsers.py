@@ -11,9 +11,9 @@ import pytest
 from openai.types.responses import Response, ResponseErrorEvent, ResponseStreamEvent
 from test_proxy_parsers import chunkings, decode_all
 
-from aibridge.proxy import compaction, responses
 from aibridge.proxy.errors import InvalidRequestBody, UpstreamTimeout, UpstreamUnreachable
-from aibridge.proxy.records import ToolCall
+from aibridge.proxy.providers import compaction, responses
+from aibridge.proxy.providers.records import ToolCall
 
 STREAM = (Path(__file__).parent / "fixtures" / "openai_responses_stream_codex.sse").read_bytes()
 RESPONSE_ID = "resp_68d2f1c0a4b88190b2e3f0c1d9a7e6f50c6c1e2b3a4d5e6f"

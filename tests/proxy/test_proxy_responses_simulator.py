@@ -11,7 +11,7 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from test_proxy_parsers import decode_all
 
-from aibridge.proxy.simulator import create_simulator_app
+from aibridge.simulator import create_simulator_app
 
 EVENTS: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
 EXEC_TOOL = {

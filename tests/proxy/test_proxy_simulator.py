@@ -8,7 +8,7 @@ import openai
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from aibridge.proxy.simulator import create_simulator_app
+from aibridge.simulator import create_simulator_app
 from aibridge.testing.server import serve_in_thread
 
 

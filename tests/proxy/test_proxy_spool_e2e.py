@@ -19,8 +19,8 @@ from proxy_support import ProxyFactory, ended_count, read_events, wait_for
 
 from aibridge.events import Event
 from aibridge.kafka import KafkaProducer
+from aibridge.proxy.recording.spool import read_segment
 from aibridge.proxy.settings import ProxySettings
-from aibridge.proxy.spool import read_segment
 from aibridge.testing.broker import Broker, free_port
 
 pytestmark = pytest.mark.kafka

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from aibridge.proxy.sse import SSEDecoder, SSEEvent
+from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
 
 LINES = [
     b": comment",

@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 
 from aibridge.bus import BusError, Headers, InProcessBus, Partition
 from aibridge.kafka import KafkaProducer
-from aibridge.proxy.spool import Spool, SpooledRecord, SpoolLocked, SpoolSettings, drain, encode_record
+from aibridge.proxy.recording.spool import Spool, SpooledRecord, SpoolLocked, SpoolSettings, drain, encode_record
 from aibridge.settings import CommonSettings
 from aibridge.testing.broker import Broker
 
@@ -274,7 +274,7 @@ def test_appends_survive_the_process_being_killed(spool_dir: Path) -> None:
         f"""
         import sys
         from pathlib import Path
-        from aibridge.proxy.spool import Spool
+        from aibridge.proxy.recording.spool import Spool
         spool = Spool(Path({str(spool_dir)!r}), 1 << 24, segment_bytes=4096, fsync_interval=3600)
         i = 0
         while True:

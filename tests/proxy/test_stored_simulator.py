@@ -16,7 +16,7 @@ from openai.types.responses import (
 )
 from test_proxy_errors import assert_openai_error
 
-from aibridge.proxy.simulator import create_simulator_app
+from aibridge.simulator import create_simulator_app
 
 CONVERSATION: Any = [
     {"type": "message", "role": "user", "content": "first question"},

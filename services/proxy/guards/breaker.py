@@ -8,7 +8,7 @@ States (the value of the gauge ``aibridge_circuit_breaker_state{provider,model}`
 
 A *failure* is an upstream answer with status 429, 503, 504 or 529, a connection error or a timeout;
 any other answer is a success. While open (and while the probe is out) requests get a
-:class:`~aibridge.proxy.limits.Rejection` with status 503 and ``Retry-After``; the open interval
+:class:`~aibridge.proxy.guards.limits.Rejection` with status 503 and ``Retry-After``; the open interval
 doubles with each failed probe (up to a maximum) and is at least the upstream's own ``Retry-After``.
 
 Every request that passes :meth:`Breakers.check` holds a :class:`Permit` and reports its outcome
@@ -31,7 +31,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aibridge import metrics
-from aibridge.proxy.limits import Clock, Rejection, RejectReason, retry_after_seconds
+from aibridge.proxy.guards.limits import Clock, Rejection, RejectReason, retry_after_seconds
 
 log = logging.getLogger("aibridge.proxy.breaker")
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from aibridge.proxy.openai import load_object, require_model_and_messages
-from aibridge.proxy.records import (
+from aibridge.proxy.providers.openai import load_object, require_model_and_messages
+from aibridge.proxy.providers.records import (
     UNRECORDABLE,
     ParsedRequest,
     ResponseSummary,
@@ -25,7 +25,7 @@ from aibridge.proxy.records import (
     type_of,
     upstream_object,
 )
-from aibridge.proxy.sse import ForwardingTee, SSEEvent
+from aibridge.proxy.providers.sse import ForwardingTee, SSEEvent
 
 TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 _EXTRAS = ("cache_creation", "service_tier", "server_tool_use", "output_tokens_details", "inference_geo", "speed")

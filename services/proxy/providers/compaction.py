@@ -6,14 +6,14 @@ conversation's items), ``instructions`` and Codex's ``tools``, ``parallel_tool_c
 ``text``. The answer is one JSON object, never a stream (the API defines no ``stream`` parameter for it):
 ``{"object": "response.compaction", "id", "output": [the user messages..., {"type": "compaction",
 "encrypted_content"}], "usage"}``. A compaction bills its tokens, so it is recorded as an interception
-of its own route, with the usage read as :func:`aibridge.proxy.responses.summarize` reads a response's.
+of its own route, with the usage read as :func:`aibridge.proxy.providers.responses.summarize` reads a response's.
 """
 
 from __future__ import annotations
 
-from aibridge.proxy import responses
 from aibridge.proxy.errors import InvalidRequestBody
-from aibridge.proxy.records import ParsedRequest
+from aibridge.proxy.providers import responses
+from aibridge.proxy.providers.records import ParsedRequest
 
 ROUTE = "/v1/responses/compact"
 

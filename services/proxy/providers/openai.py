@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from aibridge.proxy.errors import InvalidRequestBody
-from aibridge.proxy.records import (
+from aibridge.proxy.providers.records import (
     ParsedRequest,
     ResponseSummary,
     ToolCall,
@@ -19,7 +19,7 @@ from aibridge.proxy.records import (
     recordable,
     upstream_object,
 )
-from aibridge.proxy.sse import SSEDecoder, SSEEvent
+from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
 
 MAX_DEPTH = 1024
 """How deep JSON may nest in a request body: orjson's fixed limit (it refuses deeper documents)."""

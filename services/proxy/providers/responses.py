@@ -5,7 +5,7 @@ Request: ``input`` is a string or a list of items (messages with ``input_text`` 
 when it is a user message; an agent loop's follow-up turn ends with a ``function_call_output`` item and
 has no prompt.
 
-Usage (``response.usage``) follows the convention of :mod:`aibridge.proxy.records`: ``input_tokens`` of the
+Usage (``response.usage``) follows the convention of :mod:`aibridge.proxy.providers.records`: ``input_tokens`` of the
 record excludes the cache, so input = input_tokens - cached_tokens - cache_write_tokens (both are a
 breakdown of input_tokens), cache read = cached_tokens, cache write = cache_write_tokens. The other details
 (reasoning tokens, cache-write TTLs) and the service tier go to metadata.
@@ -26,8 +26,8 @@ from typing import Any, cast
 import orjson
 
 from aibridge.proxy.errors import InvalidRequestBody, ProxyError, openai_error
-from aibridge.proxy.openai import load_object
-from aibridge.proxy.records import (
+from aibridge.proxy.providers.openai import load_object
+from aibridge.proxy.providers.records import (
     ParsedRequest,
     ResponseSummary,
     ToolCall,
@@ -39,7 +39,7 @@ from aibridge.proxy.records import (
     type_of,
     upstream_object,
 )
-from aibridge.proxy.sse import ForwardingTee, SSEEvent
+from aibridge.proxy.providers.sse import ForwardingTee, SSEEvent
 
 ROUTE = "/v1/responses"
 TOOL_ITEMS = frozenset({"function_call", "custom_tool_call"})

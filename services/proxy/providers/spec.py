@@ -12,9 +12,9 @@ from typing import Protocol
 
 from starlette.responses import Response
 
-from aibridge.proxy import anthropic, compaction, openai, responses
 from aibridge.proxy.errors import ProxyError, error_body
-from aibridge.proxy.records import ParsedRequest, Provider, ResponseSummary
+from aibridge.proxy.providers import anthropic, compaction, openai, responses
+from aibridge.proxy.providers.records import ParsedRequest, Provider, ResponseSummary
 from aibridge.proxy.relay import Tee
 
 

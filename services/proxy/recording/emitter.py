@@ -9,7 +9,7 @@ Without a spool, a failed send is retried a few times (``send_attempts``). With 
 (``AIBRIDGE_SPOOL_DIR``), the spool is the retry: an event whose send failed goes to disk, and while
 the spool holds anything, or the producer has not connected yet, new events go to disk behind it so
 nothing overtakes older events. One replayer task connects the producer and drains the spool in
-order (:func:`aibridge.proxy.spool.drain`), backing off while the broker is away; direct sending
+order (:func:`aibridge.proxy.recording.spool.drain`), backing off while the broker is away; direct sending
 resumes once the spool is empty.
 
 An event that cannot be published goes to :meth:`EventEmitter.unpublished`, the one seam for them:
@@ -34,7 +34,7 @@ from aibridge.metrics import (
     PROXY_EVENTS_DROPPED,
     PROXY_EVENTS_PUBLISHED,
 )
-from aibridge.proxy.spool import Spool, drain
+from aibridge.proxy.recording.spool import Spool, drain
 
 log = logging.getLogger("aibridge.proxy.emitter")
 

@@ -37,10 +37,10 @@ from aibridge import metrics, telemetry
 from aibridge.bus import Headers
 from aibridge.events import Event, EventType, InterceptionContext, utcnow
 from aibridge.events import Status as Outcome
-from aibridge.proxy.emitter import EventEmitter
 from aibridge.proxy.errors import ProxyError
-from aibridge.proxy.records import ResponseSummary
-from aibridge.proxy.upstream import UpstreamResponse
+from aibridge.proxy.providers.records import ResponseSummary
+from aibridge.proxy.recording.emitter import EventEmitter
+from aibridge.proxy.upstream.client import UpstreamResponse
 
 INTERCEPT = "Intercept"
 CREATE = "Intercept.CreateInterceptor"

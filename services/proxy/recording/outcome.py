@@ -10,7 +10,7 @@ import logging
 from datetime import datetime
 
 from aibridge.events import InterceptionContext, Status, utcnow
-from aibridge.proxy.records import ResponseSummary, Usage
+from aibridge.proxy.providers.records import ResponseSummary, Usage
 
 log = logging.getLogger("aibridge.interceptions")
 

@@ -222,7 +222,7 @@ def create_upstream(settings: ProxySettings) -> Upstream:
             ", ".join(proxied),
         )
         return AiohttpUpstream(settings)
-    from aibridge.proxy.http1 import Http1Upstream
+    from aibridge.proxy.upstream.http1 import Http1Upstream
 
     return Http1Upstream(settings)
 

@@ -38,7 +38,7 @@ import httptools
 
 from aibridge.proxy.errors import UpstreamTimeout, UpstreamUnreachable
 from aibridge.proxy.settings import ProxySettings
-from aibridge.proxy.upstream import client_headers
+from aibridge.proxy.upstream.client import client_headers
 
 HIGH_WATER = 256 * 1024  # bytes buffered per response before reading from the provider pauses
 _ONE_WRITE = 256 * 1024  # bodies up to this size go out in one write with the head
@@ -365,7 +365,7 @@ class Http1Response:
 
 
 class Http1Upstream:
-    """The :class:`~aibridge.proxy.upstream.Upstream` seam on :class:`_Connection` pools."""
+    """The :class:`~aibridge.proxy.upstream.client.Upstream` seam on :class:`_Connection` pools."""
 
     def __init__(
         self,

@@ -1,0 +1,1 @@
+"""Guards in front of the upstream: rate and concurrency limits, circuit breakers."""

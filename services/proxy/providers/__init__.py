@@ -1,0 +1,1 @@
+"""Provider adapters: what is asked and answered on each provider API, parsed sans-io, and each route's spec."""

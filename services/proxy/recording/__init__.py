@@ -1,0 +1,1 @@
+"""Recording interceptions: observation (events, spans, metrics), the emitter and its spool, deferred bookkeeping."""
