@@ -13,6 +13,7 @@ from aibridge.proxy.errors import InvalidRequestBody
 from aibridge.proxy.providers import anthropic, openai
 from aibridge.proxy.providers.records import ToolCall
 from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
+from aibridge.redaction import ProviderMessage
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ANTHROPIC_STREAM = (FIXTURES / "anthropic_stream_tool_use.sse").read_bytes()
@@ -93,6 +94,22 @@ def test_anthropic_stream_with_usage_only_at_start_keeps_it() -> None:
     tee.close()
     assert tee.summary.usage is not None
     assert (tee.summary.usage.input_tokens, tee.summary.usage.output_tokens) == (472, 2)
+
+
+def test_a_streamed_error_is_the_providers_message_with_its_type_and_code() -> None:
+    """It can quote the request: recorded as text, or in metadata capture mode as its kind alone."""
+    message = anthropic.MessageStream()
+    message.feed(b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n')
+    message.settle()
+    chat = openai.ChatStream(hide_usage=False)
+    chat.feed(b'data: {"error":{"message":"quota","type":"insufficient_quota","code":"insufficient_quota"}}\n\n')
+    chat.settle()
+    errors = [message.summary.error, chat.summary.error]
+    assert errors == ["overloaded_error: Overloaded", "quota"]
+    assert [error.kind for error in errors if isinstance(error, ProviderMessage)] == [
+        "overloaded_error",
+        "insufficient_quota",
+    ]
 
 
 def test_openai_stream_hides_added_usage_and_assembles_tool_calls() -> None:

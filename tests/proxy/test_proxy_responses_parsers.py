@@ -14,6 +14,7 @@ from test_proxy_parsers import chunkings, decode_all
 from aibridge.proxy.errors import InvalidRequestBody, UpstreamTimeout, UpstreamUnreachable
 from aibridge.proxy.providers import compaction, responses
 from aibridge.proxy.providers.records import ToolCall
+from aibridge.redaction import ProviderMessage
 
 STREAM = (Path(__file__).parent / "fixtures" / "openai_responses_stream_codex.sse").read_bytes()
 RESPONSE_ID = "resp_68d2f1c0a4b88190b2e3f0c1d9a7e6f50c6c1e2b3a4d5e6f"
@@ -162,6 +163,7 @@ def test_failed_and_incomplete_responses() -> None:
 def test_error_events_flat_as_documented_or_nested_as_sent(payload: dict[str, Any]) -> None:
     _, tee = run([cut_after("response.in_progress"), b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"])
     assert tee.summary.error == "rate_limit_exceeded: Slow down"
+    assert isinstance(tee.summary.error, ProviderMessage) and tee.summary.error.kind.endswith("/rate_limit_exceeded")
 
 
 def test_the_bridges_own_error_event_continues_the_numbering_and_parses_both_ways() -> None:

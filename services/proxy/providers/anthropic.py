@@ -26,6 +26,7 @@ from aibridge.proxy.providers.records import (
     upstream_object,
 )
 from aibridge.proxy.providers.sse import ForwardingTee, SSEEvent
+from aibridge.redaction import ProviderMessage
 
 TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 _EXTRAS = ("cache_creation", "service_tier", "server_tool_use", "output_tokens_details", "inference_geo", "speed")
@@ -147,7 +148,8 @@ class MessageStream(ForwardingTee):
             self._merge_usage(payload.get("usage"))
         elif kind == "error":
             error = mapping(payload.get("error"))
-            self.summary.error = f"{error.get('type', 'error')}: {error.get('message', '')}"
+            text = f"{error.get('type', 'error')}: {error.get('message', '')}"
+            self.summary.error = ProviderMessage(text, error.get("type"))
 
     def _merge_usage(self, usage: Any) -> None:
         if isinstance(usage, dict):

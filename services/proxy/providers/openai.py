@@ -20,6 +20,7 @@ from aibridge.proxy.providers.records import (
     upstream_object,
 )
 from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
+from aibridge.redaction import ProviderMessage
 
 MAX_DEPTH = 1024
 """How deep JSON may nest in a request body: orjson's fixed limit (it refuses deeper documents)."""
@@ -257,8 +258,10 @@ class ChatStream:
         if not summary.response_id and chunk.get("id"):
             summary.response_id = str(chunk["id"])
             summary.model = str(chunk.get("model") or "")
-        if isinstance(chunk.get("error"), dict):
-            summary.error = str(chunk["error"].get("message") or "error in stream")
+        if isinstance(error := chunk.get("error"), dict):
+            summary.error = ProviderMessage(
+                str(error.get("message") or "error in stream"), error.get("type"), error.get("code")
+            )
         if isinstance(chunk.get("usage"), dict):
             summary.usage = usage_from(chunk["usage"], chunk.get("service_tier"))
         for choice in _objects(chunk.get("choices")):

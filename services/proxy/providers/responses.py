@@ -40,6 +40,7 @@ from aibridge.proxy.providers.records import (
     upstream_object,
 )
 from aibridge.proxy.providers.sse import ForwardingTee, SSEEvent
+from aibridge.redaction import ProviderMessage
 
 ROUTE = "/v1/responses"
 TOOL_ITEMS = frozenset({"function_call", "custom_tool_call"})
@@ -243,4 +244,5 @@ def _tool_items(response: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
 def _error_text(error: Any) -> str | None:
     if not isinstance(error, dict) or not error:
         return None
-    return f"{error.get('code') or error.get('type') or 'error'}: {error.get('message') or ''}"
+    text = f"{error.get('code') or error.get('type') or 'error'}: {error.get('message') or ''}"
+    return ProviderMessage(text, error.get("type"), error.get("code"))
