@@ -35,7 +35,7 @@ from aibridge.proxy.recording.observe import Observation
 from aibridge.proxy.recording.outcome import log_interception
 from aibridge.proxy.relay import ClientWatch, Relay, RelayResponse, Tee
 from aibridge.proxy.upstream.client import Upstream, UpstreamResponse, with_headers
-from aibridge.redaction import DEFAULT_POLICY, CapturePolicy
+from aibridge.redaction import DEFAULT_POLICY, CapturePolicy, ProviderMessage
 
 log = logging.getLogger("aibridge.proxy")
 
@@ -267,7 +267,7 @@ class Interceptor:
         try:
             if response.status >= 400:
                 answer = await obs.read(response)
-                message = answer[:_ERROR_WINDOW].decode("utf-8", "replace")
+                message = ProviderMessage.from_body(answer, _ERROR_WINDOW)
                 self._record(
                     context, parsed, None, obs, status=Status.UPSTREAM_ERROR, http_status=response.status, error=message
                 )

@@ -311,3 +311,26 @@ async def test_metadata_capture_keeps_no_prompt_and_no_tool_input(
     assert b"ACME-1234" not in stored(store_client, events)
     columns = "prompt, capture, redactions"
     assert store_client.query(f"SELECT {columns} FROM {store.USER_PROMPTS}").result_rows == [("", "metadata", 0)]
+
+
+async def test_metadata_capture_keeps_only_the_kind_of_an_error_quoting_the_request(
+    start_proxy: ProxyFactory, token: str, kafka_bootstrap: str, kafka_topic: str, store_client: Client
+) -> None:
+    """OpenAI quotes a role it refuses: the client gets that answer unchanged, the record only its type."""
+    proxy = start_proxy(prompt_capture="metadata")
+    chat = openai.AsyncOpenAI(base_url=proxy.openai_base_url, api_key=token, max_retries=0, timeout=20)
+    with pytest.raises(openai.BadRequestError, match="ticket ACME-1234") as refused:
+        messages: Any = [{"role": "ticket ACME-1234", "content": "hi"}]
+        await chat.chat.completions.create(model="gpt-4o", messages=messages)
+    assert refused.value.status_code == 400
+    kafka, events = await raw_records(kafka_bootstrap, kafka_topic, interceptions=1)
+    (ended,) = of_type(events, "interception.ended")
+    assert (ended["status"], ended["http_status"], ended["capture"], ended["redactions"]) == (
+        "upstream_error",
+        400,
+        "metadata",
+        0,
+    )
+    assert ended["error"] == "invalid_request_error: [not recorded: capture mode metadata]"
+    assert b"ACME-1234" not in kafka
+    assert b"ACME-1234" not in stored(store_client, events)
