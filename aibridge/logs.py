@@ -46,5 +46,5 @@ def configure_logging(level: str = "INFO", *, json_lines: bool | None = None) ->
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "kafka", "httpx", "httpcore", "clickhouse_connect"):
+    for noisy in ("aiokafka", "kafka", "httpx", "httpcore", "httpx2", "mcp", "clickhouse_connect"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
