@@ -24,6 +24,7 @@ SCHEMA_DIR: Final = Path(__file__).resolve().parent / "schemas"
 SCHEMA_PATH: Final = SCHEMA_DIR / "aibridge.interceptions.v1.schema.json"
 EXAMPLES_DIR: Final = SCHEMA_DIR / "examples"
 ERROR_LIMIT: Final = 1000  # characters of an error message an event keeps (after redaction)
+SESSION_ID_LIMIT: Final = 256  # characters of a client's session key an event keeps (the schema's maxLength)
 
 Event = dict[str, Any]
 
@@ -45,6 +46,14 @@ class Status(StrEnum):
     CLIENT_DISCONNECTED = "client_disconnected"
     REJECTED = "rejected"
     INVALID_REQUEST = "invalid_request"
+
+
+class Turn(StrEnum):
+    """What an interception's request ends with, which decides its thread (see docs/sessions.md)."""
+
+    PROMPT = "prompt"  # a human prompt: starts a thread
+    TOOL_RESULT = "tool_result"  # tool results sent back: continues the session's newest thread
+    UNKNOWN = ""
 
 
 class InvalidEvent(ValueError):
@@ -113,6 +122,11 @@ class InterceptionContext:
     started_at: datetime = field(default_factory=utcnow)
     metadata: dict[str, Any] = field(default_factory=dict)
     capture: CapturePolicy = DEFAULT_POLICY
+    # The client's session key ("" when it sent none) and what the request's last message is (a
+    # :class:`Turn`, "" when not known). Both events of the interception carry them, so the stored row
+    # (the ended event's replaces the started one's) keeps them.
+    session_id: str = ""
+    turn: str = ""
 
     def _base(self, event_type: EventType, occurred_at: datetime | None) -> Event:
         return {
@@ -135,10 +149,18 @@ class InterceptionContext:
             "route": self.route,
             "user_agent": self.user_agent,
             "capture": self.capture.mode.value,
+            "session_id": self.session_id,
+            "turn": self.turn,
             "metadata": self.metadata,
         }
 
-    def started(self) -> Event:
+    def started(self, *, session_id: str | None = None, turn: str | None = None) -> Event:
+        """The ``interception.started`` event; ``session_id`` and ``turn``, when given, are kept for the
+        ended event too."""
+        if session_id is not None:
+            self.session_id = session_id[:SESSION_ID_LIMIT]
+        if turn is not None:
+            self.turn = Turn(turn).value
         return self._base(EventType.INTERCEPTION_STARTED, self.started_at) | self._interception_fields()
 
     def prompt(self, text: str, provider_response_id: str = "", metadata: dict[str, Any] | None = None) -> Event:

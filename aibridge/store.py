@@ -32,7 +32,10 @@ CHILD_TABLES = (USER_PROMPTS, TOKEN_USAGES, TOOL_USAGES)
 # Kept by materialized views from interceptions (migration 2); nothing else writes them.
 INTERCEPTIONS_BY_INITIATOR = "interceptions_by_initiator"
 INITIATORS = "initiators"
-DERIVED_TABLES = (INTERCEPTIONS_BY_INITIATOR, INITIATORS)
+# Kept by materialized views from interceptions with a session key (migration 5).
+INTERCEPTIONS_BY_SESSION = "interceptions_by_session"
+SESSIONS = "sessions"
+DERIVED_TABLES = (INTERCEPTIONS_BY_INITIATOR, INITIATORS, INTERCEPTIONS_BY_SESSION, SESSIONS)
 
 # Columns every child row carries, copied from the event's interception context so that
 # per-user and per-model summaries need no join with the interceptions table.
@@ -79,6 +82,21 @@ def _by_time(table: str) -> str:
 _INTERCEPTION_COLUMNS = (
     "id, version, initiator_id, initiator_username, provider, model, client, api_key_id, route, streaming, "
     "user_agent, status, http_status, error, metadata, started_at, ended_at"
+)
+# The session columns (migration 5) and every column of interceptions since.
+_SESSION_COLUMNS = "session_id, turn"
+_SESSION_INTERCEPTION_COLUMNS = f"{_INTERCEPTION_COLUMNS}, {_SESSION_COLUMNS}"
+_ADD_SESSION_COLUMNS = (
+    "ADD COLUMN IF NOT EXISTS session_id String DEFAULT '' COMMENT 'the client''s session key; empty when none', "
+    "ADD COLUMN IF NOT EXISTS turn LowCardinality(String) DEFAULT '' COMMENT 'prompt, tool_result or empty'"
+)
+# One row per (session, user, client) and insert block; merges fold them. Every column is a min, max or
+# set union, so a redelivered or replaced (started, then ended) row changes nothing.
+_SESSION_SUMMARY = (
+    "SELECT session_id, initiator_id, client, anyLast(initiator_username) AS initiator_username, "
+    "min(started_at) AS first_started_at, max(started_at) AS last_started_at, "
+    "groupUniqArray(provider) AS providers, groupUniqArray(model) AS models "
+    f"FROM {INTERCEPTIONS} WHERE session_id != '' GROUP BY session_id, initiator_id, client"
 )
 _INITIATOR_PAIRS = (
     "SELECT initiator_username, initiator_id, max(started_at) AS last_started_at "
@@ -227,6 +245,58 @@ AS SELECT {_INTERCEPTION_COLUMNS} FROM {INTERCEPTIONS}""",
             f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}"
             for table in (USER_PROMPTS, TOOL_USAGES)
             for column in ("capture LowCardinality(String) DEFAULT ''", "redactions UInt32 DEFAULT 0")
+        ),
+    ),
+    Migration(
+        5,
+        "session key and turn of interceptions; interceptions_by_session and sessions, kept by views",
+        (
+            # Rows stored before keep '' (no session, turn not known).
+            f"ALTER TABLE {INTERCEPTIONS} {_ADD_SESSION_COLUMNS}",
+            f"ALTER TABLE {INTERCEPTIONS_BY_INITIATOR} {_ADD_SESSION_COLUMNS}",
+            # The view names its columns: recreated to copy the new ones. The recorder migrates before it
+            # consumes, so no insert falls between the two statements.
+            f"DROP VIEW IF EXISTS {INTERCEPTIONS_BY_INITIATOR}_mv",
+            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {INTERCEPTIONS_BY_INITIATOR}_mv TO {INTERCEPTIONS_BY_INITIATOR}
+AS SELECT {_SESSION_INTERCEPTION_COLUMNS} FROM {INTERCEPTIONS}""",
+            # One session's interceptions in time order: a session's detail and its threads are one
+            # contiguous read. Both versions of a row carry the session key, so the ended one replaces
+            # the started one here as in interceptions.
+            f"""CREATE TABLE IF NOT EXISTS {INTERCEPTIONS_BY_SESSION} (
+    id UUID,
+    version UInt8,
+    {_CONTEXT_COLUMNS.strip()}
+    api_key_id String,
+    route LowCardinality(String),
+    streaming Bool,
+    user_agent String,
+    status LowCardinality(String),
+    http_status UInt16,
+    error Nullable(String),
+    metadata String,
+    started_at DateTime64(6, 'UTC'),
+    ended_at Nullable(DateTime64(6, 'UTC')),
+    session_id String,
+    turn LowCardinality(String)
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(started_at)
+ORDER BY (session_id, started_at, id)
+SETTINGS index_granularity = 1024""",
+            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {INTERCEPTIONS_BY_SESSION}_mv TO {INTERCEPTIONS_BY_SESSION}
+AS SELECT {_SESSION_INTERCEPTION_COLUMNS} FROM {INTERCEPTIONS} WHERE session_id != ''""",
+            # The sessions page: a session's span, user and facets without reading its interceptions.
+            f"""CREATE TABLE IF NOT EXISTS {SESSIONS} (
+    session_id String,
+    initiator_id String,
+    client LowCardinality(String),
+    initiator_username SimpleAggregateFunction(anyLast, String),
+    first_started_at SimpleAggregateFunction(min, DateTime64(6, 'UTC')),
+    last_started_at SimpleAggregateFunction(max, DateTime64(6, 'UTC')),
+    providers SimpleAggregateFunction(groupUniqArrayArray, Array(String)),
+    models SimpleAggregateFunction(groupUniqArrayArray, Array(String))
+) ENGINE = AggregatingMergeTree
+ORDER BY (session_id, initiator_id, client)""",
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {SESSIONS}_mv TO {SESSIONS} AS {_SESSION_SUMMARY}",
         ),
     ),
 ]

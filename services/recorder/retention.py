@@ -30,6 +30,8 @@ TTL_COLUMNS: Final[dict[str, str]] = {
     store.TOOL_USAGES: "created_at",
     store.INTERCEPTIONS_BY_INITIATOR: "started_at",
     store.INITIATORS: "last_started_at",
+    store.INTERCEPTIONS_BY_SESSION: "started_at",
+    store.SESSIONS: "last_started_at",
 }
 
 # ClickHouse prints a table's TTL in ``engine_full`` after the ORDER BY/SAMPLE clauses and before SETTINGS.

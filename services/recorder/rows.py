@@ -23,7 +23,7 @@ _CONTEXT: Final = ("initiator_id", "initiator_username", "provider", "model", "c
 COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     store.INTERCEPTIONS: (
         "id", "version", *_CONTEXT, "api_key_id", "route", "streaming", "user_agent",
-        "status", "http_status", "error", "metadata", "started_at", "ended_at",
+        "status", "http_status", "error", "metadata", "started_at", "ended_at", "session_id", "turn",
     ),
     store.USER_PROMPTS: (
         "id", "interception_id", *_CONTEXT, "provider_response_id", "prompt", "metadata", "created_at",
@@ -107,6 +107,8 @@ def _interception(event: Event, kind: str) -> tuple[Any, ...]:
         _json(event),
         _time(event["started_at"]),
         _time(event["ended_at"]) if ended else None,
+        event.get("session_id", ""),  # both absent in events from a proxy older than the fields
+        event.get("turn", ""),
     )
 
 

@@ -80,6 +80,8 @@ def migrate_to_1(client: Client) -> None:
     for statement in MIGRATIONS[0].statements:
         client.command(statement)
     client.insert(MIGRATIONS_TABLE, [[1, MIGRATIONS[0].description]], column_names=["version", "description"])
+    # The rows written here carry the session columns of migration 5, which adds them only if missing.
+    client.command(f"ALTER TABLE {store.INTERCEPTIONS} ADD COLUMN session_id String, ADD COLUMN turn String")
 
 
 async def test_the_migration_backfills_an_existing_store_once(chdb_url: str, store_database: str) -> None:

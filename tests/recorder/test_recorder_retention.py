@@ -24,7 +24,7 @@ def interception_at(moment: datetime, user: str = "alice") -> list[Event]:
         client="Claude Code", streaming=True, route="/v1/messages", api_key_id="jti", started_at=moment,
     )  # fmt: skip
     events = [
-        context.started(),
+        context.started(session_id=f"session-{user}-{moment.isoformat()}", turn="prompt"),
         context.prompt("old prompt"),
         context.token_usage(provider_response_id="r", input_tokens=1, output_tokens=1),
         context.tool_usage(provider_response_id="r", tool="Read", call_id="c", tool_input="{}"),

@@ -51,6 +51,8 @@ def test_interception_started_and_ended_rows() -> None:
         "metadata": "{}",
         "started_at": datetime(2026, 11, 27, 10, 15, 30, 123456, tzinfo=UTC),
         "ended_at": None,
+        "session_id": "3f2a9c1e-8b4d-4e6f-a1c2-7d9e0b5f3a18",
+        "turn": "prompt",
     }
     assert ended == started | {
         "version": 1,
