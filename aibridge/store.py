@@ -70,10 +70,11 @@ _CHILD_RESPONSE_COLUMNS = {
 }
 
 
-def _by_time(table: str) -> str:
+def _by_time(table: str, added: str = "") -> str:
+    """The by_time projection of a child table; ``added``: columns added to the table since migration 1."""
     columns = (
         f"interception_id, id, initiator_id, provider_response_id, {_CHILD_RESPONSE_COLUMNS[table]}, metadata, "
-        "created_at"
+        f"created_at{added}"
     )
     return f"PROJECTION by_time (SELECT {columns} ORDER BY created_at)"
 
@@ -297,6 +298,20 @@ AS SELECT {_SESSION_INTERCEPTION_COLUMNS} FROM {INTERCEPTIONS} WHERE session_id 
 ) ENGINE = AggregatingMergeTree
 ORDER BY (session_id, initiator_id, client)""",
             f"CREATE MATERIALIZED VIEW IF NOT EXISTS {SESSIONS}_mv TO {SESSIONS} AS {_SESSION_SUMMARY}",
+        ),
+    ),
+    Migration(
+        6,
+        "the cost of each token usage, priced when recorded",
+        (
+            # NULL: the model had no price, or the row was recorded before this migration. Decimal(38, 12)
+            # holds every cost exactly (prices have at most 6 decimals) and its sums are exact.
+            f"ALTER TABLE {TOKEN_USAGES} ADD COLUMN IF NOT EXISTS cost Nullable(Decimal(38, 12)) "
+            "COMMENT 'USD at the prices known when recorded; NULL when the model has no price'",
+            # The page's children are read from the by_time projection: it must hold the new column too.
+            f"ALTER TABLE {TOKEN_USAGES} DROP PROJECTION IF EXISTS by_time",
+            f"ALTER TABLE {TOKEN_USAGES} ADD {_by_time(TOKEN_USAGES, ', cost')}",
+            f"ALTER TABLE {TOKEN_USAGES} MATERIALIZE PROJECTION by_time SETTINGS mutations_sync = 1",
         ),
     ),
 ]

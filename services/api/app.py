@@ -7,7 +7,7 @@ pool. Every error is ``{"message": ..., "detail"?: ...}``: 400 for bad input (na
 
 import logging
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 import orjson
@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aibridge import metrics
+from aibridge import groups, metrics, pricing
 from aibridge.api import audit, models, service
 from aibridge.api.audit_sink import AuditSink
 from aibridge.api.errors import ApiError, BadRequest, StoreUnavailable, Unauthorized
@@ -71,6 +71,7 @@ def create_api_app(
     app.state.verifier = verifier
     app.state.audit = audit_sink or AuditSink(None, settings.audit_topic)
     app.state.trusted_proxies = settings.trusted_proxies()
+    app.state.spend = service.Spend(pricing.load(settings.prices_file), groups.load(settings.groups_file))
     _add_error_handlers(app)
     app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -148,24 +149,36 @@ def list_providers(identity: Caller, reader: Reader) -> Any:
 @router.get("/usage", response_model=models.UsageSummary)
 def usage(
     *,
+    request: Request,
     identity: Caller,
     reader: Reader,
-    group_by: Annotated[Literal["user", "model", "provider", "client"], Query()] = "user",
+    group_by: Annotated[
+        str,
+        Query(
+            max_length=100,
+            description="One or more of user, group, model, provider, client, day (UTC), comma-separated.",
+        ),
+    ] = "user",
     started_after: Annotated[str | None, Query(description="RFC 3339, inclusive.")] = None,
     started_before: Annotated[str | None, Query(description="RFC 3339, exclusive.")] = None,
+    unpriced: Annotated[bool, Query(description="Also list the models whose usages have no price.")] = False,
     q: QParam = None,
 ) -> Any:
-    """Interceptions and tokens (cache read and write included) per user, model, provider or client.
+    """Interceptions, tokens (cache read and write included) and cost by any of user, group, model,
+    provider, client and day.
 
-    Interceptions count by started_at in the window; tokens by the time each usage was recorded.
+    Interceptions count by started_at in the window; tokens and cost by the time each usage was recorded.
+    A user in several groups counts in each group.
     """
+    keys = service.parse_group_by(group_by)
     window = Filters(
         started_after=_time_param("started_after", started_after),
         started_before=_time_param("started_before", started_before),
     )
     filters = parse_q(q).merged(window)
     check_range(filters)
-    return service.usage_summary(reader, identity, filters, group_by)
+    spend: service.Spend = request.app.state.spend
+    return service.usage_report(reader, identity, filters, keys, spend, unpriced=unpriced)
 
 
 def _time_param(name: str, value: str | None) -> Any:

@@ -26,6 +26,10 @@ class TokenUsage(BaseModel):
     output_tokens: int
     cache_read_input_tokens: int
     cache_write_input_tokens: int
+    cost: str | None = Field(
+        description="USD as a decimal string, at the prices known when it was recorded; null when the model has no"
+        " price (or the usage was recorded before costs were)."
+    )
     metadata: dict[str, Any]
     created_at: str = Field(description="RFC 3339.")
 
@@ -71,6 +75,11 @@ class Interception(BaseModel):
     token_usages: list[TokenUsage]
     user_prompts: list[UserPrompt]
     tool_usages: list[ToolUsage]
+    cost: str | None = Field(
+        description='USD, the sum of its token usages\' costs (decimal string); "0" without usages; null when'
+        " none of its usages is priced."
+    )
+    cost_unpriced: bool = Field(description="True when a token usage has no price: cost counts only the others.")
 
 
 class InterceptionsPage(BaseModel):
@@ -84,7 +93,11 @@ class UsageInitiator(BaseModel):
 
 
 class UsageRow(BaseModel):
-    key: str = Field(description="The group: user id, model, provider or client.")
+    key: str = Field(
+        description="The group: user id, group name ('' for users in no group), model, provider, client or day"
+        " (YYYY-MM-DD, UTC); with several group_by keys, their values joined by '|'."
+    )
+    keys: dict[str, str] = Field(description="Each group_by key's value.")
     initiator: UsageInitiator | None = Field(description="Set when grouped by user.")
     interceptions: int
     input_tokens: int
@@ -92,13 +105,28 @@ class UsageRow(BaseModel):
     cache_read_input_tokens: int
     cache_write_input_tokens: int
     total_tokens: int = Field(description="input + output + cache read + cache write.")
+    cost: str | None = Field(
+        description="USD (decimal string, exact) of the priced token usages; null when none of them is priced."
+    )
+    unpriced_interceptions: int = Field(description="Interceptions with a token usage that has no price.")
+
+
+class UnpricedModel(BaseModel):
+    provider: str
+    model: str
+    token_usages: int
+    interceptions: int
 
 
 class UsageSummary(BaseModel):
-    group_by: str
+    group_by: str = Field(description="The group_by keys, comma-separated.")
     started_after: str | None
     started_before: str | None
+    prices_checked: str = Field(description="The date the price table was checked (YYYY-MM-DD).")
     results: list[UsageRow] = Field(description="Most tokens first.")
+    unpriced_models: list[UnpricedModel] | None = Field(
+        description="With unpriced=true: the models whose usages have no price, most usages first."
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -7,9 +7,12 @@ ids are strings. In-flight interceptions have ``ended_at``, ``status`` and ``htt
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
+
+from aibridge.pricing import format_cost
 
 Row = dict[str, Any]
 
@@ -74,4 +77,19 @@ def render_child(row: Row) -> Row:
             child[optional] = ""
     if "injected" in child:
         child["injected"] = bool(child["injected"])
+    if "cost" in child:
+        child["cost"] = format_cost(child["cost"])
     return child
+
+
+def add_cost(interception: Row) -> Row:
+    """The interception's cost: the sum of its token usages' costs (exact decimals, as a string).
+
+    ``cost_unpriced`` is true when a usage has no price (its model is not in the price table): the cost
+    then counts only the priced usages, and is null when none is priced. No usage at all costs "0".
+    """
+    costs = [usage["cost"] for usage in interception["token_usages"]]
+    priced = [Decimal(cost) for cost in costs if cost is not None]
+    interception["cost"] = format_cost(sum(priced, Decimal(0))) if priced or not costs else None
+    interception["cost_unpriced"] = len(priced) < len(costs)
+    return interception

@@ -26,7 +26,7 @@ from aibridge import metrics, telemetry
 from aibridge.api import sql
 from aibridge.api.errors import StoreUnavailable
 from aibridge.api.pool import ClientSource, describe
-from aibridge.api.render import Row, render_child, render_interception
+from aibridge.api.render import Row, add_cost, render_child, render_interception
 
 __all__ = ["ClientSource", "InterceptionReader", "PositionCache"]
 
@@ -100,6 +100,8 @@ class InterceptionReader:
                 latest_end=max(sql.as_utc(row[15]) if row[15] else in_flight_until for row in rows),
             )
             self._attach_children(results, span)
+            for result in results:
+                add_cost(result)
             last = rows[-1]
             self._positions.remember(last[0], last[14], last[1])
         return results
@@ -152,14 +154,37 @@ class InterceptionReader:
         return [str(row[0]) for row in self._rows("facets", sql.facet(column, criteria))]
 
     def usage(
-        self, criteria: sql.Criteria, group_by: sql.GroupBy
+        self, criteria: sql.Criteria, group_by: tuple[sql.GroupBy, ...]
     ) -> tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]]:
-        """(key, username, interceptions) rows and (key, username, 4 token sums) rows."""
+        """Rows of :func:`sql.usage_interceptions` and of :func:`sql.usage_tokens`, queried concurrently."""
         if criteria.matches_nothing:
             return [], []
+        tokens = self.concurrently(lambda: self._rows("usage", sql.usage_tokens(criteria, group_by)))
         counts = self._rows("usage", sql.usage_interceptions(criteria, group_by))
-        tokens = self._rows("usage", sql.usage_tokens(criteria, group_by))
-        return counts, tokens
+        return counts, tokens.result()
+
+    def unpriced_models(self, criteria: sql.Criteria) -> Sequence[Sequence[Any]]:
+        if criteria.matches_nothing:
+            return []
+        return self._rows("usage", sql.unpriced_models(criteria))
+
+    def query(self, name: str, statement: sql.Statement) -> Sequence[Sequence[Any]]:
+        """The rows of a statement built elsewhere (:mod:`aibridge.api.sessions`), timed and traced as ``name``."""
+        return self._rows(name, statement)
+
+    def rendered(self, rows: Sequence[Sequence[Any]]) -> list[Row]:
+        """Interception rows (:data:`sql.INTERCEPTION_COLUMNS`, one per id) rendered with their children."""
+        results = [render_interception(dict(zip(sql.INTERCEPTION_COLUMNS, row, strict=True))) for row in rows]
+        if results:
+            in_flight_until = datetime.now(UTC) + sql.IN_FLIGHT_MARGIN
+            span = sql.PageSpan(
+                interception_ids=[row[0] for row in rows],
+                initiator_ids={str(row[1]) for row in rows},
+                earliest_start=min(row[14] for row in rows),
+                latest_end=max(sql.as_utc(row[15]) if row[15] else in_flight_until for row in rows),
+            )
+            self._attach_children(results, span)
+        return results
 
     def close(self) -> None:
         self._source.close()

@@ -7,6 +7,10 @@ the same visibility.
 
 from __future__ import annotations
 
+import itertools
+import typing
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -16,7 +20,10 @@ from aibridge.api.query import Filters
 from aibridge.api.render import Row, rfc3339
 from aibridge.api.repository import InterceptionReader
 from aibridge.auth import Identity
+from aibridge.groups import NO_GROUP, GroupMap
+from aibridge.pricing import PriceTable, format_cost
 
+GROUP_BY_KEYS: tuple[str, ...] = typing.get_args(sql.GroupBy)
 _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens")
 
 
@@ -77,34 +84,119 @@ def list_interceptions(
     return {"count": counted.result(), "results": results}
 
 
-def usage_summary(
-    reader: InterceptionReader, identity: Identity, filters: Filters, group_by: sql.GroupBy
+def usage_report(
+    reader: InterceptionReader,
+    identity: Identity,
+    filters: Filters,
+    group_by: tuple[sql.GroupBy, ...],
+    spend: Spend,
+    *,
+    unpriced: bool = False,
 ) -> dict[str, Any]:
-    criteria = resolve(filters, identity, reader)
-    counts, tokens = reader.usage(criteria, group_by)
-    rows: dict[str, Row] = {}
-    for key, username, interceptions in counts:
-        rows[str(key)] = _usage_row(str(key), str(username), group_by) | {"interceptions": int(interceptions)}
-    for key, username, *sums in tokens:
-        row = rows.setdefault(str(key), _usage_row(str(key), str(username), group_by))
-        row.update(zip(_TOKEN_FIELDS, (int(value) for value in sums), strict=True))
-    for row in rows.values():
-        row["total_tokens"] = sum(row[name] for name in _TOKEN_FIELDS)
     return {
-        "group_by": group_by,
+        "group_by": ",".join(group_by),
         "started_after": rfc3339(filters.started_after),
         "started_before": rfc3339(filters.started_before),
-        "results": sorted(rows.values(), key=_usage_order),
+        "prices_checked": spend.prices.checked,
+        "results": usage_summary(reader, identity, filters, group_by, spend.groups),
+        "unpriced_models": unpriced_models(reader, identity, filters) if unpriced else None,
     }
 
 
-def _usage_row(key: str, username: str, group_by: str) -> Row:
-    initiator = {"id": key, "username": username} if group_by == "user" else None
-    return {"key": key, "initiator": initiator, "interceptions": 0} | dict.fromkeys(_TOKEN_FIELDS, 0)
+def parse_group_by(text: str) -> tuple[sql.GroupBy, ...]:
+    """``user,model`` as keys; a 400 names an unknown or repeated key."""
+    keys = [key.strip() for key in text.split(",")]
+    for key in keys:
+        if key not in GROUP_BY_KEYS:
+            raise BadRequest(f"group_by={text}: unknown key {key!r}: use one or more of {', '.join(GROUP_BY_KEYS)}")
+    if len(set(keys)) < len(keys):
+        raise BadRequest(f"group_by={text}: a key is given twice")
+    return tuple(keys)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """What the usage report needs beyond the store: the prices (for their date) and group membership."""
+
+    prices: PriceTable
+    groups: GroupMap
+
+
+def usage_summary(
+    reader: InterceptionReader,
+    identity: Identity,
+    filters: Filters,
+    group_by: tuple[sql.GroupBy, ...],
+    groups: GroupMap,
+) -> list[Row]:
+    """Usage rows by ``group_by``; a user in several groups counts in each (see :mod:`aibridge.groups`)."""
+    criteria = resolve(filters, identity, reader)
+    counts, tokens = reader.usage(criteria, group_by)
+    width = len(group_by)
+    rows: dict[tuple[str, ...], Row] = {}
+    for *keys, username, interceptions in counts:
+        for row in _rows_for(rows, group_by, keys, str(username), groups):
+            row["interceptions"] += int(interceptions)
+    for *keys, username, input_, output, cache_read, cache_write, cost, priced, unpriced in tokens:
+        sums = (input_, output, cache_read, cache_write)
+        for row in _rows_for(rows, group_by, keys[:width], str(username), groups):
+            for name, value in zip(_TOKEN_FIELDS, sums, strict=True):
+                row[name] += int(value)
+            if priced:
+                row["cost"] = (row["cost"] or Decimal(0)) + cost
+            row["unpriced_interceptions"] += int(unpriced)
+    for row in rows.values():
+        row["total_tokens"] = sum(row[name] for name in _TOKEN_FIELDS)
+        row["cost"] = format_cost(row["cost"])
+    return sorted(rows.values(), key=_usage_order)
+
+
+def _rows_for(
+    rows: dict[tuple[str, ...], Row],
+    group_by: tuple[sql.GroupBy, ...],
+    keys: list[Any],
+    username: str,
+    groups: GroupMap,
+) -> list[Row]:
+    """The result rows one store row adds to: one per group of its user when grouped by group."""
+    values = [str(key) for key in keys]
+    choices: list[list[str]] = [[value] for value in values]
+    if "group" in group_by:
+        user_id = values[group_by.index("group")]
+        choices[group_by.index("group")] = list(groups.groups_of(user_id, username)) or [NO_GROUP]
+    found = []
+    for combination in itertools.product(*choices):
+        row = rows.get(combination)
+        if row is None:
+            row = rows[combination] = _usage_row(group_by, combination, username)
+        found.append(row)
+    return found
+
+
+def _usage_row(group_by: tuple[sql.GroupBy, ...], values: tuple[str, ...], username: str) -> Row:
+    keys = dict(zip(group_by, values, strict=True))
+    initiator = {"id": keys["user"], "username": username} if "user" in keys else None
+    return {
+        "key": "|".join(values),
+        "keys": keys,
+        "initiator": initiator,
+        "interceptions": 0,
+        **dict.fromkeys(_TOKEN_FIELDS, 0),
+        "cost": None,
+        "unpriced_interceptions": 0,
+    }
 
 
 def _usage_order(row: Row) -> tuple[int, int, str]:
     return (-row["total_tokens"], -row["interceptions"], row["key"])
+
+
+def unpriced_models(reader: InterceptionReader, identity: Identity, filters: Filters) -> list[Row]:
+    rows = reader.unpriced_models(resolve(filters, identity, reader))
+    return [
+        {"provider": str(provider), "model": str(model), "token_usages": int(usages), "interceptions": int(n)}
+        for provider, model, usages, n in rows
+    ]
 
 
 def facet(

@@ -26,7 +26,7 @@ CHILD_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     store.USER_PROMPTS: ("interception_id", "id", "provider_response_id", "prompt", "metadata", "created_at"),
     store.TOKEN_USAGES: (
         "interception_id", "id", "provider_response_id", "input_tokens", "output_tokens",
-        "cache_read_input_tokens", "cache_write_input_tokens", "metadata", "created_at",
+        "cache_read_input_tokens", "cache_write_input_tokens", "cost", "metadata", "created_at",
     ),
     store.TOOL_USAGES: (
         "interception_id", "id", "provider_response_id", "server_url", "tool", "input", "injected",
@@ -43,9 +43,11 @@ IN_FLIGHT_MARGIN: Final = timedelta(hours=1)
 EARLIEST: Final = datetime(1970, 1, 2, tzinfo=UTC)
 LATEST: Final = datetime(2105, 12, 31, tzinfo=UTC)
 
-GroupBy = Literal["user", "model", "provider", "client"]
+GroupBy = Literal["user", "group", "model", "provider", "client", "day"]
+# A group is not stored: rows are grouped by user and users folded into their groups (services/api).
 GROUP_COLUMNS: Final[dict[str, str]] = {
     "user": "initiator_id",
+    "group": "initiator_id",
     "model": "model",
     "provider": "provider",
     "client": "client",
@@ -263,24 +265,47 @@ def facet(column: Facet, criteria: Criteria) -> Statement:
     )
 
 
-def usage_interceptions(criteria: Criteria, group_by: GroupBy) -> Statement:
-    key = GROUP_COLUMNS[group_by]
+def _keys(group_by: tuple[GroupBy, ...], time_column: str) -> str:
+    """The grouping expressions, distinct, as k0, k1, ... (a day is the UTC date of ``time_column``)."""
+    columns = [f"toString(toDate({time_column}))" if key == "day" else GROUP_COLUMNS[key] for key in group_by]
+    return ", ".join(f"{column} AS k{index}" for index, column in enumerate(columns))
+
+
+def _key_names(group_by: tuple[GroupBy, ...]) -> str:
+    return ", ".join(f"k{index}" for index in range(len(group_by)))
+
+
+def usage_interceptions(criteria: Criteria, group_by: tuple[GroupBy, ...]) -> Statement:
+    """(keys..., username, interceptions) by group over interceptions started in the window."""
     filters = where(criteria)
     return Statement(
-        f"SELECT {key} AS key, argMax(initiator_username, started_at) AS username, uniqExact(id) AS n "
-        f"FROM {interceptions_table(criteria)} {filters.sql} GROUP BY key",
+        f"SELECT {_keys(group_by, 'started_at')}, argMax(initiator_username, started_at) AS username, "
+        f"uniqExact(id) AS n FROM {interceptions_table(criteria)} {filters.sql} GROUP BY {_key_names(group_by)}",
         filters.parameters,
     )
 
 
-def usage_tokens(criteria: Criteria, group_by: GroupBy) -> Statement:
-    """Token sums by group over token usages created in the window, each usage counted once."""
-    key = GROUP_COLUMNS[group_by]
+def usage_tokens(criteria: Criteria, group_by: tuple[GroupBy, ...]) -> Statement:
+    """(keys..., username, 4 token sums, cost, priced usages, unpriced interceptions) by group over token
+    usages created in the window, each usage counted once. The cost sum is Decimal(38, 12): exact."""
     filters = where(criteria, time_column="created_at")
     return Statement(
-        f"SELECT {key} AS key, argMax(initiator_username, created_at) AS username, "
-        "sum(input_tokens), sum(output_tokens), sum(cache_read_input_tokens), sum(cache_write_input_tokens) "
-        f"FROM {store.TOKEN_USAGES} FINAL {filters.sql} GROUP BY key",
+        f"SELECT {_keys(group_by, 'created_at')}, argMax(initiator_username, created_at) AS username, "
+        "sum(input_tokens), sum(output_tokens), sum(cache_read_input_tokens), sum(cache_write_input_tokens), "
+        "sumOrNull(cost), count(cost), uniqExactIf(interception_id, cost IS NULL) "
+        f"FROM {store.TOKEN_USAGES} FINAL {filters.sql} GROUP BY {_key_names(group_by)}",
+        filters.parameters,
+        _FINAL_SETTINGS,
+    )
+
+
+def unpriced_models(criteria: Criteria) -> Statement:
+    """(provider, model, token usages, interceptions) of the usages recorded without a price."""
+    filters = where(criteria, time_column="created_at")
+    return Statement(
+        f"SELECT provider, model, count() AS usages, uniqExact(interception_id) "
+        f"FROM {store.TOKEN_USAGES} FINAL {filters.sql} AND cost IS NULL "
+        "GROUP BY provider, model ORDER BY usages DESC, provider, model",
         filters.parameters,
         _FINAL_SETTINGS,
     )

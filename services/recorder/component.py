@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 from clickhouse_connect.driver.client import Client
 from starlette.routing import BaseRoute
 
-from aibridge import metrics, store
+from aibridge import metrics, pricing, store
 from aibridge.bus import BusConsumer, BusProducer
 from aibridge.recorder.pipeline import Pipeline, PipelineConfig
 from aibridge.recorder.records_log import RecordsLog
@@ -43,6 +43,7 @@ class RecorderComponent:
         self._consumer = consumer
         self._dlq = dlq
         self._client = client
+        self._prices = pricing.load(settings.prices_file)  # a bad file fails here, naming the entry
         self._pipeline: Pipeline | None = None
         self._task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
@@ -141,7 +142,8 @@ class RecorderComponent:
         )
         records_log = RecordsLog() if settings.structured_logs else None
         dead_letters = DeadLetters(self._dlq, settings.dlq_topic)
-        return Pipeline(self._consumer, dead_letters, BatchWriter(self._client), config, records_log)
+        writer = BatchWriter(self._client)
+        return Pipeline(self._consumer, dead_letters, writer, config, records_log, prices=self._prices)
 
     async def _kafka_problem(self) -> str | None:
         if self._pipeline is None or self._task is None:

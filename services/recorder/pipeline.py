@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from aibridge import metrics, telemetry
 from aibridge.bus import BusConsumer, BusError, Message
+from aibridge.pricing import PriceTable
 from aibridge.recorder.isolation import isolate
 from aibridge.recorder.records_log import RecordsLog
 from aibridge.recorder.rows import Row
@@ -64,9 +65,11 @@ class Pipeline:
         writer: BatchWriter,
         config: PipelineConfig,
         records_log: RecordsLog | None = None,
+        *,
+        prices: PriceTable | None = None,
     ) -> None:
         self._consumer = consumer
-        self._decoder = Decoder()
+        self._decoder = Decoder(prices)
         self._dead_letters = dead_letters
         self._writer = writer
         self._config = config

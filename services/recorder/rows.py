@@ -4,7 +4,8 @@
 interception's row with version 1 (``ReplacingMergeTree(version)`` keeps the highest). ``prompt``,
 ``token_usage`` and ``tool_usage`` → a row of their own table keyed by the event id, carrying the
 interception context (initiator, provider, model, client) so summaries need no join. Metadata is
-stored as JSON text.
+stored as JSON text. A token usage is priced here, at the prices known when it is recorded (a later
+price change does not re-price history); its cost is None when the model has no price.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Final
 
 import orjson
 
-from aibridge import store
+from aibridge import pricing, store
 from aibridge.events import Event, EventType, InvalidEvent, parse_time
 
 _CONTEXT: Final = ("initiator_id", "initiator_username", "provider", "model", "client")
@@ -31,7 +32,7 @@ COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     ),
     store.TOKEN_USAGES: (
         "id", "interception_id", *_CONTEXT, "provider_response_id", "input_tokens", "output_tokens",
-        "cache_read_input_tokens", "cache_write_input_tokens", "metadata", "created_at",
+        "cache_read_input_tokens", "cache_write_input_tokens", "metadata", "created_at", "cost",
     ),
     store.TOOL_USAGES: (
         "id", "interception_id", *_CONTEXT, "provider_response_id", "call_id", "server_url", "tool",
@@ -65,8 +66,9 @@ class Row:
         return dict(zip(COLUMNS[self.table], self.values, strict=True))
 
 
-def process_event(event: Event) -> Row:
-    """Turn a schema-valid event into its row; raise :class:`InvalidEvent` if it cannot be stored."""
+def process_event(event: Event, prices: pricing.PriceTable | None = None) -> Row:
+    """Turn a schema-valid event into its row; raise :class:`InvalidEvent` if it cannot be stored.
+    Token usages are priced by ``prices`` (default: the built-in table)."""
     kind = event["type"]
     if kind in (EventType.INTERCEPTION_STARTED, EventType.INTERCEPTION_ENDED):
         return Row(store.INTERCEPTIONS, RECORD_TYPES[kind], _interception(event, kind))
@@ -80,7 +82,8 @@ def process_event(event: Event) -> Row:
         )
         return Row(store.USER_PROMPTS, RECORD_TYPES[kind], _child(event) + values)
     if kind == EventType.TOKEN_USAGE:
-        return Row(store.TOKEN_USAGES, RECORD_TYPES[kind], _child(event) + _token_usage(event))
+        values = _child(event) + _token_usage(event, prices or pricing.builtin())
+        return Row(store.TOKEN_USAGES, RECORD_TYPES[kind], values)
     if kind == EventType.TOOL_USAGE:
         return Row(store.TOOL_USAGES, RECORD_TYPES[kind], _child(event) + _tool_usage(event))
     raise InvalidEvent(f"unknown event type {kind!r}")
@@ -125,15 +128,22 @@ def _child(event: Event) -> tuple[Any, ...]:
     )
 
 
-def _token_usage(event: Event) -> tuple[Any, ...]:
-    return (
-        event["provider_response_id"],
+def _token_usage(event: Event, prices: pricing.PriceTable) -> tuple[Any, ...]:
+    tokens = pricing.Tokens(
         event["input_tokens"],
         event["output_tokens"],
         event["cache_read_input_tokens"],
         event["cache_write_input_tokens"],
+    )
+    return (
+        event["provider_response_id"],
+        tokens.input_tokens,
+        tokens.output_tokens,
+        tokens.cache_read_input_tokens,
+        tokens.cache_write_input_tokens,
         _json(event),
         _time(event["occurred_at"]),
+        prices.cost(event["provider"], event["model"], tokens),
     )
 
 

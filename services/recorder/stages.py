@@ -31,6 +31,7 @@ from clickhouse_connect.driver.client import Client
 from aibridge import store
 from aibridge.bus import BusProducer, Message, Partition
 from aibridge.events import InvalidEvent
+from aibridge.pricing import PriceTable
 from aibridge.recorder.rows import COLUMNS, Row, process_event
 from aibridge.recorder.validation import validate
 
@@ -53,7 +54,11 @@ class Rejection:
 
 
 class Decoder:
-    """Decode (orjson), validate (compiled JSON Schema) and process one message; never raises."""
+    """Decode (orjson), validate (compiled JSON Schema) and process one message; never raises.
+    Token usages are priced by ``prices`` (default: the built-in table)."""
+
+    def __init__(self, prices: PriceTable | None = None) -> None:
+        self._prices = prices
 
     def decode(self, message: Message) -> Row | Rejection:
         try:
@@ -65,7 +70,7 @@ class Decoder:
         except InvalidEvent as exc:
             return Rejection("schema", str(exc))
         try:
-            return process_event(event)
+            return process_event(event, self._prices)
         except (KeyError, TypeError, ValueError) as exc:  # InvalidEvent is a ValueError
             return Rejection("unstorable", str(exc) or repr(exc))
 

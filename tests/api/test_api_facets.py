@@ -32,6 +32,7 @@ def expected_usage(specs: list[Spec], group_by: str) -> list[dict[str, Any]]:
         key = GROUP_KEYS[group_by](spec)
         row = rows[key]
         row["key"] = key
+        row["keys"] = {group_by: key}
         row["initiator"] = {"id": spec.initiator_id, "username": spec.username} if group_by == "user" else None
         for name, value in (
             ("interceptions", 1),
@@ -41,6 +42,9 @@ def expected_usage(specs: list[Spec], group_by: str) -> list[dict[str, Any]]:
             ("cache_write_input_tokens", spec.cache_write),
         ):
             row[name] = row.get(name, 0) + value
+        # these rows are stored without a cost (as before costs were recorded): every usage is unpriced
+        row["cost"] = None
+        row["unpriced_interceptions"] = row.get("unpriced_interceptions", 0) + 1
     for row in rows.values():
         row["total_tokens"] = sum(
             row[name]
