@@ -24,10 +24,11 @@ from aibridge.events import InterceptionContext, Status
 from aibridge.metrics import PROXY_AUTH_FAILURES
 from aibridge.proxy.clients import classify
 from aibridge.proxy.errors import InvalidRequestBody, ProxyError, RequestTooLarge, error_body
-from aibridge.proxy.guards.breaker import Breakers, Permit, parse_retry_after
+from aibridge.proxy.flow import Flow
+from aibridge.proxy.guards.breaker import Breakers, parse_retry_after
 from aibridge.proxy.guards.limits import Admission, Rejection, Ticket, render_rejection
 from aibridge.proxy.incoming import authenticate, forward_headers, header_map, read_body
-from aibridge.proxy.providers.records import ParsedRequest, Provider, ResponseSummary
+from aibridge.proxy.providers.records import Provider, ResponseSummary
 from aibridge.proxy.providers.spec import ProviderSpec
 from aibridge.proxy.recording.deferred import Deferred
 from aibridge.proxy.recording.emitter import EventEmitter
@@ -152,14 +153,9 @@ class Interceptor:
         permit = self._breakers.check(self.spec.provider.value, parsed.model)
         if isinstance(permit, Rejection):
             return self._reject(self._context(headers, identity, parsed.model, parsed.stream, obs), permit, obs)
-
-        def begin() -> InterceptionContext:
-            context = self._context(headers, identity, parsed.model, parsed.stream, obs)
-            obs.emit(self._emitter, context.started())
-            return context
-
+        flow = Flow(self.spec, request, headers, identity, raw, parsed, permit, obs, leave)
         try:
-            return await self._send(request, parsed, raw, _Once(begin), permit, leave, obs)
+            return await self._send(flow)
         finally:
             permit.release()
 
@@ -182,6 +178,14 @@ class Interceptor:
         obs.created(context)
         return context
 
+    def _started(self, flow: Flow) -> InterceptionContext:
+        """The interception's context: built, and its started event queued, by the first call (from the
+        loop right after the request is written upstream, or earlier if something needs it first)."""
+        if flow.context is None:
+            flow.context = self._context(flow.headers, flow.identity, flow.parsed.model, flow.parsed.stream, flow.obs)
+            flow.obs.emit(self._emitter, flow.context.started())
+        return flow.context
+
     def _invalid(self, headers: dict[str, str], identity: Identity, exc: ProxyError, obs: Observation) -> Response:
         context = self._context(headers, identity, "", False, obs)
         obs.emit(self._emitter, context.started())
@@ -195,132 +199,97 @@ class Interceptor:
         status, headers, body = render_rejection(self.spec.provider.value, rejection)
         return Response(body, status, headers)
 
-    async def _send(  # noqa: PLR0917
-        self,
-        request: Request,
-        parsed: ParsedRequest,
-        raw: bytes,
-        begin: _Once,
-        permit: Permit,
-        leave: Callable[[], None],
-        obs: Observation,
-    ) -> Response:
+    async def _send(self, flow: Flow) -> Response:
         """Send upstream first; the interception's context and started event are built while the
-        provider works (``begin`` runs once, from the loop right after the request is written, or
-        here if something needs the context earlier)."""
-        body, tee = self.spec.prepare(parsed, raw)
-        query = request.scope["query_string"]
+        provider works (:meth:`_started`)."""
+        body, tee = self.spec.prepare(flow.parsed, flow.raw)
+        query = flow.request.scope["query_string"]
         url = f"{self.spec.url}?{query.decode('latin-1')}" if query else self.spec.url
-        headers = forward_headers(request.scope["headers"], self.spec.key_headers)
-        obs.sending(headers)
-        watch = ClientWatch(request.receive, start=False)
-        asyncio.get_running_loop().call_soon(_while_upstream_works, begin, watch)
+        headers = forward_headers(flow.request.scope["headers"], self.spec.key_headers)
+        flow.obs.sending(headers)
+        watch = flow.watch = ClientWatch(flow.request.receive, start=False)
+        asyncio.get_running_loop().call_soon(self._while_upstream_works, flow)
         handed_over = False
-        upstream: list[UpstreamResponse] = []
         try:
-            response = await self._exchange(url, headers, body, parsed, tee, begin, permit, leave, obs, watch, upstream)
+            response = await self._exchange(flow, url, headers, body, tee)
             handed_over = isinstance(response, RelayResponse)
             return response
         except asyncio.CancelledError:
             if not watch.gone:
                 raise
             watch.absorb()
-            for answer in upstream:
-                await answer.close()  # an unfinished body: the connection is dropped, the provider stops
-            obs.upstream_done()
-            error = "the client went away before the answer"
-            self._record(
-                begin.get(), parsed, None, obs, status=Status.CLIENT_DISCONNECTED, http_status=499, error=error
-            )
-            return Response(status_code=499)
+            return await self._client_left(flow)
         finally:
             if not handed_over:
                 watch.stop()
 
-    async def _exchange(  # noqa: PLR0917
-        self,
-        url: str,
-        headers: dict[str, str],
-        body: bytes,
-        parsed: ParsedRequest,
-        tee: Tee,
-        begin: _Once,
-        permit: Permit,
-        leave: Callable[[], None],
-        obs: Observation,
-        watch: ClientWatch,
-        upstream: list[UpstreamResponse],
-    ) -> Response:
-        """The upstream call and the answer; ``upstream`` receives the provider's response once it has one."""
+    def _while_upstream_works(self, flow: Flow) -> None:
+        """Run by the loop right after the request is written upstream, off the path to the provider."""
+        self._started(flow)
+        if flow.watch is not None:
+            flow.watch.start()
+
+    async def _client_left(self, flow: Flow) -> Response:
+        for answer in flow.answers:
+            await answer.close()  # an unfinished body: the connection is dropped, the provider stops
+        flow.obs.upstream_done()
+        error = "the client went away before the answer"
+        self._record(flow, None, status=Status.CLIENT_DISCONNECTED, http_status=499, error=error)
+        return Response(status_code=499)
+
+    async def _exchange(self, flow: Flow, url: str, headers: dict[str, str], body: bytes, tee: Tee) -> Response:
+        """The upstream call and the answer; ``flow.answers`` receives the provider's response once it has one."""
+        obs = flow.obs
         try:
             response = await obs.request(self._upstream.request("POST", url, headers, body))
         except ProxyError as exc:
-            context = begin.get()
-            permit.failure(type(exc).__name__)
-            self._record(
-                context, parsed, None, obs, status=Status.UPSTREAM_ERROR, http_status=exc.status, error=str(exc)
-            )
+            self._started(flow)
+            flow.permit.failure(type(exc).__name__)
+            self._record(flow, None, status=Status.UPSTREAM_ERROR, http_status=exc.status, error=str(exc))
             return self.spec.error(exc.status, str(exc))
-        upstream.append(response)
-        context = begin.get()
-        permit.record(response.status, parse_retry_after(_header(response.headers, "retry-after")))
+        flow.answers.append(response)
+        self._started(flow)
+        flow.permit.record(response.status, parse_retry_after(_header(response.headers, "retry-after")))
         try:
             if response.status >= 400:
                 answer = await obs.read(response)
                 message = ProviderMessage.from_body(answer, _ERROR_WINDOW)
-                self._record(
-                    context, parsed, None, obs, status=Status.UPSTREAM_ERROR, http_status=response.status, error=message
-                )
+                self._record(flow, None, status=Status.UPSTREAM_ERROR, http_status=response.status, error=message)
                 return with_headers(Response(answer, response.status), response.headers)
-            if parsed.stream:
-                return self._stream(context, parsed, response, tee, leave, obs, watch)
+            if flow.parsed.stream:
+                return self._stream(flow, response, tee)
             answer = await obs.read(response)
         except ProxyError as exc:
-            self._record(
-                context, parsed, None, obs, status=Status.UPSTREAM_ERROR, http_status=exc.status, error=str(exc)
-            )
+            self._record(flow, None, status=Status.UPSTREAM_ERROR, http_status=exc.status, error=str(exc))
             return self.spec.error(exc.status, str(exc))
         obs.defer()
-        task = BackgroundTask(self._answered, context, parsed, answer, response.status, obs)
+        task = BackgroundTask(self._answered, flow, answer, response.status)
         return with_headers(Response(answer, response.status, background=task), response.headers)
 
-    def _stream(  # noqa: PLR0917
-        self,
-        context: InterceptionContext,
-        parsed: ParsedRequest,
-        response: UpstreamResponse,
-        tee: Tee,
-        leave: Callable[[], None],
-        obs: Observation,
-        watch: ClientWatch,
-    ) -> RelayResponse:
+    def _stream(self, flow: Flow, response: UpstreamResponse, tee: Tee) -> RelayResponse:
         def finished(summary: ResponseSummary, status: Status, error: str | None) -> None:
             upstream_error = error if status is Status.UPSTREAM_ERROR else None
-            obs.streamed(relay.upstream_wait, relay.client_wait, upstream_error, relay.ended)
-            leave()
-            self._record(context, parsed, summary, obs, status=status, http_status=response.status, error=error)
+            flow.obs.streamed(relay.upstream_wait, relay.client_wait, upstream_error, relay.ended)
+            flow.leave()
+            self._record(flow, summary, status=status, http_status=response.status, error=error)
 
         own = getattr(tee, "error_event", None)  # an OwnErrorEvents tee (isinstance on a Protocol is slow)
         error_event: Callable[[ProxyError], bytes] = own if own is not None else self._stream_error
         relay = Relay(response, tee, finished, error_event, self._deferred.call)
-        obs.defer()
-        return with_headers(RelayResponse(relay, response.status, watch), response.headers)
+        flow.obs.defer()
+        return with_headers(RelayResponse(relay, response.status, flow.watch), response.headers)
 
-    async def _answered(
-        self, context: InterceptionContext, parsed: ParsedRequest, answer: bytes, http_status: int, obs: Observation
-    ) -> None:
+    async def _answered(self, flow: Flow, answer: bytes, http_status: int) -> None:
         """The blocking answer is sent: its end is now, its recording comes a little later (:mod:`.deferred`).
         A coroutine although it never waits: Starlette runs a plain function given to ``BackgroundTask``
         in a worker thread."""
-        obs.sent_to_client()
-        self._deferred.call(self._record_blocking, context, parsed, answer, http_status, obs)
+        flow.obs.sent_to_client()
+        self._deferred.call(self._record_blocking, flow, answer, http_status)
 
-    def _record_blocking(
-        self, context: InterceptionContext, parsed: ParsedRequest, answer: bytes, http_status: int, obs: Observation
-    ) -> None:
+    def _record_blocking(self, flow: Flow, answer: bytes, http_status: int) -> None:
         summary = self.spec.parse_response(answer)
         status = Status.COMPLETED if summary.error is None else Status.UPSTREAM_ERROR
-        self._record(context, parsed, summary, obs, status=status, http_status=http_status, error=summary.error)
+        self._record(flow, summary, status=status, http_status=http_status, error=summary.error)
 
     def _stream_error(self, exc: ProxyError) -> bytes:
         payload = error_body(self.spec.provider, exc.status, str(exc))
@@ -330,19 +299,18 @@ class Interceptor:
 
     def _record(
         self,
-        context: InterceptionContext,
-        parsed: ParsedRequest,
+        flow: Flow,
         summary: ResponseSummary | None,
-        obs: Observation,
         *,
         status: Status,
         http_status: int,
         error: str | None,
     ) -> None:
+        context, obs = self._started(flow), flow.obs
         obs.processed(summary)
         response_id = summary.response_id if summary else ""
-        if parsed.prompt is not None:
-            obs.emit(self._emitter, context.prompt(parsed.prompt, response_id))
+        if flow.parsed.prompt is not None:
+            obs.emit(self._emitter, context.prompt(flow.parsed.prompt, response_id))
         if summary is not None and summary.usage is not None:
             usage = summary.usage
             obs.emit(
@@ -383,27 +351,6 @@ class Interceptor:
         with obs.active():
             log_interception(context, status, http_status, summary, ended_at)
         obs.ended(context, status, http_status)
-
-
-def _while_upstream_works(begin: _Once, watch: ClientWatch) -> None:
-    """Run by the loop right after the request is written upstream, off the path to the provider."""
-    begin.get()
-    watch.start()
-
-
-class _Once:
-    """The interception's context: built, and its started event queued, by the first :meth:`get`."""
-
-    __slots__ = ("_begin", "_context")
-
-    def __init__(self, begin: Callable[[], InterceptionContext]) -> None:
-        self._begin = begin
-        self._context: InterceptionContext | None = None
-
-    def get(self) -> InterceptionContext:
-        if self._context is None:
-            self._context = self._begin()
-        return self._context
 
 
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:
