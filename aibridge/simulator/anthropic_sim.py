@@ -9,6 +9,7 @@ from starlette.responses import Response, StreamingResponse
 
 from aibridge.proxy.errors import anthropic_error
 from aibridge.simulator.common import (
+    INJECTED_PREFIX,
     SSE_HEADERS,
     Controls,
     answer_text,
@@ -16,8 +17,8 @@ from aibridge.simulator.common import (
     json_pieces,
     paced,
     pieces,
+    plan_calls,
     random_id,
-    sample_arguments,
 )
 
 MODELS = (
@@ -50,13 +51,31 @@ def _last_is_tool_result(body: dict[str, Any]) -> bool:
     return isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "tool_result" for p in content)
 
 
-def _tool_to_call(body: dict[str, Any]) -> dict[str, Any] | None:
+def _injected_rounds(body: dict[str, Any]) -> int:
+    """Assistant turns of the conversation that called an injected tool."""
+    return sum(
+        1
+        for message in body["messages"]
+        if isinstance(message, dict)
+        and message.get("role") == "assistant"
+        and isinstance(message.get("content"), list)
+        and any(
+            isinstance(block, dict)
+            and block.get("type") == "tool_use"
+            and str(block.get("name", "")).startswith(INJECTED_PREFIX)
+            for block in message["content"]
+        )
+    )
+
+
+def _tool_calls(body: dict[str, Any], controls: Controls) -> list[dict[str, Any]]:
     tools = [t for t in body.get("tools") or () if isinstance(t, dict) and t.get("name")]
     choice = body.get("tool_choice")
-    if not tools or _last_is_tool_result(body) or (isinstance(choice, dict) and choice.get("type") == "none"):
-        return None
-    tool = tools[0]
-    return {"id": random_id("toolu_01"), "name": str(tool["name"]), "input": sample_arguments(tool.get("input_schema"))}
+    if not tools or (isinstance(choice, dict) and choice.get("type") == "none"):
+        return []
+    offered = [(str(tool["name"]), tool.get("input_schema")) for tool in tools]
+    planned = plan_calls(offered, _last_is_tool_result(body), _injected_rounds(body), controls)
+    return [{"id": random_id("toolu_01"), "name": call.name, "input": call.arguments} for call in planned]
 
 
 def _prompt(body: dict[str, Any]) -> str | None:
@@ -79,15 +98,15 @@ def input_usage(body: dict[str, Any], controls: Controls) -> dict[str, Any]:
     }
 
 
-def _content(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    call = _tool_to_call(body)
-    if call is None:
+def _content(body: dict[str, Any], controls: Controls) -> tuple[list[dict[str, Any]], str]:
+    calls = _tool_calls(body, controls)
+    if not calls:
         return [{"type": "text", "text": answer_text(_prompt(body))}], "end_turn"
-    return [{"type": "text", "text": PREAMBLE}, {"type": "tool_use", **call}], "tool_use"
+    return [{"type": "text", "text": PREAMBLE}, *({"type": "tool_use", **call} for call in calls)], "tool_use"
 
 
 def complete(body: dict[str, Any], controls: Controls) -> Response:
-    content, stop_reason = _content(body)
+    content, stop_reason = _content(body, controls)
     output = sum(count_tokens(block.get("text") or block.get("input") or "") for block in content)
     answer = {
         "id": random_id("msg_01"),
@@ -123,7 +142,7 @@ def _block_events(index: int, block: dict[str, Any]) -> list[bytes]:
 
 
 def stream(body: dict[str, Any], controls: Controls) -> Response:
-    content, stop_reason = _content(body)
+    content, stop_reason = _content(body, controls)
     usage = input_usage(body, controls)
     output = sum(count_tokens(block.get("text") or block.get("input") or "") for block in content)
     message = {

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from starlette.datastructures import Headers
 from starlette.requests import Request
 
@@ -26,6 +27,10 @@ class Controls:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    mcp_rounds: int = 1
+    mcp_tools: tuple[str, ...] = ()
+    mcp_arguments: str | None = None
+    mcp_mixed: bool = False
 
     @classmethod
     def from_headers(cls, headers: Headers) -> Controls:
@@ -41,6 +46,10 @@ class Controls:
             cache_read_tokens=number("cache-read-tokens") or 0,
             cache_write_tokens=number("cache-write-tokens") or 0,
             reasoning_tokens=number("reasoning-tokens") or 0,
+            mcp_rounds=number("mcp-rounds") if number("mcp-rounds") is not None else 1,
+            mcp_tools=tuple(name.strip() for name in headers.get("x-simulator-mcp-tools", "").split(",") if name),
+            mcp_arguments=headers.get("x-simulator-mcp-arguments"),
+            mcp_mixed=headers.get("x-simulator-mcp-mixed") == "1",
         )
 
 
@@ -136,3 +145,44 @@ async def paced(chunks: list[bytes], controls: Controls) -> AsyncIterator[bytes]
         if index and controls.chunk_delay:
             await asyncio.sleep(controls.chunk_delay)
         yield chunk
+
+
+INJECTED_PREFIX = "bmcp_"
+"""The bridge's injected tools: the simulator calls them first, as a model would use a tool it was given."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedCall:
+    name: str
+    arguments: Any
+
+
+def plan_calls(
+    tools: list[tuple[str, Any]], follow_up: bool, injected_rounds: int, controls: Controls
+) -> list[PlannedCall]:
+    """The calls of the next model turn, from the offered tools as ``(name, input schema)``.
+
+    Injected (``bmcp_``) tools offered and fewer than ``x-simulator-mcp-rounds`` (default 1) turns of
+    the conversation called them: call the ones named by ``x-simulator-mcp-tools`` (default: the first),
+    with ``x-simulator-mcp-arguments`` (JSON) or sample arguments, plus the first client tool when
+    ``x-simulator-mcp-mixed: 1``. Otherwise: the first client tool, unless the conversation just returned
+    a tool result.
+    """
+    injected = [(name, schema) for name, schema in tools if name.startswith(INJECTED_PREFIX)]
+    client = [(name, schema) for name, schema in tools if not name.startswith(INJECTED_PREFIX)]
+    if injected and injected_rounds < controls.mcp_rounds:
+        schemas = dict(injected)
+        names = list(controls.mcp_tools) or [injected[0][0]]
+        calls = [PlannedCall(name, _planned_arguments(schemas.get(name), controls)) for name in names]
+        if controls.mcp_mixed and client:
+            calls.append(PlannedCall(client[0][0], sample_arguments(client[0][1])))
+        return calls
+    if follow_up or not client:
+        return []
+    return [PlannedCall(client[0][0], sample_arguments(client[0][1]))]
+
+
+def _planned_arguments(schema: Any, controls: Controls) -> Any:
+    if controls.mcp_arguments is not None:
+        return orjson.loads(controls.mcp_arguments)
+    return sample_arguments(schema)

@@ -10,6 +10,7 @@ from starlette.responses import Response, StreamingResponse
 
 from aibridge.proxy.errors import openai_error
 from aibridge.simulator.common import (
+    INJECTED_PREFIX,
     SSE_HEADERS,
     Controls,
     answer_text,
@@ -17,8 +18,8 @@ from aibridge.simulator.common import (
     json_pieces,
     paced,
     pieces,
+    plan_calls,
     random_id,
-    sample_arguments,
 )
 
 FINGERPRINT = "fp_simulated01"
@@ -45,18 +46,34 @@ def validate(body: Any) -> str | None:
     return None
 
 
-def _tool_to_call(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The first offered function, unless the conversation just returned a tool result."""
+def _injected_rounds(body: dict[str, Any]) -> int:
+    """Assistant turns of the conversation that called an injected tool."""
+    return sum(
+        1
+        for message in body["messages"]
+        if isinstance(message, dict)
+        and message.get("role") == "assistant"
+        and any(
+            isinstance(call, dict) and str((call.get("function") or {}).get("name", "")).startswith(INJECTED_PREFIX)
+            for call in message.get("tool_calls") or ()
+        )
+    )
+
+
+def _tool_calls(body: dict[str, Any], controls: Controls) -> list[dict[str, Any]]:
+    """The offered functions to call (:func:`plan_calls`)."""
     tools = [t for t in body.get("tools") or () if isinstance(t, dict) and t.get("type") == "function"]
+    if not tools or body.get("tool_choice") == "none":
+        return []
     last = body["messages"][-1]
-    if not tools or body.get("tool_choice") == "none" or (isinstance(last, dict) and last.get("role") == "tool"):
-        return None
-    function = tools[0].get("function") or {}
-    return {
-        "id": random_id("call_"),
-        "name": str(function.get("name") or "tool"),
-        "arguments": orjson.dumps(sample_arguments(function.get("parameters"))).decode(),
-    }
+    functions = [tool.get("function") or {} for tool in tools]
+    offered = [(str(function.get("name") or "tool"), function.get("parameters")) for function in functions]
+    follow_up = isinstance(last, dict) and last.get("role") == "tool"
+    planned = plan_calls(offered, follow_up, _injected_rounds(body), controls)
+    return [
+        {"id": random_id("call_"), "name": call.name, "arguments": orjson.dumps(call.arguments).decode()}
+        for call in planned
+    ]
 
 
 def _prompt(body: dict[str, Any]) -> str | None:
@@ -86,15 +103,17 @@ def usage(body: dict[str, Any], completion: str, controls: Controls) -> dict[str
 
 
 def complete(body: dict[str, Any], controls: Controls) -> Response:
-    call = _tool_to_call(body)
+    calls = _tool_calls(body, controls)
     message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None, "annotations": []}
-    if call is None:
+    if not calls:
         message["content"] = answer_text(_prompt(body))
         produced = message["content"]
     else:
-        function = {"name": call["name"], "arguments": call["arguments"]}
-        message["tool_calls"] = [{"id": call["id"], "type": "function", "function": function}]
-        produced = call["arguments"]
+        message["tool_calls"] = [
+            {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}
+            for call in calls
+        ]
+        produced = "".join(call["arguments"] for call in calls)
     answer = {
         "id": random_id("chatcmpl-"),
         "object": "chat.completion",
@@ -105,7 +124,7 @@ def complete(body: dict[str, Any], controls: Controls) -> Response:
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": "stop" if call is None else "tool_calls",
+                "finish_reason": "tool_calls" if calls else "stop",
             }
         ],
         "usage": usage(body, produced, controls),
@@ -115,23 +134,24 @@ def complete(body: dict[str, Any], controls: Controls) -> Response:
     return Response(orjson.dumps(answer), media_type="application/json")
 
 
-def _deltas(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str, str]:
+def _deltas(body: dict[str, Any], controls: Controls) -> tuple[list[dict[str, Any]], str, str]:
     """The choice deltas of a streamed answer, what was produced, and the finish reason."""
-    call = _tool_to_call(body)
-    if call is None:
+    calls = _tool_calls(body, controls)
+    if not calls:
         text = answer_text(_prompt(body))
         deltas: list[dict[str, Any]] = [{"role": "assistant", "content": "", "refusal": None}]
         deltas += [{"content": piece} for piece in pieces(text)]
         return deltas, text, "stop"
-    opening: dict[str, Any] = {
-        "index": 0,
-        "id": call["id"],
-        "type": "function",
-        "function": {"name": call["name"], "arguments": ""},
-    }
-    deltas = [{"role": "assistant", "content": None, "tool_calls": [opening], "refusal": None}]
-    deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in json_pieces(call["arguments"])]
-    return deltas, call["arguments"], "tool_calls"
+    deltas = []
+    for index, call in enumerate(calls):
+        function = {"name": call["name"], "arguments": ""}
+        opening = {"tool_calls": [{"index": index, "id": call["id"], "type": "function", "function": function}]}
+        deltas.append({"role": "assistant", "content": None, **opening, "refusal": None} if index == 0 else opening)
+        deltas += [
+            {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
+            for piece in json_pieces(call["arguments"])
+        ]
+    return deltas, "".join(call["arguments"] for call in calls), "tool_calls"
 
 
 def stream(body: dict[str, Any], controls: Controls) -> Response:
@@ -145,7 +165,7 @@ def stream(body: dict[str, Any], controls: Controls) -> Response:
         "service_tier": "default",
         "system_fingerprint": FINGERPRINT,
     }
-    deltas, produced, finish = _deltas(body)
+    deltas, produced, finish = _deltas(body, controls)
     chunks = [_choice(base, delta, None, include_usage) for delta in deltas]
     chunks.append(_choice(base, {}, finish, include_usage))
     if include_usage:

@@ -24,6 +24,7 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 
 from aibridge.simulator.common import (
+    INJECTED_PREFIX,
     SSE_HEADERS,
     Controls,
     answer_text,
@@ -31,8 +32,8 @@ from aibridge.simulator.common import (
     json_pieces,
     paced,
     pieces,
+    plan_calls,
     random_id,
-    sample_arguments,
 )
 from aibridge.simulator.stored_sim import StoredResponses
 
@@ -98,21 +99,35 @@ def _function_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [tool for tool in body.get("tools") or () if tool.get("type") == "function"]
 
 
-def _tool_to_call(body: dict[str, Any]) -> dict[str, Any] | None:
-    """A call of the first offered function, unless the input just returned a function's output."""
+def _injected_rounds(items: Any) -> int:
+    """Turns of the input that called an injected function (consecutive calls are one turn)."""
+    rounds, previous = 0, False
+    for item in items if isinstance(items, list) else ():
+        called = item.get("type") == "function_call" and str(item.get("name", "")).startswith(INJECTED_PREFIX)
+        rounds += called and not previous
+        previous = called or (previous and item.get("type") == "function_call_output")
+    return rounds
+
+
+def _tool_calls(body: dict[str, Any], controls: Controls) -> list[dict[str, Any]]:
+    """Calls of offered functions (:func:`plan_calls`)."""
     tools = _function_tools(body)
     items = body["input"]
     follow_up = isinstance(items, list) and items[-1].get("type") == "function_call_output"
-    if not tools or body.get("tool_choice") == "none" or follow_up:
-        return None
-    return {
-        "id": random_id("fc_", 48),
-        "type": "function_call",
-        "status": "completed",
-        "arguments": orjson.dumps(sample_arguments(tools[0].get("parameters"))).decode(),
-        "call_id": random_id("call_"),
-        "name": str(tools[0].get("name") or "tool"),
-    }
+    if not tools or body.get("tool_choice") == "none":
+        return []
+    offered = [(str(tool.get("name") or "tool"), tool.get("parameters")) for tool in tools]
+    return [
+        {
+            "id": random_id("fc_", 48),
+            "type": "function_call",
+            "status": "completed",
+            "arguments": orjson.dumps(call.arguments).decode(),
+            "call_id": random_id("call_"),
+            "name": call.name,
+        }
+        for call in plan_calls(offered, follow_up, _injected_rounds(items), controls)
+    ]
 
 
 def _prompt(body: dict[str, Any]) -> str | None:
@@ -129,9 +144,9 @@ def _output(body: dict[str, Any], controls: Controls) -> list[dict[str, Any]]:
     output: list[dict[str, Any]] = []
     if controls.reasoning_tokens:
         output.append({"id": random_id("rs_", 48), "type": "reasoning", "summary": []})
-    call = _tool_to_call(body)
-    if call is not None:
-        return [*output, call]
+    calls = _tool_calls(body, controls)
+    if calls:
+        return [*output, *calls]
     text = {"type": "output_text", "annotations": [], "logprobs": [], "text": answer_text(_prompt(body))}
     message = {"id": random_id("msg_", 48), "type": "message", "status": "completed", "role": "assistant"}
     return [*output, message | {"content": [text]}]
