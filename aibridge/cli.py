@@ -123,6 +123,24 @@ def _add_export_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     listing.set_defaults(handler=_lazy("aibridge.api.export", "main"))
 
 
+def _add_usage_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    usage = commands.add_parser("usage", help="cost and tokens by user, group, model, provider, client or day")
+    usage.add_argument(
+        "--group-by", default="user", help="comma-separated: user, group, model, provider, client, day (default user)"
+    )
+    usage.add_argument("--since", "--started-after", dest="since", help="RFC 3339 time (inclusive)")
+    usage.add_argument("--until", "--started-before", dest="until", help="RFC 3339 time (exclusive)")
+    usage.add_argument("--initiator", help="user id, username, or 'me'")
+    usage.add_argument("--provider")
+    usage.add_argument("--model")
+    usage.add_argument("--client")
+    usage.add_argument("--unpriced", action="store_true", help="list the models whose usages have no price")
+    usage.add_argument("--output", "-o", choices=["table", "csv", "json"], default="table")
+    usage.add_argument("--url", help="API base URL (default AIBRIDGE_URL)")
+    usage.add_argument("--token", help="bridge token (default AIBRIDGE_TOKEN)")
+    usage.set_defaults(handler=_lazy("aibridge.api.usage_report", "main"))
+
+
 def _add_dlq_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dlq = commands.add_parser("dlq", help="list and replay the recorder's dead letters (Kafka)")
     sub = dlq.add_subparsers(dest="dlq_command", required=True)
@@ -145,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_service_commands(commands)
     _add_token_commands(commands)
     _add_export_commands(commands)
+    _add_usage_command(commands)
     _add_dlq_commands(commands)
     _add_login_command(commands)
     return parser

@@ -29,13 +29,13 @@ FILTERS = ("initiator", "provider", "model", "client", "started_after", "started
 CSV_COLUMNS = (
     "id", "started_at", "ended_at", "initiator_id", "initiator_username", "provider", "model", "client",
     "status", "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens",
-    "tool_calls", "prompt",
+    "tool_calls", "prompt", "cost",
 )  # fmt: skip
 TABLE_COLUMNS = (
     ("STARTED", "started_at", 27), ("USER", "initiator_username", 16), ("PROVIDER", "provider", 9),
     ("MODEL", "model", 20), ("CLIENT", "client", 14), ("IN", "input_tokens", 8), ("OUT", "output_tokens", 8),
     ("CACHE R", "cache_read_input_tokens", 9), ("CACHE W", "cache_write_input_tokens", 8),
-    ("TOOLS", "tool_calls", 5), ("STATUS", "status", 12), ("ID", "id", 36),
+    ("TOOLS", "tool_calls", 5), ("COST $", "cost", 12), ("STATUS", "status", 12), ("ID", "id", 36),
 )  # fmt: skip
 
 
@@ -70,7 +70,7 @@ class Writer(Protocol):
 
 def main(args: argparse.Namespace) -> int:
     try:
-        url, token = _connection(args)
+        url, token = connection(args)
         writer = _writer(args.output, sys.stdout)
         with httpx.Client(base_url=url, headers=request_headers(token), timeout=60) as client:
             for result in results(client, args):
@@ -84,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _connection(args: argparse.Namespace) -> tuple[str, str]:
+def connection(args: argparse.Namespace) -> tuple[str, str]:
     try:
         settings = ExportSettings()
     except ValidationError as exc:
@@ -176,10 +176,18 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "status": result.get("status") or "in flight",
         "tool_calls": len(result.get("tool_usages", [])),
         "prompt": prompts[-1]["prompt"] if prompts else "",
+        "cost": cost_text(result.get("cost"), bool(result.get("cost_unpriced"))),
     }
     for field in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens"):
         row[field] = sum(int(usage[field]) for usage in usages)
     return row
+
+
+def cost_text(cost: str | None, unpriced: bool) -> str:
+    """A cost for CSV and tables: '-' when nothing is priced, a trailing '+' when part of it is not."""
+    if cost is None:
+        return "-"
+    return f"{cost}+" if unpriced else cost
 
 
 class JsonWriter:

@@ -3,6 +3,9 @@ and day, with exact sums, unpriced traffic and the members-see-their-own rule.""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -14,7 +17,7 @@ import pytest
 from api_rows import BASE, INTERCEPTION_COLUMNS, TOKEN_COLUMNS, Spec, api_settings, new_database, user_id
 from clickhouse_connect.driver.client import Client
 
-from aibridge import pricing, store
+from aibridge import cli, pricing, store
 from aibridge.api.app import PREFIX, create_api_app
 from aibridge.auth import Role, TokenVerifier
 from aibridge.testing.server import serve_in_thread
@@ -154,3 +157,41 @@ def test_unpriced_models_are_listed_with_counts(get: Callable[..., Any]) -> None
     assert body["prices_checked"] == PRICES.checked
     assert get("audrey", "/usage")["unpriced_models"] is None
     assert get("alice", "/usage", unpriced="true")["unpriced_models"] == []
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], api_url: str, token: str, *args: str) -> tuple[int, str, str]:
+    status = cli.main(["usage", "--url", api_url, "--token", token, *args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_cli_usage_as_table_csv_and_json(
+    capsys: pytest.CaptureFixture[str], api_url: str, make_token: Callable[..., str]
+) -> None:
+    token = make_token("audrey", Role.AUDITOR)
+    status, out, _ = run_cli(capsys, api_url, token, "--group-by", "group,model", "-o", "csv")
+    assert status == 0
+    rows = {(row["group"], row["model"]): row for row in csv.DictReader(io.StringIO(out))}
+    assert rows[("platform", "mystery-model")]["cost_usd"] == "-"
+    assert rows[("platform", "mystery-model")]["unpriced_interceptions"] == "1"
+    assert rows[("", "claude-haiku-4-5")]["cost_usd"] == total([SPECS[4]])
+
+    status, out, _ = run_cli(capsys, api_url, token, "--group-by", "user", "--since", "2026-11-02T00:00:00Z")
+    header, *lines = out.splitlines()
+    assert status == 0 and header.split()[:2] == ["USER", "INTERCEPTIONS"] and "COST $" in header
+    assert sorted(line.split()[0] for line in lines) == ["alice", "carol"]
+
+    status, out, _ = run_cli(capsys, api_url, token, "--group-by", "day", "-o", "json")
+    assert status == 0 and json.loads(out)["group_by"] == "day"
+
+
+def test_cli_usage_unpriced_and_errors(
+    capsys: pytest.CaptureFixture[str], api_url: str, make_token: Callable[..., str]
+) -> None:
+    token = make_token("audrey", Role.AUDITOR)
+    status, out, _ = run_cli(capsys, api_url, token, "--unpriced")
+    assert status == 0
+    assert out.splitlines()[1].split() == ["openai", "mystery-model", "1", "1"]
+    status, out, err = run_cli(capsys, api_url, token, "--group-by", "planet")
+    assert (status, out) == (1, "")
+    assert "group_by=planet: unknown key 'planet'" in err
