@@ -46,11 +46,15 @@ class Controls:
             cache_read_tokens=number("cache-read-tokens") or 0,
             cache_write_tokens=number("cache-write-tokens") or 0,
             reasoning_tokens=number("reasoning-tokens") or 0,
-            mcp_rounds=number("mcp-rounds") if number("mcp-rounds") is not None else 1,
+            mcp_rounds=_or_default(number("mcp-rounds"), 1),
             mcp_tools=tuple(name.strip() for name in headers.get("x-simulator-mcp-tools", "").split(",") if name),
             mcp_arguments=headers.get("x-simulator-mcp-arguments"),
             mcp_mixed=headers.get("x-simulator-mcp-mixed") == "1",
         )
+
+
+def _or_default(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 @dataclass(frozen=True, slots=True)
