@@ -175,6 +175,43 @@ def usage_panels(layout: Layout) -> None:
     )
 
 
+def spend_panels(layout: Layout) -> None:
+    layout.row("Spend (recorded cost, ClickHouse)")
+    usd = {"unit": "currencyUSD", "decimals": 2}
+    layout.add(
+        "timeseries",
+        "Spend per day",
+        "The recorded cost of token usages per UTC day (priced when recorded; unpriced models not counted).",
+        (12, 8),
+        [clickhouse(q.SPEND_PER_DAY, time_series=True)],
+        defaults=usd | {"custom": {"drawStyle": "bars"}},
+    )
+    layout.add(
+        "table",
+        "Top users by spend",
+        "Recorded cost per user; 'Unpriced' counts interceptions with a usage of a model without a price.",
+        (12, 8),
+        [clickhouse(q.TOP_SPENDERS)],
+        options=TABLE,
+    )
+    layout.add(
+        "table",
+        "Top models by spend",
+        "Recorded cost and tokens per model.",
+        (12, 8),
+        [clickhouse(q.TOP_MODELS_BY_SPEND)],
+        options=TABLE,
+    )
+    layout.add(
+        "table",
+        "Unpriced traffic",
+        "Models whose usages have no price (add them with AIBRIDGE_PRICES_FILE); their cost is unknown, not 0.",
+        (12, 8),
+        [clickhouse(q.UNPRICED_TRAFFIC)],
+        options=TABLE,
+    )
+
+
 def audit_panels(layout: Layout) -> None:
     layout.row("Prompts and tool calls (ClickHouse)")
     layout.add(
@@ -366,7 +403,7 @@ def variables() -> list[Json]:
 
 def build() -> Json:
     layout = Layout()
-    for section in (usage_panels, audit_panels, proxy_panels, backend_panels):
+    for section in (usage_panels, spend_panels, audit_panels, proxy_panels, backend_panels):
         section(layout)
     return {
         "uid": "aibridge",

@@ -122,6 +122,31 @@ FROM (
 LEFT JOIN ({priced_usage("provider, model")}) AS u ON u.provider = i.provider AND u.model = i.model
 ORDER BY `Interceptions` DESC, `Model` LIMIT 20"""
 
+# Spend as recorded: each token usage's cost, priced by the recorder from aibridge/prices.yaml (and
+# AIBRIDGE_PRICES_FILE) when it was stored; NULL when its model has no price. Sums are exact decimals.
+SPEND_PER_DAY = f"""SELECT toStartOfDay(created_at) AS time, sum(cost) AS `Spend (USD)`
+FROM token_usages FINAL
+WHERE {where("created_at")}
+GROUP BY time ORDER BY time"""
+
+TOP_SPENDERS = f"""SELECT initiator_username AS `User`, sum(cost) AS `Spend (USD)`,
+  uniqExact(interception_id) AS `Interceptions`, uniqExactIf(interception_id, cost IS NULL) AS `Unpriced`
+FROM token_usages FINAL
+WHERE {where("created_at")}
+GROUP BY `User` ORDER BY `Spend (USD)` DESC, `User` LIMIT 20"""
+
+TOP_MODELS_BY_SPEND = f"""SELECT provider AS `Provider`, model AS `Model`, sum(cost) AS `Spend (USD)`,
+  sum(input_tokens + output_tokens + cache_read_input_tokens + cache_write_input_tokens) AS `Tokens`
+FROM token_usages FINAL
+WHERE {where("created_at")}
+GROUP BY `Provider`, `Model` ORDER BY `Spend (USD)` DESC, `Model` LIMIT 20"""
+
+UNPRICED_TRAFFIC = f"""SELECT provider AS `Provider`, model AS `Model`, count() AS `Token usages`,
+  uniqExact(interception_id) AS `Interceptions`
+FROM token_usages FINAL
+WHERE {where("created_at")} AND cost IS NULL
+GROUP BY `Provider`, `Model` ORDER BY `Token usages` DESC, `Model` LIMIT 20"""
+
 INTERCEPTIONS_OVER_TIME = f"""SELECT $__timeInterval(started_at) AS time, initiator_username AS user,
   count() AS interceptions
 FROM interceptions FINAL

@@ -10,6 +10,7 @@ import json
 import re
 import sys
 import uuid
+from decimal import Decimal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -269,3 +270,26 @@ def test_every_variable_is_defined_and_used(dashboard: dict[str, Any]) -> None:
     assert all(f"${{{name}:regex}}" in promql_text for name in ("provider", "model", "client"))
     sql_text = " ".join(t["rawSql"] for t in targets(dashboard) if "rawSql" in t)
     assert all(f"${{{name}:singlequote}}" in sql_text for name in ("user", "provider", "model", "client"))
+
+
+def test_spend_queries_sum_the_recorded_cost_and_list_unpriced_traffic(
+    store_client: Client, builder: ModuleType
+) -> None:
+    a1, a2, b1 = (uuid.uuid4() for _ in range(3))
+    priced = [
+        usage(a1, "alice", SONNET, (1, 1, 0, 0)) | {"cost": Decimal("0.000000000001")},
+        usage(a1, "alice", SONNET, (1, 1, 0, 0)) | {"cost": Decimal("2.5")},
+        usage(a2, "bob", MINI, (1, 1, 0, 0)) | {"cost": Decimal("1.25")},
+    ]
+    insert(store_client, store.TOKEN_USAGES, *priced, usage(b1, "bob", LOCAL, (500, 500, 0, 0)))
+    day = NOW.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+    assert run(store_client, builder, "SPEND_PER_DAY") == [(day, Decimal("3.750000000001"))]
+    assert run(store_client, builder, "TOP_SPENDERS") == [
+        ("alice", Decimal("2.500000000001"), 1, 0),
+        ("bob", Decimal("1.25"), 2, 1),
+    ]
+    assert [r[1:3] for r in run(store_client, builder, "TOP_MODELS_BY_SPEND")][:2] == [
+        (SONNET, Decimal("2.500000000001")),
+        (MINI, Decimal("1.25")),
+    ]
+    assert run(store_client, builder, "UNPRICED_TRAFFIC") == [("openai", LOCAL, 1, 1)]
