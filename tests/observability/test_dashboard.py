@@ -10,9 +10,9 @@ import json
 import re
 import sys
 import uuid
-from decimal import Decimal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import Any
