@@ -79,6 +79,17 @@ PROXY_TOOL_SELECTIONS = Counter(
     "Tool calls the model selected in its answers, by provider, model and client (tool names: see the store).",
     ["provider", "model", "client"],
 )
+# Cost as a float is fine for a rate on a dashboard; the store's sums (Decimal) are the exact figures.
+PROXY_COST_USD = Counter(
+    "aibridge_proxy_cost_usd",
+    "What the token usages cost at the price table's prices (USD), by provider, model and initiator.",
+    ["provider", "model", "initiator"],
+)
+PROXY_UNPRICED_INTERCEPTIONS = Counter(
+    "aibridge_proxy_unpriced_interceptions",
+    "Token usages of models the price table does not know (their cost is unknown), by provider and model.",
+    ["provider", "model"],
+)
 PROXY_UPSTREAM_TTFB_SECONDS = Histogram(
     "aibridge_proxy_upstream_time_to_first_byte_seconds",
     "From sending a request upstream to the first byte of the provider's answer, by provider and model.",

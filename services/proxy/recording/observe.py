@@ -33,10 +33,11 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from starlette.requests import Request
 
-from aibridge import metrics, telemetry
+from aibridge import metrics, pricing, telemetry
 from aibridge.bus import Headers
 from aibridge.events import Event, EventType, InterceptionContext, utcnow
 from aibridge.events import Status as Outcome
+from aibridge.pricing import PriceTable, Tokens
 from aibridge.proxy.errors import ProxyError
 from aibridge.proxy.providers.records import ResponseSummary
 from aibridge.proxy.recording.emitter import EventEmitter
@@ -90,11 +91,14 @@ class _Spans:
 
 
 class Observation:
-    def __init__(self, request: Request, provider: str, include_initiator: bool) -> None:
+    def __init__(
+        self, request: Request, provider: str, include_initiator: bool, prices: PriceTable | None = None
+    ) -> None:
         self.arrival = time.perf_counter()
         self.method = request.method
         self.provider = provider
         self.include_initiator = include_initiator
+        self.prices = prices or pricing.builtin()
         self.upstream_wait = 0.0
         self.client_wait = 0.0
         self.sent_upstream = False
@@ -238,7 +242,7 @@ class Observation:
     def emit(self, emitter: EventEmitter, event: Event) -> None:
         """Queue ``event`` for the bus (in its ``Intercept.Record…`` span, whose context rides along in the
         message headers) and count it in the usage metrics."""
-        _count(event, self.include_initiator)
+        _count(event, self.include_initiator, self.prices)
         if self._spans is None:
             emitter.emit(event)
             return
@@ -314,7 +318,7 @@ def _describe(span: Span, context: InterceptionContext) -> None:
     )
 
 
-def _count(event: Event, include_initiator: bool) -> None:
+def _count(event: Event, include_initiator: bool, prices: PriceTable) -> None:
     kind = event["type"]
     if kind in (EventType.INTERCEPTION_STARTED, EventType.INTERCEPTION_ENDED):
         return
@@ -334,6 +338,17 @@ def _count(event: Event, include_initiator: bool) -> None:
         return
     for token_type, field in _TOKEN_FIELDS:
         metrics.child(metrics.PROXY_TOKENS, *labels, token_type).inc(event[field])
+    _count_cost(event, model, labels[-1], prices)
+
+
+def _count_cost(event: Event, model_label: str, initiator_label: str, prices: PriceTable) -> None:
+    provider = event["provider"]
+    tokens = Tokens(*(event[field] for _, field in _TOKEN_FIELDS))
+    cost = prices.cost(provider, event["model"], tokens)
+    if cost is None:
+        metrics.child(metrics.PROXY_UNPRICED_INTERCEPTIONS, provider, model_label).inc()
+    else:
+        metrics.child(metrics.PROXY_COST_USD, provider, model_label, initiator_label).inc(float(cost))
 
 
 @contextmanager
