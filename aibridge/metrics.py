@@ -229,11 +229,13 @@ SPOOL_DISCARDED_BYTES = Counter(
 
 # ---- MCP tool injection (proxy) ------------------------------------------------------------------
 
-MCP_TOOLS = Gauge("aibridge_mcp_tools", "Tools of each MCP server injected into requests (after allow/deny).", ["server"])
+MCP_TOOLS = Gauge(
+    "aibridge_mcp_tools", "Tools of each MCP server injected into requests (after allow/deny).", ["server"]
+)
 MCP_CALLS = Counter(
     "aibridge_mcp_calls",
     "Injected tool calls the proxy ran, by server, tool and outcome (ok, tool_error, rpc_error, timeout,"
-    " unavailable, bad_arguments, unknown_tool).",
+    " unavailable, bad_arguments, unknown_tool, missing_token).",
     ["server", "tool", "outcome"],
 )
 MCP_CALL_DURATION_SECONDS = Histogram(
@@ -244,6 +246,26 @@ MCP_CALL_DURATION_SECONDS = Histogram(
 )
 MCP_REFRESH_FAILURES = Counter(
     "aibridge_mcp_refresh_failures", "Failed listings of an MCP server's tools (retried with backoff).", ["server"]
+)
+
+# ---- budgets (proxy) -----------------------------------------------------------------------------
+
+BUDGET_STATE_AGE_SECONDS = Gauge(
+    "aibridge_proxy_budget_state_age_seconds",
+    "Seconds since the budgets and spend were last read from the store (-1 before the first read: requests"
+    " are refused).",
+)
+BUDGET_REFRESH_FAILURES = Counter(
+    "aibridge_proxy_budget_refresh_failures",
+    "Failed reads of budgets and spend from the store (the proxy keeps enforcing what it knows).",
+)
+BUDGET_DECISIONS = Counter(
+    "aibridge_proxy_budget_decisions",
+    "Requests checked against a budget, by outcome (within, warned, exceeded, unknown).",
+    ["outcome"],
+)
+BUDGET_ALERTS = Counter(
+    "aibridge_proxy_budget_alerts", "Budget alerts raised, by threshold (warn, exceeded).", ["threshold"]
 )
 
 

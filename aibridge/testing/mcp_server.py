@@ -19,14 +19,11 @@ from typing import Any
 
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aibridge.testing.broker import free_port
-
-
-class ToolFailed(Exception):
-    """What ``fail`` raises; the SDK turns it into a result with ``isError: true``."""
 
 
 def build_server(*, extra_tools: bool = False) -> MCPServer:
@@ -43,7 +40,7 @@ def build_server(*, extra_tools: bool = False) -> MCPServer:
 
     @server.tool(description="Always fails.")
     def fail() -> str:
-        raise ToolFailed("this tool always fails")
+        raise ToolError("this tool always fails")  # the SDK answers isError: true
 
     @server.tool(description="Always answers with a JSON-RPC error.")
     def rpc_error() -> str:

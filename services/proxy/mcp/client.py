@@ -4,7 +4,8 @@ Outcomes: ``ok``; ``tool_error`` (the server answered with ``isError``, e.g. arg
 the tool's schema or a tool that raised); ``rpc_error`` (a JSON-RPC error); ``timeout`` (over the per-call
 timeout); ``unavailable`` (no session could be opened or the connection broke); ``bad_arguments``
 (arguments that are not a JSON object, refused before any call); ``unknown_tool`` (a ``bmcp_`` name the
-cache does not hold). A result longer than the size cap is cut and ends with a marker saying so.
+cache does not hold); ``missing_token`` (a server with forwarded auth, and no token for it in the request).
+A result longer than the size cap is cut and ends with a marker saying so.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Outcome(StrEnum):
     UNAVAILABLE = "unavailable"
     BAD_ARGUMENTS = "bad_arguments"
     UNKNOWN_TOOL = "unknown_tool"
+    MISSING_TOKEN = "missing_token"
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ class McpCaller:
         started = time.perf_counter()
         if not isinstance(arguments, dict):
             return self._finish(server, tool, started, Outcome.BAD_ARGUMENTS, "arguments must be a JSON object")
+        if server.auth is AuthKind.FORWARD and not forwarded_token:
+            header = f"X-Aibridge-Mcp-Token-{server.name}"
+            return self._finish(server, tool, started, Outcome.MISSING_TOKEN, f"the request carries no {header}")
         user, token = session_owner(server, user, forwarded_token)
         try:
             result = await asyncio.wait_for(self._call(server, tool, arguments, user, token), self.limits.timeout)

@@ -54,7 +54,8 @@ async def test_failures_are_error_results(mcp_server: McpTestServer, make_inject
         Outcome.OK,
     ]
     assert all(result.is_error for result in results[:-1])
-    assert "backend unavailable" in (results[1].error_message or "")
+    assert "this tool always fails" in results[0].content
+    assert results[1].error_message == "JSON-RPC error -32050: backend unavailable"
     assert "timed out after 1s" in results[2].content
     assert "validation error" in results[3].content  # the server's own words about its schema
     assert "'bmcp_test_nothing_like_this'" in results[5].content

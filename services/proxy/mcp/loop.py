@@ -1,0 +1,140 @@
+"""The injection loop, provider-neutral: one request's rounds while the model calls injected tools.
+
+A :class:`McpRun` holds the request body with the injected tools added and the rounds so far. After
+each upstream answer, :meth:`McpRun.settle` decides:
+
+- no injected call: the answer is final;
+- injected calls only: the bridge runs them (concurrently, each with the per-call timeout and result
+  cap), appends the model's turn and the results in the API's shape and another round is due;
+- injected and client calls in one turn (mixed): the injected calls are *not run*; the answer is final
+  and the client gets only its own calls (so it never receives a call it cannot run, and the
+  conversation it sends back, its calls and their results, is valid for the provider). The model asks
+  for the injected tools again later, in the turn after the client's results, if it still needs them;
+- injected calls only, but the round cap is reached: the answer is final, the calls not run.
+
+Calls that are not run are recorded (``invocation_error`` says why) and never reach the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from opentelemetry.context import Context
+
+from aibridge.proxy.mcp.client import CallResult
+from aibridge.proxy.mcp.injector import McpInjector, ToolCall
+from aibridge.proxy.mcp.registry import JsonObject, ToolFormat
+from aibridge.proxy.mcp.shapes import SHAPES, ModelCall, Shape, ToolOutput
+from aibridge.proxy.providers.records import ResponseSummary
+
+log = logging.getLogger("aibridge.proxy.mcp")
+
+NOT_RUN_MIXED = "not run: the model called client tools in the same turn"
+NOT_RUN_ROUND_CAP = "not run: the round cap (AIBRIDGE_MCP_MAX_ROUNDS) was reached"
+
+
+@dataclass(slots=True)
+class Round:
+    """One upstream answer: its summary (for the record) and the injected calls it made."""
+
+    raw: bytes
+    answer: JsonObject
+    injected: list[ModelCall]
+    results: list[CallResult] = field(default_factory=list)
+    not_run: str | None = None
+    summary: ResponseSummary | None = None
+
+    def result_of(self, call_id: str) -> CallResult | None:
+        for call, result in zip(self.injected, self.results, strict=False):
+            if call.call_id == call_id:
+                return result
+        return None
+
+
+class McpRun:
+    """One request's injection (the tools, the body for the next round, the rounds so far)."""
+
+    def __init__(
+        self,
+        injector: McpInjector,
+        shape: Shape,
+        body: JsonObject,
+        tools: list[JsonObject],
+        *,
+        user: str,
+        headers: Mapping[str, str],
+    ) -> None:
+        self.injector = injector
+        self.shape = shape
+        self.body = shape.inject(body, tools)
+        self.user = user
+        self.headers = headers
+        self.rounds: list[Round] = []
+
+    @classmethod
+    def begin(
+        cls, injector: McpInjector | None, shape: ToolFormat, body: JsonObject, user: str, headers: Mapping[str, str]
+    ) -> McpRun | None:
+        """A run when injection applies to this request (tools available, not opted out, not forbidden)."""
+        if injector is None:
+            return None
+        api = SHAPES[shape]()
+        if not api.accepts(body):
+            return None
+        tools = injector.tools_for(shape, headers)
+        return cls(injector, api, body, tools, user=user, headers=headers) if tools else None
+
+    def request_body(self) -> bytes:
+        return orjson.dumps(self.body)
+
+    async def settle(self, raw: bytes, context: Context | None = None) -> bool:
+        """Take one round's answer; run its injected calls when they are due. True: another round follows."""
+        answer = answer_object(raw)
+        if answer is None:  # not an answer the bridge can read: the client gets it as it is
+            return False
+        calls = self.shape.calls(answer)
+        current = Round(raw, answer, [call for call in calls if call.injected])
+        self.rounds.append(current)
+        if not current.injected:
+            return False
+        if len(current.injected) < len(calls):
+            current.not_run = NOT_RUN_MIXED
+            return False
+        if len(self.rounds) >= self.injector.max_rounds:
+            current.not_run = NOT_RUN_ROUND_CAP
+            log.warning("MCP injection: %d rounds reached, the last injected calls not run", len(self.rounds))
+            return False
+        requested = [ToolCall(call.name, decode_arguments(call.arguments)) for call in current.injected]
+        current.results = await self.injector.call_many(requested, self.user, self.headers, context)
+        outputs = [
+            ToolOutput(call.call_id, result.content, result.is_error)
+            for call, result in zip(current.injected, current.results, strict=True)
+        ]
+        self.body = self.shape.follow_up(self.body, answer, outputs)
+        return True
+
+    def merged(self, last: bytes) -> bytes:
+        """The answer the client gets (``last`` as it is when no round could be read)."""
+        if not self.rounds or self.rounds[-1].raw is not last:
+            return last
+        return orjson.dumps(self.shape.merge([current.answer for current in self.rounds]))
+
+
+def decode_arguments(text: str) -> Any:
+    """The call's arguments as JSON; text that is not JSON stays text (the call then fails as bad arguments)."""
+    try:
+        return orjson.loads(text or "{}")
+    except orjson.JSONDecodeError:
+        return text
+
+
+def answer_object(raw: bytes) -> JsonObject | None:
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return answer if isinstance(answer, dict) else None

@@ -1,0 +1,205 @@
+"""The injection loop through the real proxy: a real MCP server (the SDK over Streamable HTTP), the simulated
+provider calling the injected tools, the official SDKs as clients, the events read back from the broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from proxy_support import Proxy, ProxyFactory
+
+from aibridge.testing.mcp_server import McpTestServer
+
+ADD = "bmcp_tools_add"
+
+
+def servers_file(tmp_path: Path, server: McpTestServer, extra: str = "") -> Path:
+    path = tmp_path / "servers.yaml"
+    path.write_text(f"servers:\n  - name: tools\n    url: {server.url}\n{extra}")
+    return path
+
+
+@pytest.fixture
+def mcp_proxy(start_proxy: ProxyFactory, mcp_server: McpTestServer, tmp_path: Path) -> Proxy:
+    return start_proxy(mcp_servers_file=servers_file(tmp_path, mcp_server))
+
+
+def anthropic_client(proxy: Proxy, token: str, **headers: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=proxy.anthropic_base_url, api_key=token, default_headers=headers)
+
+
+def openai_client(proxy: Proxy, token: str, **headers: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=proxy.openai_base_url, api_key=token, default_headers=headers)
+
+
+def of_type(events: list[Any], kind: str) -> list[Any]:
+    return [event for event in events if event["type"] == kind]
+
+
+def sent_bodies(simulator: Any, path: str) -> list[Any]:
+    import orjson
+
+    return [orjson.loads(request.body) for request in simulator.state.requests if request.path.endswith(path)]
+
+
+async def test_anthropic_blocking_runs_the_injected_call_and_answers(
+    mcp_proxy: Proxy, token: str, events_of: Callable[..., Any], simulator: Any
+) -> None:
+    client = anthropic_client(mcp_proxy, token, **{"x-simulator-mcp-tools": ADD})
+    message = client.messages.create(
+        model="claude-sonnet-4-5", max_tokens=200, messages=[{"role": "user", "content": "add 1 and 1"}]
+    )
+    assert message.stop_reason == "end_turn"
+    assert all(block.type == "text" for block in message.content)
+    assert message.content[-1].type == "text" and "Simulated answer" in message.content[-1].text
+    last = sent_bodies(simulator, "/v1/messages")[-1]
+    result = last["messages"][-1]["content"][0]
+    assert result == {"type": "tool_result", "tool_use_id": result["tool_use_id"], "content": "2", "is_error": False}
+    assert any(tool["name"] == ADD for tool in last["tools"])
+    events = await events_of(1)
+    usages = of_type(events, "token_usage")
+    assert len(usages) == 2
+    assert message.usage.input_tokens == sum(u["input_tokens"] for u in usages)
+    assert message.usage.output_tokens == sum(u["output_tokens"] for u in usages)
+    [tool] = of_type(events, "tool_usage")
+    assert tool["injected"] is True and tool["tool"] == ADD and tool["invocation_error"] is None
+    assert tool["server_url"].endswith("/mcp") and tool["metadata"]["server"] == "tools"
+    assert tool["metadata"]["outcome"] == "ok" and tool["metadata"]["duration_ms"] >= 0
+
+
+async def test_chat_blocking_multi_round(
+    mcp_proxy: Proxy, token: str, events_of: Callable[..., Any], simulator: Any
+) -> None:
+    client = openai_client(mcp_proxy, token, **{"x-simulator-mcp-tools": ADD, "x-simulator-mcp-rounds": "3"})
+    completion = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "add"}])
+    choice = completion.choices[0]
+    assert choice.finish_reason == "stop" and not choice.message.tool_calls
+    assert "Simulated answer" in (choice.message.content or "")
+    last = sent_bodies(simulator, "/chat/completions")[-1]
+    assert [m["role"] for m in last["messages"]][-2:] == ["assistant", "tool"]
+    assert last["messages"][-1]["content"] == "2"
+    events = await events_of(1)
+    assert len(of_type(events, "token_usage")) == 4
+    tools = of_type(events, "tool_usage")
+    assert len(tools) == 3 and all(t["injected"] and t["invocation_error"] is None for t in tools)
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == sum(u["output_tokens"] for u in of_type(events, "token_usage"))
+
+
+async def test_responses_blocking_replays_items(
+    mcp_proxy: Proxy, token: str, events_of: Callable[..., Any], simulator: Any
+) -> None:
+    client = openai_client(mcp_proxy, token, **{"x-simulator-mcp-tools": ADD})
+    response = client.responses.create(model="gpt-5", input="add 1 and 1", store=False)
+    assert all(item.type != "function_call" for item in response.output)
+    assert "Simulated answer" in response.output_text
+    last = sent_bodies(simulator, "/v1/responses")[-1]
+    assert [item.get("type", "message") for item in last["input"]] == [
+        "message",
+        "function_call",
+        "function_call_output",
+    ]
+    assert last["input"][-1]["output"] == "2"
+    events = await events_of(1)
+    [tool] = of_type(events, "tool_usage")
+    assert tool["injected"] and tool["tool"] == ADD
+
+
+async def test_failing_calls_go_back_to_the_model_as_errors(
+    mcp_proxy: Proxy, token: str, events_of: Callable[..., Any], simulator: Any
+) -> None:
+    names = "bmcp_tools_fail,bmcp_tools_rpc_error,bmcp_tools_nope"
+    client = anthropic_client(mcp_proxy, token, **{"x-simulator-mcp-tools": names})
+    message = client.messages.create(
+        model="claude-sonnet-4-5", max_tokens=99, messages=[{"role": "user", "content": "x"}]
+    )
+    assert message.stop_reason == "end_turn"
+    results = sent_bodies(simulator, "/v1/messages")[-1]["messages"][-1]["content"]
+    assert [r["is_error"] for r in results] == [True, True, True]
+    assert "tool_error" in results[0]["content"] and "rpc_error" in results[1]["content"]
+    assert "unknown_tool" in results[2]["content"]
+    tools = of_type(await events_of(1), "tool_usage")
+    assert sorted(t["metadata"].get("outcome") for t in tools) == ["rpc_error", "tool_error", "unknown_tool"]
+    assert all(t["invocation_error"] for t in tools)
+
+
+async def test_arguments_not_matching_the_schema_are_an_error_result(
+    mcp_proxy: Proxy, token: str, simulator: Any
+) -> None:
+    headers = {"x-simulator-mcp-tools": ADD, "x-simulator-mcp-arguments": '{"a": "one"}'}
+    completion = openai_client(mcp_proxy, token, **headers).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "add"}]
+    )
+    assert completion.choices[0].finish_reason == "stop"
+    tool_message = sent_bodies(simulator, "/chat/completions")[-1]["messages"][-1]
+    assert tool_message["role"] == "tool" and tool_message["content"].startswith("MCP tool call failed (tool_error)")
+
+
+async def test_round_cap_strips_the_calls(
+    start_proxy: ProxyFactory, mcp_server: McpTestServer, tmp_path: Path, token: str, events_of: Callable[..., Any]
+) -> None:
+    proxy = start_proxy(mcp_servers_file=servers_file(tmp_path, mcp_server), mcp_max_rounds=2)
+    client = anthropic_client(proxy, token, **{"x-simulator-mcp-tools": ADD, "x-simulator-mcp-rounds": "5"})
+    message = client.messages.create(
+        model="claude-sonnet-4-5", max_tokens=99, messages=[{"role": "user", "content": "x"}]
+    )
+    assert message.stop_reason == "end_turn" and all(block.type == "text" for block in message.content)
+    events = await events_of(1)
+    assert len(of_type(events, "token_usage")) == 2
+    tools = of_type(events, "tool_usage")
+    assert [t["invocation_error"] for t in tools][-1].startswith("not run: the round cap")
+
+
+async def test_mixed_turn_gives_the_client_only_its_calls(
+    mcp_proxy: Proxy, token: str, events_of: Callable[..., Any]
+) -> None:
+    headers = {"x-simulator-mcp-tools": ADD, "x-simulator-mcp-mixed": "1"}
+    tool = {
+        "name": "read_file",
+        "description": "Read",
+        "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}},
+    }
+    message = anthropic_client(mcp_proxy, token, **headers).messages.create(
+        model="claude-sonnet-4-5", max_tokens=99, tools=[tool], messages=[{"role": "user", "content": "x"}]
+    )
+    calls = [block for block in message.content if block.type == "tool_use"]
+    assert [call.name for call in calls] == ["read_file"] and message.stop_reason == "tool_use"
+    tools = of_type(await events_of(1), "tool_usage")
+    injected = [t for t in tools if t["injected"]]
+    assert [t["tool"] for t in tools if not t["injected"]] == ["read_file"]
+    assert injected[0]["invocation_error"].startswith("not run: the model called client tools")
+
+
+async def test_opt_out_header_skips_injection(mcp_proxy: Proxy, token: str, simulator: Any) -> None:
+    client = openai_client(mcp_proxy, token, **{"X-Aibridge-Mcp": "off"})
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    last = sent_bodies(simulator, "/chat/completions")[-1]
+    assert "tools" not in last
+    assert not any(name.startswith("x-aibridge-mcp") for name in simulator.state.requests[-1].headers)
+
+
+async def test_a_1_mib_result_is_capped(mcp_proxy: Proxy, token: str, simulator: Any) -> None:
+    headers = {"x-simulator-mcp-tools": "bmcp_tools_big", "x-simulator-mcp-arguments": '{"kib": 1024}'}
+    anthropic_client(mcp_proxy, token, **headers).messages.create(
+        model="claude-sonnet-4-5", max_tokens=99, messages=[{"role": "user", "content": "x"}]
+    )
+    result = sent_bodies(simulator, "/v1/messages")[-1]["messages"][-1]["content"][0]
+    assert len(result["content"].encode()) <= 64 * 1024 and "result cut to" in result["content"]
+
+
+async def test_server_down_is_an_error_result_not_a_5xx(
+    start_proxy: ProxyFactory, tmp_path: Path, token: str, simulator: Any
+) -> None:
+    server = McpTestServer().start()
+    proxy = start_proxy(mcp_servers_file=servers_file(tmp_path, server))
+    server.stop()
+    message = anthropic_client(proxy, token, **{"x-simulator-mcp-tools": ADD}).messages.create(
+        model="claude-sonnet-4-5", max_tokens=99, messages=[{"role": "user", "content": "x"}]
+    )
+    assert message.stop_reason == "end_turn"
+    result = sent_bodies(simulator, "/v1/messages")[-1]["messages"][-1]["content"][0]
+    assert result["is_error"] is True and "unavailable" in result["content"]
