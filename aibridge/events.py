@@ -46,6 +46,7 @@ class Status(StrEnum):
     CLIENT_DISCONNECTED = "client_disconnected"
     REJECTED = "rejected"
     INVALID_REQUEST = "invalid_request"
+    BUDGET_EXCEEDED = "budget_exceeded"  # refused before forwarding: the user's budget is spent
 
 
 class Turn(StrEnum):

@@ -136,7 +136,8 @@ class Host:
         from aibridge.proxy.settings import ProxySettings
 
         settings = ProxySettings(**self.plan.overrides)  # type: ignore[arg-type]
-        return ProxyComponent(settings, self.producer(settings), self.verifier())
+        client = self._store_client(settings, create=self._bus is not None) if settings.budgets else None
+        return ProxyComponent(settings, self.producer(settings), self.verifier(), client)
 
     def _build_recorder(self) -> Component:
         from aibridge.recorder.component import RecorderComponent

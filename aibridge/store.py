@@ -36,6 +36,8 @@ INITIATORS = "initiators"
 INTERCEPTIONS_BY_SESSION = "interceptions_by_session"
 SESSIONS = "sessions"
 DERIVED_TABLES = (INTERCEPTIONS_BY_INITIATOR, INITIATORS, INTERCEPTIONS_BY_SESSION, SESSIONS)
+# Spending budgets (aibridge.budgets): settings, not records, so retention leaves them alone.
+BUDGETS = "budgets"
 
 # Columns every child row carries, copied from the event's interception context so that
 # per-user and per-model summaries need no join with the interceptions table.
@@ -312,6 +314,24 @@ ORDER BY (session_id, initiator_id, client)""",
             f"ALTER TABLE {TOKEN_USAGES} DROP PROJECTION IF EXISTS by_time",
             f"ALTER TABLE {TOKEN_USAGES} ADD {_by_time(TOKEN_USAGES, ', cost')}",
             f"ALTER TABLE {TOKEN_USAGES} MATERIALIZE PROJECTION by_time SETTINGS mutations_sync = 1",
+        ),
+    ),
+    Migration(
+        8,
+        "spending budgets per user or group and period (the newest version of a row wins)",
+        (
+            f"""CREATE TABLE IF NOT EXISTS {BUDGETS} (
+    scope LowCardinality(String) COMMENT 'user or group',
+    name String COMMENT 'a user id or username, or a group name',
+    period LowCardinality(String) COMMENT 'day or month, in UTC',
+    limit_usd Decimal(38, 12),
+    warn Decimal(9, 6) COMMENT 'the share of the limit whose spending warns, above 0 and at most 1',
+    deleted UInt8,
+    version UInt64 COMMENT 'microseconds since 1970 of the change: the newest wins',
+    updated_at DateTime64(6, 'UTC'),
+    updated_by String
+) ENGINE = ReplacingMergeTree(version, deleted)
+ORDER BY (scope, name, period)""",
         ),
     ),
 ]

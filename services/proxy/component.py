@@ -7,17 +7,20 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from aibridge import metrics
+from aibridge import groups, metrics, pricing
 from aibridge.auth import Verifier
 from aibridge.bus import BusProducer, InProcessProducer
 from aibridge.fastpath import FastPathStarlette, Handler
 from aibridge.proxy.guards.breaker import BreakerPolicy, Breakers
+from aibridge.proxy.guards.budget_alerts import AlertPublisher
+from aibridge.proxy.guards.budgets import BudgetGuard
 from aibridge.proxy.guards.limits import Admission
 from aibridge.proxy.intercept import InFlight, Interceptor
 from aibridge.proxy.passthrough import Passthrough, not_found
@@ -42,7 +45,9 @@ RESPONSE_BY_ID = "/v1/responses/{response_id}"
 class ProxyComponent:
     name = "proxy"
 
-    def __init__(self, settings: ProxySettings, producer: BusProducer, verifier: Verifier) -> None:
+    def __init__(
+        self, settings: ProxySettings, producer: BusProducer, verifier: Verifier, store_client: Any = None
+    ) -> None:
         self.settings = settings
         metrics.model_label.reset(settings.metrics_max_models)
         self.upstream = create_upstream(settings)
@@ -61,6 +66,7 @@ class ProxyComponent:
         self.admission = Admission.from_settings(settings)
         self.breakers = Breakers(BreakerPolicy.from_settings(settings))
         self.capture = capture_policy(settings.prompt_capture, settings.redaction_rules_file)
+        self.budgets = self._budget_guard(store_client, producer)
         self._verifier = verifier
         openai_key = settings.openai_key.get_secret_value() if settings.openai_key else None
         anthropic_key = settings.anthropic_key.get_secret_value() if settings.anthropic_key else None
@@ -101,6 +107,23 @@ class ProxyComponent:
             deferred=self.deferred,
             metrics_initiator_label=self.settings.metrics_initiator_label,
             capture=self.capture,
+            budgets=self.budgets,
+        )
+
+    def _budget_guard(self, store_client: Any, producer: BusProducer) -> BudgetGuard | None:
+        """With AIBRIDGE_BUDGETS, the guard reading the store (its alerts go to Kafka, not to an in-process bus)."""
+        settings = self.settings
+        if not settings.budgets:
+            return None
+        if store_client is None:
+            raise ValueError("AIBRIDGE_BUDGETS needs the store (AIBRIDGE_CLICKHOUSE_URL)")
+        self.alerts = AlertPublisher(None if self._durable_bus else producer, settings.budget_alerts_topic)
+        return BudgetGuard(
+            store_client,
+            groups.load(settings.groups_file),
+            pricing.load(settings.prices_file),
+            interval=settings.budget_refresh_interval,
+            alert=self.alerts,
         )
 
     def _passthrough_route(self, spec: ProviderSpec, method: str, route: str, url: str) -> Route:
@@ -149,6 +172,8 @@ class ProxyComponent:
             )
         await self.upstream.start()
         await self.emitter.start()
+        if self.budgets is not None:
+            await self.budgets.start()
         self._started = True
         # Everything built so far (modules, settings, metrics, the app) lives as long as the process:
         # out of the collector's sight, a full collection no longer walks it (~70k objects, 20-40 ms,
@@ -165,6 +190,9 @@ class ProxyComponent:
         if self.in_flight.count:
             log.warning("stopping with %d request(s) still in flight", self.in_flight.count)
         self.deferred.flush()
+        if self.budgets is not None:
+            await self.budgets.stop()
+            await self.alerts.drain(self.settings.event_flush_timeout)
         await self.emitter.stop(self.settings.event_flush_timeout)
         await self.upstream.stop()
 
@@ -173,6 +201,7 @@ class ProxyComponent:
         return {
             "upstream_client": None if self._started else "not started",
             "event_emitter": None if self.emitter.running else "not running",
+            "budgets": None if self.budgets is None or self.budgets.loaded else "not read from the store yet",
         }
 
 
@@ -184,9 +213,11 @@ async def _not_found_anthropic(request: Request) -> Response:
     return not_found(Provider.ANTHROPIC)
 
 
-def create_proxy_app(settings: ProxySettings, producer: BusProducer, verifier: Verifier) -> Starlette:
+def create_proxy_app(
+    settings: ProxySettings, producer: BusProducer, verifier: Verifier, store_client: Any = None
+) -> Starlette:
     """The proxy alone as an app with a lifespan (tests, benchmarks)."""
-    component = ProxyComponent(settings, producer, verifier)
+    component = ProxyComponent(settings, producer, verifier, store_client)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -2,11 +2,12 @@
 
 Per provider, everything that can be computed once (upstream URL, key header, parsers) is a
 :class:`~aibridge.proxy.providers.spec.ProviderSpec`. The request path does: verify the token (cached),
-pass the admission limits (per user, per replica), read and parse the body, pass the model's circuit
-breaker, send upstream, then either return the blocking answer (recording after the response is
-sent) or relay the stream chunk by chunk through a tee that parses it. Every end is recorded and
-logged once (:mod:`aibridge.proxy.recording.outcome`), including the requests the bridge turns away itself
-(``rejected``).
+pass the admission limits (per user, per replica), read and parse the body, pass the user's budgets
+(:mod:`aibridge.proxy.guards.budgets`) and the model's circuit breaker, send upstream, then either
+return the blocking answer (recording after the response is sent) or relay the stream chunk by chunk
+through a tee that parses it. Every end is recorded and logged once
+(:mod:`aibridge.proxy.recording.outcome`), including the requests the bridge turns away itself
+(``rejected``, ``budget_exceeded``).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from aibridge.auth import AuthError, Identity, Verifier
-from aibridge.events import InterceptionContext, Status
+from aibridge.events import Event, InterceptionContext, Status
 from aibridge.metrics import PROXY_AUTH_FAILURES
 from aibridge.proxy.clients import classify
 from aibridge.proxy.errors import InvalidRequestBody, ProxyError, RequestTooLarge, error_body
 from aibridge.proxy.flow import Flow
 from aibridge.proxy.guards.breaker import Breakers, parse_retry_after
-from aibridge.proxy.guards.limits import Admission, Rejection, Ticket, render_rejection
+from aibridge.proxy.guards.budgets import BudgetGuard, Standing, standing_headers
+from aibridge.proxy.guards.limits import Admission, Rejection, RejectReason, Ticket, render_rejection
 from aibridge.proxy.incoming import authenticate, forward_headers, header_map, read_body
 from aibridge.proxy.providers.records import Provider, ResponseSummary
 from aibridge.proxy.providers.spec import ProviderSpec
@@ -86,8 +88,10 @@ class Interceptor:
         deferred: Deferred,
         metrics_initiator_label: bool = True,
         capture: CapturePolicy = DEFAULT_POLICY,
+        budgets: BudgetGuard | None = None,
     ) -> None:
         self.spec = spec
+        self._budgets = budgets
         self._capture = capture
         self._deferred = deferred
         self._initiator_label = metrics_initiator_label
@@ -150,14 +154,18 @@ class Interceptor:
         except InvalidRequestBody as exc:
             return self._invalid(headers, identity, exc, obs)
         obs.processing(parsed.model)
+        standing = self._budgets.check(identity) if self._budgets is not None else None
+        if isinstance(standing, Rejection):
+            return self._reject(self._context(headers, identity, parsed.model, parsed.stream, obs), standing, obs)
         permit = self._breakers.check(self.spec.provider.value, parsed.model)
         if isinstance(permit, Rejection):
             return self._reject(self._context(headers, identity, parsed.model, parsed.stream, obs), permit, obs)
         flow = Flow(self.spec, request, headers, identity, raw, parsed, permit, obs, leave)
         try:
-            return await self._send(flow)
+            response = await self._send(flow)
         finally:
             permit.release()
+        return _with_standing(response, standing)
 
     def _context(
         self, headers: dict[str, str], identity: Identity, model: str, streaming: bool, obs: Observation
@@ -193,9 +201,11 @@ class Interceptor:
         return self.spec.error(exc.status, str(exc))
 
     def _reject(self, context: InterceptionContext, rejection: Rejection, obs: Observation) -> Response:
-        """The bridge answers itself (a limit or an open breaker): recorded as ``rejected``."""
+        """The bridge answers itself (a limit, an open breaker, a spent budget): recorded as ``rejected``
+        or ``budget_exceeded``."""
         obs.emit(self._emitter, context.started())
-        self._end(context, Status.REJECTED, rejection.status, rejection.message, obs)
+        ended = Status.BUDGET_EXCEEDED if rejection.reason is RejectReason.BUDGET_EXCEEDED else Status.REJECTED
+        self._end(context, ended, rejection.status, rejection.message, obs)
         status, headers, body = render_rejection(self.spec.provider.value, rejection)
         return Response(body, status, headers)
 
@@ -313,17 +323,16 @@ class Interceptor:
             obs.emit(self._emitter, context.prompt(flow.parsed.prompt, response_id))
         if summary is not None and summary.usage is not None:
             usage = summary.usage
-            obs.emit(
-                self._emitter,
-                context.token_usage(
-                    provider_response_id=response_id,
-                    input_tokens=usage.input_tokens,
-                    output_tokens=usage.output_tokens,
-                    cache_read_input_tokens=usage.cache_read_input_tokens,
-                    cache_write_input_tokens=usage.cache_write_input_tokens,
-                    metadata=usage.metadata,
-                ),
+            event = context.token_usage(
+                provider_response_id=response_id,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_input_tokens=usage.cache_read_input_tokens,
+                cache_write_input_tokens=usage.cache_write_input_tokens,
+                metadata=usage.metadata,
             )
+            obs.emit(self._emitter, event)
+            self._spent(event)
         for call in summary.tool_calls if summary else ():
             obs.emit(
                 self._emitter,
@@ -336,6 +345,11 @@ class Interceptor:
                 ),
             )
         self._end(context, status, http_status, error, obs, summary)
+
+    def _spent(self, event: Event) -> None:
+        """A token usage counts against the user's budgets in this replica at once (the store has it later)."""
+        if self._budgets is not None:
+            self._budgets.recorded(event)
 
     def _end(  # noqa: PLR0917
         self,
@@ -351,6 +365,13 @@ class Interceptor:
         with obs.active():
             log_interception(context, status, http_status, summary, ended_at)
         obs.ended(context, status, http_status)
+
+
+def _with_standing(response: Response, standing: Standing | None) -> Response:
+    """A user past a budget's warning threshold learns from the headers what is left and when it resets."""
+    if standing is not None:
+        response.raw_headers.extend(standing_headers(standing))
+    return response
 
 
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:

@@ -8,18 +8,20 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
 from aibridge.proxy.guards.breaker import BreakerSettings
+from aibridge.proxy.guards.budgets import BudgetSettings
 from aibridge.proxy.guards.limits import LimitSettings
 from aibridge.proxy.recording.spool import SpoolSettings
 from aibridge.redaction import CaptureMode, load_rules
 from aibridge.secret_files import resolve_secret_files
-from aibridge.settings import CommonSettings
+from aibridge.settings import CommonSettings, StoreSettings
 
 UpstreamClient = Literal["builtin", "aiohttp", "httpx"]
 
 
-class ProxySettings(CommonSettings, LimitSettings, BreakerSettings, SpoolSettings):
-    """Where the providers are, which keys to send them, how patient to be with them, and the
-    resilience settings (admission limits, circuit breakers, event spool: docs/resilience.md)."""
+class ProxySettings(CommonSettings, StoreSettings, LimitSettings, BreakerSettings, SpoolSettings, BudgetSettings):
+    """Where the providers are, which keys to send them, how patient to be with them, the resilience
+    settings (admission limits, circuit breakers, event spool: docs/resilience.md) and budgets (the
+    store is read for them only: docs/spend.md)."""
 
     listen: str = Field(default="0.0.0.0:8080", description="HOST:PORT the proxy listens on.")
     openai_key: SecretStr | None = Field(default=None, description="Central OpenAI API key sent upstream.")

@@ -36,7 +36,10 @@ def start_proxy(
     with ExitStack() as stack:
 
         def start(
-            producer: BusProducer | None = None, token_verifier: TokenVerifier | None = None, **overrides: Any
+            producer: BusProducer | None = None,
+            token_verifier: TokenVerifier | None = None,
+            store: Any = None,
+            **overrides: Any,
         ) -> Proxy:
             options: dict[str, Any] = {
                 "kafka_bootstrap": kafka_bootstrap,
@@ -49,7 +52,7 @@ def start_proxy(
                 "shutdown_grace": 5.0,
             }
             settings = ProxySettings(**(options | overrides))
-            app = create_proxy_app(settings, producer or KafkaProducer(settings), token_verifier or verifier)
+            app = create_proxy_app(settings, producer or KafkaProducer(settings), token_verifier or verifier, store)
             own = ExitStack()
             stack.callback(own.close)
             url = own.enter_context(serve_in_thread(app))

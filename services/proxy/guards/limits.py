@@ -36,6 +36,8 @@ class RejectReason(StrEnum):
     RATE_LIMIT = "rate_limit"
     CONCURRENCY_LIMIT = "concurrency_limit"
     CIRCUIT_OPEN = "circuit_open"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    BUDGET_UNKNOWN = "budget_unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +263,8 @@ def rejection_body(provider: str, rejection: Rejection) -> bytes:
     """The JSON error body ``provider`` itself sends for this status (429 or 503)."""
     if provider == "openai":
         kind, code = _OPENAI_KINDS[rejection.status]
+        if rejection.reason is RejectReason.BUDGET_EXCEEDED:
+            kind = code = "insufficient_quota"  # what OpenAI answers when an account's quota is spent
         return orjson.dumps({"error": {"message": rejection.message, "type": kind, "param": None, "code": code}})
     if provider == "anthropic":
         error = {"type": _ANTHROPIC_KINDS[rejection.status], "message": rejection.message}
