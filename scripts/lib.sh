@@ -46,6 +46,30 @@ ensure_promtool() {
   rm -f "$log"
 }
 
+# --- sessions pages (issue 17): tests/api/test_pages_browser.py drives headless Chromium ---------------
+# Installs Debian's `chromium` and `chromium-driver` packages when Chromium is missing and we are root
+# (Playwright's own browser download is not used); otherwise says why those tests will skip (or fail,
+# with CI=true).
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "chromium not found and cannot install it (needs root and apt-get): install the 'chromium' package" >&2
+    return 0
+  fi
+  echo "installing Chromium (Debian packages chromium, chromium-driver)"
+  local log
+  log=$(mktemp)
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; } \
+      >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "installing the chromium package failed; the browser tests of the sessions pages will not run" >&2
+  fi
+  rm -f "$log"
+}
+
 # Run the suite with pytest's exit status, except that "collected nothing" (exit 5) passes only when
 # arguments narrowed the run: the whole suite collecting no test is a failure.
 run_pytest() {
