@@ -20,7 +20,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aibridge import groups, metrics, pricing
-from aibridge.api import audit, models, service
+from aibridge.api import audit, models, service, sessions
 from aibridge.api.audit_sink import AuditSink
 from aibridge.api.errors import ApiError, BadRequest, StoreUnavailable, Unauthorized
 from aibridge.api.query import Filters, check_range, parse_q, parse_time
@@ -126,6 +126,51 @@ def list_interceptions(
     # Rendered already in the documented shape (tests/api/test_api_schema.py checks answers against it):
     # a Response skips FastAPI's re-validation of up to 1000 interceptions (3-4 ms for a page of 100).
     return OrjsonResponse(page)
+
+
+@router.get("/sessions", response_model=models.SessionsPage)
+def list_sessions(
+    *,
+    request: Request,
+    identity: Caller,
+    reader: Reader,
+    q: QParam = None,
+    limit: Annotated[int, Query(ge=1, le=sessions.MAX_PAGE, description="Page size.")] = 50,
+    after_id: Annotated[
+        str | None, Query(min_length=1, max_length=256, description="Cursor: the last id of the previous page.")
+    ] = None,
+    offset: Annotated[int | None, Query(ge=0, le=10_000_000, description="Sessions to skip.")] = None,
+) -> Any:
+    """Sessions newest activity first (their newest interception's start, then id, descending), with counts
+    of threads, interceptions and tokens. ``q`` as for interceptions: a session matches a provider or model
+    when one of its interceptions does, and a time range when its span overlaps it.
+
+    Members see their own sessions, auditors and admins everyone's. Audited like /interceptions."""
+    pagination = audit.Pagination(limit, offset, after_id)
+    with audit.access(request, identity, q, pagination, audit.SESSIONS_LIST) as access:
+        criteria = service.resolve(parse_q(q), identity, reader)
+        scope = service.visible_initiators(identity)
+        page = sessions.list_sessions(
+            sessions.SessionReader(reader), criteria, scope, limit=limit, offset=offset, after_id=after_id
+        )
+        access.rows, access.matched = len(page["results"]), page["count"]
+    return OrjsonResponse(page)
+
+
+@router.get(
+    "/sessions/{session_id}",
+    response_model=models.SessionDetail,
+    responses={404: {"model": models.ErrorResponse, "description": "No such session visible to the caller."}},
+)
+def get_session(*, request: Request, identity: Caller, reader: Reader, session_id: str) -> Any:
+    """One session: its threads in the order they started, each with its prompt, interceptions (with their
+    prompts, token usages and tool usages), tool calls, reasoning, tokens and duration.
+
+    A member asking for a session that is not theirs gets a 404, as for one that does not exist."""
+    with audit.access(request, identity, None, audit.Pagination(), audit.SESSIONS_SHOW) as access:
+        detail = sessions.get_session(sessions.SessionReader(reader), session_id, service.visible_initiators(identity))
+        access.rows = access.matched = detail["interceptions"]
+    return OrjsonResponse(detail)
 
 
 @router.get("/models", response_model=list[str])

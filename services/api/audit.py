@@ -1,7 +1,7 @@
 """Access audit: who read whose prompts (``schemas/aibridge.audit.v1.schema.json``).
 
 Every authenticated request to a route that returns prompts or tool inputs (today only
-``GET /interceptions``; the facets and usage do not) writes one record, whatever its outcome: the
+``GET /interceptions`` and the sessions; the facets and usage do not) writes one record, whatever its outcome: the
 actor (user, role, token id; never the token), the source address, the filters and pagination as
 asked and as parsed, the status, and how many interceptions came back (never their content). A
 route wraps its work in :func:`access`; :class:`aibridge.api.audit_sink.AuditSink` writes the record
@@ -40,6 +40,8 @@ EXAMPLES_DIR: Final = SCHEMA_DIR / "examples" / "audit"
 EXPORT_HEADER: Final = "x-aibridge-export"
 LIST: Final = "interceptions.list"
 EXPORT: Final = "interceptions.export"
+SESSIONS_LIST: Final = "sessions.list"
+SESSIONS_SHOW: Final = "sessions.show"
 _MAX_TEXT: Final = 4096
 
 Record = dict[str, Any]
@@ -122,6 +124,7 @@ class Access:
     pagination: Pagination
     rows: int = 0
     matched: int | None = None
+    action: str = LIST
     _error: str | None = field(default=None, init=False)
 
     def __enter__(self) -> Access:
@@ -141,7 +144,7 @@ class Access:
             "event_id": new_id(),
             "type": "access",
             "occurred_at": format_time(utcnow()),
-            "action": EXPORT if self.request.headers.get(EXPORT_HEADER, "").lower() == "true" else LIST,
+            "action": self._action(),
             "actor": actor(self.identity),
             "source": self._source(),
             "request": {
@@ -159,6 +162,10 @@ class Access:
                 "error": self._error,
             },
         }
+
+    def _action(self) -> str:
+        exported = self.request.headers.get(EXPORT_HEADER, "").lower() == "true"
+        return EXPORT if exported and self.action == LIST else self.action
 
     def _source(self) -> dict[str, str]:
         peer = self.request.client.host if self.request.client else ""
@@ -211,8 +218,9 @@ def _message_of(error: BaseException) -> str:
     return message[:_MAX_TEXT]
 
 
-def access(request: Request, identity: Identity, q: str | None, pagination: Pagination) -> Access:
+def access(request: Request, identity: Identity, q: str | None, pagination: Pagination, action: str = LIST) -> Access:
     """The audit of one request to a route that returns prompts or tool inputs; use it as ``with``.
     ``q`` is recorded as sent and parsed again for the record, so one that fails to parse is recorded too."""
     state = request.app.state
-    return Access(state.audit, identity, request, state.trusted_proxies, q[:_MAX_TEXT] if q else q, pagination)
+    text = q[:_MAX_TEXT] if q else q
+    return Access(state.audit, identity, request, state.trusted_proxies, text, pagination, action=action)

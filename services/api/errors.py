@@ -41,3 +41,7 @@ class Forbidden(ApiError):
 
 class StoreUnavailable(ApiError):
     status_code = 503
+
+
+class NotFound(ApiError):
+    status_code = 404

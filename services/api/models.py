@@ -132,3 +132,64 @@ class UsageSummary(BaseModel):
 class ErrorResponse(BaseModel):
     message: str
     detail: str | None = None
+
+
+class SessionSummary(BaseModel):
+    id: str = Field(description="The client's session key.")
+    initiator: Initiator = Field(description="The user (of the newest interception, if several share the key).")
+    client: str
+    providers: list[str]
+    models: list[str]
+    started_at: str = Field(description="RFC 3339: the first interception's start.")
+    last_started_at: str = Field(description="RFC 3339: the newest interception's start (the page's order).")
+    threads: int = Field(description="Human prompts and the agentic loops they set off (docs/sessions.md).")
+    interceptions: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_input_tokens: int
+    cache_write_input_tokens: int
+    total_tokens: int = Field(description="input + output + cache read + cache write.")
+
+
+class SessionsPage(BaseModel):
+    count: int = Field(description="Sessions matching the filters (not just this page).")
+    results: list[SessionSummary] = Field(description="Newest activity first.")
+
+
+class SessionInterception(Interception):
+    session_id: str
+    thread_id: str = Field(description="The id of the interception that started its thread.")
+    turn: str = Field(description="prompt, tool_result, or empty when not known.")
+
+
+class Thread(BaseModel):
+    id: str = Field(description="The id of the interception that started it: its prompt, or the first one.")
+    initiator: Initiator
+    client: str
+    prompt: str | None = Field(description="The human prompt that started it (as captured); null without one.")
+    started_at: str = Field(description="RFC 3339.")
+    ended_at: str | None = Field(description="RFC 3339: when its last interception ended; null while in flight.")
+    duration_ms: int | None = Field(description="From its start to its last end; null while in flight.")
+    interceptions: list[SessionInterception] = Field(description="In the order they started.")
+    tool_calls: list[ToolUsage] = Field(description="Every tool call the model made in it, in order.")
+    reasoning: list[dict[str, Any]] = Field(description="The model's reasoning, where the store keeps it.")
+    input_tokens: int
+    output_tokens: int
+    cache_read_input_tokens: int
+    cache_write_input_tokens: int
+    total_tokens: int
+
+
+class SessionDetail(BaseModel):
+    id: str
+    initiator: Initiator = Field(description="The user of its first interception.")
+    client: str
+    started_at: str
+    last_started_at: str
+    interceptions: int
+    threads: list[Thread] = Field(description="In the order they started.")
+    input_tokens: int
+    output_tokens: int
+    cache_read_input_tokens: int
+    cache_write_input_tokens: int
+    total_tokens: int

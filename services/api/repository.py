@@ -90,18 +90,8 @@ class InterceptionReader:
         if criteria.matches_nothing:
             return []
         rows = self._page_rows(criteria, limit, offset, after)
-        results = [render_interception(dict(zip(sql.INTERCEPTION_COLUMNS, row, strict=True))) for row in rows]
+        results = self.rendered(rows)
         if results:
-            in_flight_until = datetime.now(UTC) + sql.IN_FLIGHT_MARGIN
-            span = sql.PageSpan(
-                interception_ids=[row[0] for row in rows],
-                initiator_ids={str(row[1]) for row in rows},
-                earliest_start=min(row[14] for row in rows),
-                latest_end=max(sql.as_utc(row[15]) if row[15] else in_flight_until for row in rows),
-            )
-            self._attach_children(results, span)
-            for result in results:
-                add_cost(result)
             last = rows[-1]
             self._positions.remember(last[0], last[14], last[1])
         return results
@@ -173,7 +163,7 @@ class InterceptionReader:
         return self._rows(name, statement)
 
     def rendered(self, rows: Sequence[Sequence[Any]]) -> list[Row]:
-        """Interception rows (:data:`sql.INTERCEPTION_COLUMNS`, one per id) rendered with their children."""
+        """Interception rows (:data:`sql.INTERCEPTION_COLUMNS`, one per id) rendered with their children and cost."""
         results = [render_interception(dict(zip(sql.INTERCEPTION_COLUMNS, row, strict=True))) for row in rows]
         if results:
             in_flight_until = datetime.now(UTC) + sql.IN_FLIGHT_MARGIN
@@ -184,6 +174,8 @@ class InterceptionReader:
                 latest_end=max(sql.as_utc(row[15]) if row[15] else in_flight_until for row in rows),
             )
             self._attach_children(results, span)
+            for result in results:
+                add_cost(result)
         return results
 
     def close(self) -> None:

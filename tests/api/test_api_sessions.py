@@ -1,0 +1,175 @@
+"""GET /sessions and /sessions/{id} over HTTP on chDB: newest first, counts, filters, both pagination
+styles, role rules (a member asking for someone else's session gets the 404 of a session that does not
+exist), the access audit, and answers that conform to the OpenAPI document. Rows are written the way
+the recorder writes them (process_event), every one twice in separate parts, as after a redelivery."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import jsonschema
+import pytest
+from api_rows import api_settings, new_database, user_id
+from clickhouse_connect.driver.client import Client
+
+from aibridge import store
+from aibridge.api.app import create_api_app
+from aibridge.auth import Role, TokenVerifier
+from aibridge.events import Event, InterceptionContext, Status
+from aibridge.recorder.rows import process_event
+from aibridge.testing.server import serve_in_thread
+
+PREFIX = "/api/v2/aibridge"
+BASE = datetime(2026, 11, 10, 8, 0, tzinfo=UTC)
+# session -> (user, model, minutes after BASE of each interception and its turn)
+SESSIONS = {
+    "alice-old": ("alice", "gpt-5", [(0, "prompt"), (1, "tool_result")]),
+    "alice-new": ("alice", "claude-sonnet-4-5", [(30, "prompt"), (31, "tool_result"), (32, "prompt"), (33, "")]),
+    "bob-only": ("bob", "claude-sonnet-4-5", [(20, "prompt"), (21, "tool_result"), (22, "tool_result")]),
+}
+
+
+def events_of(session: str, user: str, model: str, minute: int, turn: str) -> list[Event]:
+    context = InterceptionContext(
+        initiator_id=user_id(user), initiator_username=user, provider="openai" if model == "gpt-5" else "anthropic",
+        model=model, client="Claude Code", streaming=True, route="/v1/messages", api_key_id="jti",
+        started_at=BASE + timedelta(minutes=minute),
+    )  # fmt: skip
+    events = [context.started(session_id=session, turn=turn)]
+    if turn == "prompt":
+        events.append(context.prompt(f"{session} at {minute}"))
+    events.append(context.token_usage(provider_response_id="r", input_tokens=minute, output_tokens=1))
+    events.append(context.tool_usage(provider_response_id="r", tool="Read", call_id=f"c{minute}", tool_input="{}"))
+    events.append(context.ended(Status.COMPLETED, 200, ended_at=context.started_at + timedelta(seconds=30)))
+    for event in events[1:-1]:
+        event["occurred_at"] = (context.started_at + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return events
+
+
+def write(client: Client, events: list[Event]) -> None:
+    for event in events:
+        row = process_event(event)
+        store.insert(client, row.table, [row.values], list(row.fields()))
+
+
+@pytest.fixture(scope="module")
+def sessions_store(chdb_url: str) -> Client:
+    client = new_database(chdb_url)
+    events = [
+        event
+        for session, (user, model, turns) in SESSIONS.items()
+        for minute, turn in turns
+        for event in events_of(session, user, model, minute, turn)
+    ]
+    write(client, events)
+    write(client, events)  # every row again in other parts: a redelivery
+    write(client, events_of("", "carol", "o3", 40, "prompt"))  # no session key: in no session
+    return client
+
+
+@pytest.fixture(scope="module")
+def sessions_url(chdb_url: str, sessions_store: Client, verifier: TokenVerifier) -> Iterator[str]:
+    app = create_api_app(api_settings(chdb_url, sessions_store), sessions_store, verifier)
+    with serve_in_thread(app) as url:
+        yield url
+
+
+@pytest.fixture
+def get(sessions_url: str, make_token: Callable[..., str]) -> Iterator[Callable[..., httpx.Response]]:
+    clients: dict[str, httpx.Client] = {}
+    roles = {"alice": Role.MEMBER, "bob": Role.MEMBER, "audrey": Role.AUDITOR}
+
+    def request(who: str, path: str, **params: object) -> httpx.Response:
+        if who not in clients:
+            token = make_token(who, roles[who])
+            clients[who] = httpx.Client(base_url=sessions_url, headers={"Authorization": f"Bearer {token}"})
+        return clients[who].get(PREFIX + path, params=params)
+
+    yield request
+    for client in clients.values():
+        client.close()
+
+
+def ids(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [row["id"] for row in response.json()["results"]]
+
+
+def test_members_see_their_own_sessions_newest_first_with_counts(get: Callable[..., httpx.Response]) -> None:
+    page = get("alice", "/sessions").json()
+    assert page["count"] == 2 and [row["id"] for row in page["results"]] == ["alice-new", "alice-old"]
+    newest = page["results"][0]
+    assert (newest["threads"], newest["interceptions"]) == (2, 4)
+    assert (newest["input_tokens"], newest["output_tokens"]) == (30 + 31 + 32 + 33, 4)
+    assert newest["started_at"] == "2026-11-10T08:30:00.000000Z"
+    assert newest["last_started_at"] == "2026-11-10T08:33:00.000000Z"
+    assert newest["initiator"]["username"] == "alice" and newest["models"] == ["claude-sonnet-4-5"]
+    assert ids(get("bob", "/sessions")) == ["bob-only"]
+
+
+def test_auditors_see_everyone_and_filter_like_interceptions(get: Callable[..., httpx.Response]) -> None:
+    assert ids(get("audrey", "/sessions")) == ["alice-new", "bob-only", "alice-old"]
+    assert ids(get("audrey", "/sessions", q="initiator:bob")) == ["bob-only"]
+    assert ids(get("audrey", "/sessions", q="model:gpt-5")) == ["alice-old"]
+    assert ids(get("audrey", "/sessions", q="provider:anthropic")) == ["alice-new", "bob-only"]
+    window = 'started_after:"2026-11-10T08:21:30Z" started_before:"2026-11-10T08:30:00Z"'
+    assert ids(get("audrey", "/sessions", q=window)) == ["bob-only"]  # spans overlapping the range
+    assert ids(get("audrey", "/sessions", q='client:"Codex"')) == []
+    assert get("alice", "/sessions", q="initiator:bob").status_code == 403
+
+
+def test_pages_by_cursor_and_by_offset(get: Callable[..., httpx.Response]) -> None:
+    first = get("audrey", "/sessions", limit=2).json()
+    assert first["count"] == 3 and [row["id"] for row in first["results"]] == ["alice-new", "bob-only"]
+    assert ids(get("audrey", "/sessions", limit=2, after_id="bob-only")) == ["alice-old"]
+    assert ids(get("audrey", "/sessions", limit=2, offset=2)) == ["alice-old"]
+    assert get("audrey", "/sessions", after_id="nope").status_code == 400
+    assert get("alice", "/sessions", after_id="bob-only").status_code == 400  # not visible to alice
+    assert get("audrey", "/sessions", after_id="bob-only", offset=1).status_code == 400
+
+
+def test_a_session_has_its_threads_in_order(get: Callable[..., httpx.Response]) -> None:
+    response = get("alice", "/sessions/alice-new")
+    assert response.status_code == 200, response.text
+    detail = response.json()
+    assert [thread["prompt"] for thread in detail["threads"]] == ["alice-new at 30", "alice-new at 32"]
+    first, second = detail["threads"]
+    assert [row["turn"] for row in first["interceptions"]] == ["prompt", "tool_result"]
+    assert [row["turn"] for row in second["interceptions"]] == ["prompt", ""]  # unknown continues the thread
+    assert {row["thread_id"] for row in first["interceptions"]} == {first["id"]} == {first["interceptions"][0]["id"]}
+    assert all(row["session_id"] == "alice-new" for row in first["interceptions"] + second["interceptions"])
+    assert first["duration_ms"] == 90_000 and first["input_tokens"] == 61 and first["output_tokens"] == 2
+    assert [call["interception_id"] for call in first["tool_calls"]] == [row["id"] for row in first["interceptions"]]
+    assert first["reasoning"] == []
+    assert detail["interceptions"] == 4 and detail["total_tokens"] == 30 + 31 + 32 + 33 + 4
+
+
+def test_someone_elses_session_is_not_found_for_a_member(get: Callable[..., httpx.Response]) -> None:
+    denied = get("alice", "/sessions/bob-only")
+    missing = get("alice", "/sessions/no-such-session")
+    assert (denied.status_code, missing.status_code) == (404, 404)
+    assert denied.json()["message"].replace("bob-only", "X") == missing.json()["message"].replace(
+        "no-such-session", "X"
+    )
+    assert get("audrey", "/sessions/bob-only").status_code == 200
+    assert get("audrey", "/sessions/" + "x" * 300).status_code == 400
+
+
+def test_reading_sessions_is_audited(get: Callable[..., httpx.Response], caplog: pytest.LogCaptureFixture) -> None:
+    get("audrey", "/sessions", q="initiator:bob")
+    get("alice", "/sessions/bob-only")
+    records = [r.audit for r in caplog.records if r.name == "aibridge.audit"]  # type: ignore[attr-defined]
+    assert [(r["action"], r["result"]["status"], r["result"]["rows"]) for r in records] == [
+        ("sessions.list", 200, 1),
+        ("sessions.show", 404, 0),
+    ]
+    assert records[0]["request"]["filters"] == {"initiator": "bob"}
+
+
+def test_answers_conform_to_the_openapi_document(get: Callable[..., httpx.Response], sessions_url: str) -> None:
+    document = httpx.get(f"{sessions_url}{PREFIX}/openapi.json").json()
+    for path, name in (("/sessions", "SessionsPage"), ("/sessions/alice-new", "SessionDetail")):
+        schema = {"$ref": f"#/components/schemas/{name}", "components": document["components"]}
+        jsonschema.validate(get("audrey", path).json(), schema)
