@@ -129,6 +129,32 @@ CASES: dict[str, dict[str, Any]] = {
             },
         },
     ),
+    "mcp": merged(
+        REQUIRED,
+        {
+            "mcp": {
+                "servers": [
+                    {"name": "docs", "url": "https://docs.example/mcp"},
+                    {
+                        "name": "github",
+                        "url": "https://mcp.github.example/mcp",
+                        "auth": {"kind": "bearer", "tokenSecret": {"name": "mcp-tokens", "key": "github"}},
+                        "toolAllowRegex": "^(search|get)_",
+                        "toolDenyRegex": "delete",
+                    },
+                    {
+                        "name": "jira",
+                        "url": "https://jira.example/mcp",
+                        "auth": {"kind": "forward", "discoveryTokenSecret": {"name": "jira-bot", "key": "token"}},
+                    },
+                    {"name": "wiki", "url": "http://wiki.example/mcp", "auth": {"kind": "forward"}},
+                ],
+                "callTimeout": 20,
+                "maxRounds": 4,
+            }
+        },
+    ),
+    "mcp_file": merged(REQUIRED, {"mcp": {"serversFile": "/etc/mine/servers.yaml"}}),
     "kafka_tls_without_ssl": merged(REQUIRED, {"kafka": {"tls": {"existingSecret": "kafka-tls"}}}),
     "clickhouse_tls_over_http": merged(
         REQUIRED, {"clickhouse": {"url": "http://clickhouse:8123", "tls": {"existingSecret": "ch-tls"}}}

@@ -6,7 +6,7 @@ from aibridge.api.settings import ApiSettings
 from aibridge.http_limits import HeaderLimitSettings
 from aibridge.settings import CommonSettings, StoreSettings
 
-# Read by the proxy (services/proxy: settings, limits, spool).
+# Read by the proxy (services/proxy: settings, limits, spool, mcp).
 PROXY_ONLY = {
     "OPENAI_KEY",
     "OPENAI_BASE_URL",
@@ -22,6 +22,14 @@ PROXY_ONLY = {
     "MAX_BODY_BYTES",
     "PROMPT_CAPTURE",
     "REDACTION_RULES_FILE",
+    "MCP_SERVERS_FILE",
+    "MCP_REFRESH_INTERVAL",
+    "MCP_CONNECT_TIMEOUT",
+    "MCP_CALL_TIMEOUT",
+    "MCP_RESULT_MAX_BYTES",
+    "MCP_MAX_ROUNDS",
+    "MCP_POOL_MAX_SESSIONS",
+    "MCP_POOL_IDLE_TIMEOUT",
 }
 
 

@@ -103,6 +103,9 @@ def test_values_yaml_is_valid_against_the_schema() -> None:
         ({"logging": {"level": "VERBOSE"}}, "VERBOSE"),
         ({"kafka": {"securityProtocol": "TLS"}}, "TLS"),
         ({"retention": "60 days"}, "60 days"),
+        ({"mcp": {"servers": [{"name": "Docs", "url": "https://d/mcp"}]}}, "Docs"),
+        ({"mcp": {"servers": [{"name": "gh", "url": "https://g/mcp", "auth": {"kind": "bearer"}}]}}, "tokenSecret"),
+        ({"mcp": {"servers": [{"name": "d", "url": "ftp://d/mcp"}]}}, "ftp"),
     ],
 )
 def test_schema_rejects_typos_and_bad_values(override: dict[str, Any], complaint: str) -> None:
@@ -440,3 +443,49 @@ def test_values_named_in_the_docs_exist() -> None:
         for part in path.split("."):
             assert isinstance(node, dict) and part in node, f"docs/deploy.md names {path}, not in values.yaml"
             node = node[part]
+
+
+# --- MCP servers --------------------------------------------------------------------------------------
+
+
+def test_mcp_servers_render_a_config_map_and_mount_token_secrets(report: dict[str, Any]) -> None:
+    from aibridge.proxy.mcp import AuthKind, parse_servers
+
+    found = objects(report, "mcp")
+    proxy = env_of(found, "proxy")
+    assert proxy["AIBRIDGE_MCP_SERVERS_FILE"]["value"] == "/etc/aibridge/mcp/servers.yaml"
+    assert proxy["AIBRIDGE_MCP_CALL_TIMEOUT"]["value"] == "20" and proxy["AIBRIDGE_MCP_MAX_ROUNDS"]["value"] == "4"
+    assert "AIBRIDGE_MCP_SERVERS_FILE" not in env_of(found, "api")
+    text = one(found, "ConfigMap", "bridge-aibridge-mcp-servers")["data"]["servers.yaml"]
+    with pytest.raises(ValueError, match="cannot read /etc/aibridge/mcp-tokens/github/token"):
+        parse_servers(text, "servers.yaml")  # the proxy's own parser: the file is valid up to the mounted token
+    files = yaml.safe_load(text)["servers"]
+    assert [(s["name"], s.get("auth", {}).get("kind", "none")) for s in files] == [
+        ("docs", "none"),
+        ("github", "bearer"),
+        ("jira", "forward"),
+        ("wiki", "forward"),
+    ]
+    assert files[1]["auth"]["token_file"] == "/etc/aibridge/mcp-tokens/github/token"
+    assert files[1]["tool_allow_regex"] == "^(search|get)_" and files[1]["tool_deny_regex"] == "delete"
+    assert files[2]["auth"]["discovery_token_file"] == "/etc/aibridge/mcp-tokens/jira/token"
+    assert {AuthKind(s["auth"]["kind"]) for s in files[1:]} == {AuthKind.BEARER, AuthKind.FORWARD}
+    pod = one(found, "Deployment", "bridge-aibridge-proxy")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["mcp-servers"]["configMap"]["name"] == "bridge-aibridge-mcp-servers"
+    assert volumes["mcp-token-github"]["secret"]["secretName"] == "mcp-tokens"
+    assert volumes["mcp-token-github"]["secret"]["items"] == [{"key": "github", "path": "token"}]
+    assert volumes["mcp-token-jira"]["secret"]["items"] == [{"key": "token", "path": "token"}]
+    assert "mcp-token-docs" not in volumes and "mcp-token-wiki" not in volumes
+    mounts = {m["name"]: m["mountPath"] for m in container(found, "proxy")["volumeMounts"]}
+    assert mounts["mcp-servers"] == "/etc/aibridge/mcp"
+    assert mounts["mcp-token-github"] == "/etc/aibridge/mcp-tokens/github"
+
+
+def test_mcp_is_off_by_default_and_a_mounted_file_is_passed_through(report: dict[str, Any]) -> None:
+    required = objects(report, "required")
+    assert not any(name.startswith("AIBRIDGE_MCP_") for name in env_of(required, "proxy"))
+    assert not [o for o in required if o["metadata"]["name"] == "bridge-aibridge-mcp-servers"]
+    own_file = objects(report, "mcp_file")
+    assert env_of(own_file, "proxy")["AIBRIDGE_MCP_SERVERS_FILE"]["value"] == "/etc/mine/servers.yaml"
+    assert not [o for o in own_file if o["metadata"]["name"] == "bridge-aibridge-mcp-servers"]

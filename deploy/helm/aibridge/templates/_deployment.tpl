@@ -28,6 +28,9 @@ spec:
         {{- end }}
       annotations:
         checksum/secret: {{ include (print $root.Template.BasePath "/secret.yaml") $root | sha256sum }}
+        {{- if eq $component "proxy" }}
+        checksum/mcp: {{ toJson $root.Values.mcp | sha256sum }}
+        {{- end }}
         {{- with $values.podAnnotations }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -84,6 +87,18 @@ spec:
             - name: spool
               mountPath: /var/lib/aibridge/spool
             {{- end }}
+            {{- if and (eq $component "proxy") $root.Values.mcp.servers }}
+            - name: mcp-servers
+              mountPath: /etc/aibridge/mcp
+              readOnly: true
+            {{- range $root.Values.mcp.servers }}
+            {{- if ne (include "aibridge.mcpTokenSecret" .) "{}" }}
+            - name: {{ printf "mcp-token-%s" .name }}
+              mountPath: {{ printf "/etc/aibridge/mcp-tokens/%s" .name }}
+              readOnly: true
+            {{- end }}
+            {{- end }}
+            {{- end }}
             {{- if $root.Values.kafka.tls.existingSecret }}
             - name: kafka-tls
               mountPath: /etc/aibridge/kafka-tls
@@ -113,6 +128,23 @@ spec:
         - name: spool
           emptyDir:
             sizeLimit: {{ $root.Values.spool.sizeLimit }}
+        {{- end }}
+        {{- if and (eq $component "proxy") $root.Values.mcp.servers }}
+        - name: mcp-servers
+          configMap:
+            name: {{ include "aibridge.mcpConfigMapName" $root }}
+        {{- range $root.Values.mcp.servers }}
+        {{- $secret := include "aibridge.mcpTokenSecret" . | fromJson }}
+        {{- if $secret }}
+        - name: {{ printf "mcp-token-%s" .name }}
+          secret:
+            secretName: {{ $secret.name }}
+            defaultMode: 0440
+            items:
+              - key: {{ $secret.key }}
+                path: token
+        {{- end }}
+        {{- end }}
         {{- end }}
         {{- if $root.Values.kafka.tls.existingSecret }}
         - name: kafka-tls

@@ -196,6 +196,25 @@
 - name: AIBRIDGE_REDACTION_RULES_FILE
   value: {{ .Values.privacy.redactionRulesFile | quote }}
 {{- end }}
+{{- with include "aibridge.mcpServersFile" . }}
+{{- $mcp := $.Values.mcp }}
+- name: AIBRIDGE_MCP_SERVERS_FILE
+  value: {{ . | quote }}
+- name: AIBRIDGE_MCP_REFRESH_INTERVAL
+  value: {{ $mcp.refreshInterval | toString | quote }}
+- name: AIBRIDGE_MCP_CONNECT_TIMEOUT
+  value: {{ $mcp.connectTimeout | toString | quote }}
+- name: AIBRIDGE_MCP_CALL_TIMEOUT
+  value: {{ $mcp.callTimeout | toString | quote }}
+- name: AIBRIDGE_MCP_RESULT_MAX_BYTES
+  value: {{ $mcp.resultMaxBytes | int64 | toString | quote }}
+- name: AIBRIDGE_MCP_MAX_ROUNDS
+  value: {{ $mcp.maxRounds | int64 | toString | quote }}
+- name: AIBRIDGE_MCP_POOL_MAX_SESSIONS
+  value: {{ $mcp.poolMaxSessions | int64 | toString | quote }}
+- name: AIBRIDGE_MCP_POOL_IDLE_TIMEOUT
+  value: {{ $mcp.poolIdleTimeout | toString | quote }}
+{{- end }}
 {{- if .Values.spool.enabled }}
 - name: AIBRIDGE_SPOOL_DIR
   value: /var/lib/aibridge/spool

@@ -100,3 +100,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "aibridge.clickhouseCredentials" -}}
 {{- if or .Values.clickhouse.existingSecret .Values.clickhouse.password }}true{{ end }}
 {{- end }}
+
+{{- define "aibridge.mcpConfigMapName" -}}
+{{- printf "%s-mcp-servers" (include "aibridge.fullname" .) }}
+{{- end }}
+
+{{/* The proxy's MCP servers file: the rendered ConfigMap's, else mcp.serversFile; empty means injection off. */}}
+{{- define "aibridge.mcpServersFile" -}}
+{{- if .Values.mcp.servers }}/etc/aibridge/mcp/servers.yaml{{ else }}{{ .Values.mcp.serversFile }}{{ end }}
+{{- end }}
+
+{{/* The Secret holding an MCP server's token file, if its auth names one. */}}
+{{- define "aibridge.mcpTokenSecret" -}}
+{{- $auth := .auth | default dict }}
+{{- toJson ($auth.tokenSecret | default $auth.discoveryTokenSecret | default dict) }}
+{{- end }}
