@@ -22,7 +22,7 @@ from uuid import UUID
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from opentelemetry.trace import SpanKind
 
-from aibridge import metrics, telemetry
+from aibridge import metrics, store, telemetry
 from aibridge.api import sql
 from aibridge.api.errors import StoreUnavailable
 from aibridge.api.pool import ClientSource, describe
@@ -180,6 +180,15 @@ class InterceptionReader:
 
     def close(self) -> None:
         self._source.close()
+
+    def with_client(self, call: Callable[[Any], Any]) -> Any:
+        """``call(client)`` with a client of the store (budgets read and write through it); a store error is a 503."""
+        try:
+            with self._source.lease() as client:
+                return call(client)
+        except (ClickHouseError, store.StoreError) as exc:
+            log.warning("store call failed: %s", exc)
+            raise StoreUnavailable("the store failed to answer", str(exc)) from exc
 
     def ping(self) -> None:
         self._rows("ping", sql.Statement("SELECT 1"))
