@@ -23,6 +23,7 @@ from aibridge.proxy.guards.budget_alerts import AlertPublisher
 from aibridge.proxy.guards.budgets import BudgetGuard
 from aibridge.proxy.guards.limits import Admission
 from aibridge.proxy.intercept import InFlight, Interceptor
+from aibridge.proxy.mcp.injector import McpInjector
 from aibridge.proxy.passthrough import Passthrough, not_found
 from aibridge.proxy.providers.records import Provider
 from aibridge.proxy.providers.spec import ProviderSpec, anthropic_spec, compaction_spec, openai_spec, responses_spec
@@ -66,6 +67,7 @@ class ProxyComponent:
         self.admission = Admission.from_settings(settings)
         self.breakers = Breakers(BreakerPolicy.from_settings(settings))
         self.capture = capture_policy(settings.prompt_capture, settings.redaction_rules_file)
+        self.mcp = McpInjector.from_settings(settings)
         self.budgets = self._budget_guard(store_client, producer)
         self._verifier = verifier
         openai_key = settings.openai_key.get_secret_value() if settings.openai_key else None
@@ -107,6 +109,7 @@ class ProxyComponent:
             deferred=self.deferred,
             metrics_initiator_label=self.settings.metrics_initiator_label,
             capture=self.capture,
+            mcp=self.mcp,
             budgets=self.budgets,
         )
 
@@ -172,6 +175,8 @@ class ProxyComponent:
             )
         await self.upstream.start()
         await self.emitter.start()
+        if self.mcp is not None:
+            await self.mcp.start()
         if self.budgets is not None:
             await self.budgets.start()
         self._started = True
@@ -193,6 +198,8 @@ class ProxyComponent:
         if self.budgets is not None:
             await self.budgets.stop()
             await self.alerts.drain(self.settings.event_flush_timeout)
+        if self.mcp is not None:
+            await self.mcp.stop()
         await self.emitter.stop(self.settings.event_flush_timeout)
         await self.upstream.stop()
 

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from aibridge.auth import Identity
 from aibridge.events import InterceptionContext
 from aibridge.proxy.guards.breaker import Permit
+from aibridge.proxy.mcp.loop import McpRun
 from aibridge.proxy.providers.records import ParsedRequest
 from aibridge.proxy.providers.spec import ProviderSpec
 from aibridge.proxy.recording.observe import Observation
@@ -38,3 +39,4 @@ class Flow:
     context: InterceptionContext | None = None  # built, and its started event queued, once
     watch: ClientWatch | None = None  # notices the client going away once the request is upstream
     answers: list[UpstreamResponse] = field(default_factory=list)  # the upstream's answers so far
+    mcp: McpRun | None = None  # injected MCP tools: the rounds while the model calls them

@@ -57,12 +57,17 @@ async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) ->
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+BRIDGE_ONLY_PREFIX = "x-aibridge-mcp"
+
+
 def forward_headers(raw: RawHeaders, template: dict[str, str]) -> dict[str, str]:
-    """The client's headers minus credentials and hop-by-hop ones, plus the central key."""
+    """The client's headers minus credentials, hop-by-hop ones and those meant for the bridge alone
+    (``X-Aibridge-Mcp``, ``X-Aibridge-Mcp-Token-<server>``), plus the central key."""
     headers: dict[str, str] = {}
     for raw_name, raw_value in raw:
         name = raw_name.decode("latin-1")
-        if name.lower() not in DROPPED_REQUEST_HEADERS:
+        lowered = name.lower()
+        if lowered not in DROPPED_REQUEST_HEADERS and not lowered.startswith(BRIDGE_ONLY_PREFIX):
             headers[name] = raw_value.decode("latin-1")
     headers.setdefault("content-type", "application/json")
     headers.update(template)

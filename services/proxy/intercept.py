@@ -30,6 +30,9 @@ from aibridge.proxy.guards.breaker import Breakers, parse_retry_after
 from aibridge.proxy.guards.budgets import BudgetGuard, Standing, standing_headers
 from aibridge.proxy.guards.limits import Admission, Rejection, RejectReason, Ticket, render_rejection
 from aibridge.proxy.incoming import authenticate, forward_headers, header_map, read_body
+from aibridge.proxy.mcp.injector import McpInjector
+from aibridge.proxy.mcp.loop import McpRun
+from aibridge.proxy.mcp.recorded import round_events
 from aibridge.proxy.providers.records import Provider, ResponseSummary
 from aibridge.proxy.providers.spec import ProviderSpec
 from aibridge.proxy.recording.deferred import Deferred
@@ -89,8 +92,10 @@ class Interceptor:
         metrics_initiator_label: bool = True,
         capture: CapturePolicy = DEFAULT_POLICY,
         budgets: BudgetGuard | None = None,
+        mcp: McpInjector | None = None,
     ) -> None:
         self.spec = spec
+        self._mcp = mcp
         self._budgets = budgets
         self._capture = capture
         self._deferred = deferred
@@ -213,6 +218,11 @@ class Interceptor:
         """Send upstream first; the interception's context and started event are built while the
         provider works (:meth:`_started`)."""
         body, tee = self.spec.prepare(flow.parsed, flow.raw)
+        if not flow.parsed.stream and self.spec.tool_format is not None:
+            flow.mcp = McpRun.begin(
+                self._mcp, self.spec.tool_format, flow.parsed.body, flow.identity.user_id, flow.headers
+            )
+            body = flow.mcp.request_body() if flow.mcp is not None else body
         query = flow.request.scope["query_string"]
         url = f"{self.spec.url}?{query.decode('latin-1')}" if query else self.spec.url
         headers = forward_headers(flow.request.scope["headers"], self.spec.key_headers)
@@ -269,12 +279,26 @@ class Interceptor:
             if flow.parsed.stream:
                 return self._stream(flow, response, tee)
             answer = await obs.read(response)
+            if flow.mcp is not None:
+                response, answer = await self._rounds(flow, flow.mcp, url, headers, response, answer)
         except ProxyError as exc:
             self._record(flow, None, status=Status.UPSTREAM_ERROR, http_status=exc.status, error=str(exc))
             return self.spec.error(exc.status, str(exc))
         obs.defer()
         task = BackgroundTask(self._answered, flow, answer, response.status)
         return with_headers(Response(answer, response.status, background=task), response.headers)
+
+    async def _rounds(  # noqa: PLR0917
+        self, flow: Flow, run: McpRun, url: str, headers: dict[str, str], response: UpstreamResponse, answer: bytes
+    ) -> tuple[UpstreamResponse, bytes]:
+        """Further rounds while the model calls injected tools only; the client's answer merges them.
+        A provider's error in a later round goes to the client as it is."""
+        while response.status < 400 and await run.settle(answer):
+            flow.obs.sending(headers)
+            response = await flow.obs.request(self._upstream.request("POST", url, headers, run.request_body()))
+            flow.answers.append(response)
+            answer = await flow.obs.read(response)
+        return response, run.merged(answer) if response.status < 400 else answer
 
     def _stream(self, flow: Flow, response: UpstreamResponse, tee: Tee) -> RelayResponse:
         def finished(summary: ResponseSummary, status: Status, error: str | None) -> None:
@@ -298,6 +322,8 @@ class Interceptor:
 
     def _record_blocking(self, flow: Flow, answer: bytes, http_status: int) -> None:
         summary = self.spec.parse_response(answer)
+        if http_status >= 400 and summary.error is None:  # a provider's error in a later MCP round
+            summary.error = ProviderMessage.from_body(answer, _ERROR_WINDOW)
         status = Status.COMPLETED if summary.error is None else Status.UPSTREAM_ERROR
         self._record(flow, summary, status=status, http_status=http_status, error=summary.error)
 
@@ -321,7 +347,11 @@ class Interceptor:
         response_id = summary.response_id if summary else ""
         if flow.parsed.prompt is not None:
             obs.emit(self._emitter, context.prompt(flow.parsed.prompt, response_id))
-        if summary is not None and summary.usage is not None:
+        rounds = flow.mcp.rounds if flow.mcp is not None else ()
+        for event in round_events(context, rounds, self.spec.parse_response):
+            obs.emit(self._emitter, event)
+            self._spent(event)
+        if summary is not None and summary.usage is not None and not rounds:
             usage = summary.usage
             event = context.token_usage(
                 provider_response_id=response_id,
@@ -333,7 +363,7 @@ class Interceptor:
             )
             obs.emit(self._emitter, event)
             self._spent(event)
-        for call in summary.tool_calls if summary else ():
+        for call in summary.tool_calls if summary and not rounds else ():
             obs.emit(
                 self._emitter,
                 context.tool_usage(

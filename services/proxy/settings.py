@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from aibridge.proxy.guards.breaker import BreakerSettings
 from aibridge.proxy.guards.budgets import BudgetSettings
 from aibridge.proxy.guards.limits import LimitSettings
+from aibridge.proxy.mcp.settings import McpSettings
 from aibridge.proxy.recording.spool import SpoolSettings
 from aibridge.redaction import CaptureMode, load_rules
 from aibridge.secret_files import resolve_secret_files
@@ -18,7 +19,9 @@ from aibridge.settings import CommonSettings, StoreSettings
 UpstreamClient = Literal["builtin", "aiohttp", "httpx"]
 
 
-class ProxySettings(CommonSettings, StoreSettings, LimitSettings, BreakerSettings, SpoolSettings, BudgetSettings):
+class ProxySettings(
+    CommonSettings, StoreSettings, LimitSettings, BreakerSettings, SpoolSettings, BudgetSettings, McpSettings
+):
     """Where the providers are, which keys to send them, how patient to be with them, the resilience
     settings (admission limits, circuit breakers, event spool: docs/resilience.md) and budgets (the
     store is read for them only: docs/spend.md)."""

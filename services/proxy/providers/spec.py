@@ -13,6 +13,7 @@ from typing import Protocol
 from starlette.responses import Response
 
 from aibridge.proxy.errors import ProxyError, error_body
+from aibridge.proxy.mcp.registry import ToolFormat
 from aibridge.proxy.providers import anthropic, compaction, openai, responses
 from aibridge.proxy.providers.records import ParsedRequest, Provider, ResponseSummary
 from aibridge.proxy.relay import Tee
@@ -33,6 +34,7 @@ class ProviderSpec:
     parse_request: Callable[[bytes], ParsedRequest]
     parse_response: Callable[[bytes], ResponseSummary]
     stream_tee: Callable[[ParsedRequest, bytes], tuple[bytes, Tee]] | None = None
+    tool_format: ToolFormat | None = None  # how injected MCP tools are offered on this route (None: never)
 
     def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
         return Response(error_body(self.provider, status, message), status, headers, "application/json")
@@ -56,6 +58,7 @@ def openai_spec(base_url: str, key: str | None) -> ProviderSpec:
         headers | {"accept-encoding": "gzip, deflate"},
         openai.parse_request,
         openai.parse_response,
+        tool_format=ToolFormat.OPENAI_CHAT,
     )
 
 
@@ -68,6 +71,7 @@ def responses_spec(base_url: str, key: str | None) -> ProviderSpec:
         parse_request=responses.parse_request,
         parse_response=responses.parse_response,
         stream_tee=responses.prepare,
+        tool_format=ToolFormat.OPENAI_RESPONSES,
     )
 
 
@@ -78,6 +82,7 @@ def compaction_spec(base_url: str, key: str | None) -> ProviderSpec:
         route=compaction.ROUTE,
         url=f"{base_url}/responses/compact",
         parse_request=compaction.parse_request,
+        tool_format=None,
     )
 
 
@@ -90,4 +95,5 @@ def anthropic_spec(base_url: str, key: str | None) -> ProviderSpec:
         headers | {"accept-encoding": "gzip, deflate"},
         anthropic.parse_request,
         anthropic.parse_response,
+        tool_format=ToolFormat.ANTHROPIC,
     )

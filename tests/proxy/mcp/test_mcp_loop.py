@@ -182,13 +182,23 @@ async def test_opt_out_header_skips_injection(mcp_proxy: Proxy, token: str, simu
     assert not any(name.startswith("x-aibridge-mcp") for name in simulator.state.requests[-1].headers)
 
 
-async def test_a_1_mib_result_is_capped(mcp_proxy: Proxy, token: str, simulator: Any) -> None:
-    headers = {"x-simulator-mcp-tools": "bmcp_tools_big", "x-simulator-mcp-arguments": '{"kib": 1024}'}
-    anthropic_client(mcp_proxy, token, **headers).messages.create(
+@pytest.mark.parametrize("kib", [500, 1024])
+async def test_a_large_result_is_capped_and_a_1_mib_one_an_error_result(
+    mcp_proxy: Proxy, token: str, simulator: Any, kib: int
+) -> None:
+    """The server sends the text twice (content and structured content): 500 KiB is a 1 MiB message, cut to
+    the cap; 1 MiB of text is past the MCP client's 1 MiB event limit: an error result, never a 5xx."""
+    headers = {"x-simulator-mcp-tools": "bmcp_tools_big", "x-simulator-mcp-arguments": f'{{"kib": {kib}}}'}
+    message = anthropic_client(mcp_proxy, token, **headers).messages.create(
         model="claude-sonnet-4-5", max_tokens=99, messages=[{"role": "user", "content": "x"}]
     )
+    assert message.stop_reason == "end_turn"
     result = sent_bodies(simulator, "/v1/messages")[-1]["messages"][-1]["content"][0]
-    assert len(result["content"].encode()) <= 64 * 1024 and "result cut to" in result["content"]
+    assert len(result["content"].encode()) <= 64 * 1024
+    if kib == 500:
+        assert result["is_error"] is False and "result cut to 65536" in result["content"]
+    else:
+        assert result["is_error"] is True and "byte limit" in result["content"]
 
 
 async def test_server_down_is_an_error_result_not_a_5xx(
