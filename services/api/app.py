@@ -20,7 +20,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aibridge import groups, metrics, pricing
-from aibridge.api import audit, budget_routes, models, service, sessions
+from aibridge.api import audit, budget_routes, models, pages, service, sessions
 from aibridge.api.audit_sink import AuditSink
 from aibridge.api.errors import ApiError, BadRequest, StoreUnavailable, Unauthorized
 from aibridge.api.query import Filters, check_range, parse_q, parse_time
@@ -75,6 +75,7 @@ def create_api_app(
     _add_error_handlers(app)
     app.include_router(router)
     app.include_router(budget_routes.build_router(authenticate), responses=ERRORS)
+    pages.install(app)  # the sessions web pages under /aibridge
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(_Metrics)
     return app

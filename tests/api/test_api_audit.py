@@ -32,9 +32,9 @@ def test_examples_validate(name: str) -> None:
     assert validate_record(record) == record
 
 
-def test_there_are_examples_of_a_list_an_export_and_a_denial() -> None:
+def test_there_are_examples_of_a_list_an_export_a_page_and_a_denial() -> None:
     records = example_records().values()
-    assert {r["action"] for r in records} == {"interceptions.list", "interceptions.export"}
+    assert {r["action"] for r in records} >= {"interceptions.list", "interceptions.export", "session.page"}
     assert {r["result"]["outcome"] for r in records} >= {"allowed", "denied"}
 
 
