@@ -34,6 +34,7 @@ class EventType(StrEnum):
     PROMPT = "prompt"
     TOKEN_USAGE = "token_usage"
     TOOL_USAGE = "tool_usage"
+    REASONING = "reasoning"
     INTERCEPTION_ENDED = "interception.ended"
 
 
@@ -55,6 +56,16 @@ class Turn(StrEnum):
     PROMPT = "prompt"  # a human prompt: starts a thread
     TOOL_RESULT = "tool_result"  # tool results sent back: continues the session's newest thread
     UNKNOWN = ""
+
+
+class ReasoningKind(StrEnum):
+    """What a ``reasoning`` event holds (see docs/sessions.md)."""
+
+    THINKING = "thinking"  # an Anthropic thinking block's text
+    SUMMARY = "summary"  # a Responses reasoning item's summary
+    REASONING_CONTENT = "reasoning_content"  # an OpenAI-compatible provider's reasoning_content
+    REDACTED = "redacted"  # an Anthropic redacted_thinking block: the provider sent it encrypted, no text
+    ENCRYPTED = "encrypted"  # a Responses reasoning item with only encrypted_content: no text
 
 
 class InvalidEvent(ValueError):
@@ -219,6 +230,24 @@ class InterceptionContext:
             "injected": injected,
             "invocation_error": invocation_error,
             "server_url": server_url,
+            "metadata": metadata or {},
+        }
+
+    def reasoning(
+        self,
+        kind: ReasoningKind,
+        text: str,
+        provider_response_id: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> Event:
+        """The model's reasoning, captured as a prompt is (empty in ``metadata`` mode, else scrubbed)."""
+        kept, redactions = self.capture.user_text(text)
+        return self._base(EventType.REASONING, None) | {
+            "provider_response_id": provider_response_id,
+            "kind": kind.value,
+            "text": kept,
+            "capture": self.capture.mode.value,
+            "redactions": redactions,
             "metadata": metadata or {},
         }
 

@@ -28,6 +28,7 @@ INTERCEPTIONS = "interceptions"
 USER_PROMPTS = "user_prompts"
 TOKEN_USAGES = "token_usages"
 TOOL_USAGES = "tool_usages"
+REASONING = "reasoning"  # the model's reasoning per interception (migration 9)
 CHILD_TABLES = (USER_PROMPTS, TOKEN_USAGES, TOOL_USAGES)
 # Kept by materialized views from interceptions (migration 2); nothing else writes them.
 INTERCEPTIONS_BY_INITIATOR = "interceptions_by_initiator"
@@ -332,6 +333,27 @@ ORDER BY (session_id, initiator_id, client)""",
     updated_by String
 ) ENGINE = ReplacingMergeTree(version, deleted)
 ORDER BY (scope, name, period)""",
+        ),
+    ),
+    Migration(
+        9,
+        "the model's reasoning (thinking blocks, reasoning summaries, reasoning_content) of interceptions",
+        (
+            # Read by interception (a session's detail shows each interception's reasoning), so keyed by it.
+            f"""CREATE TABLE IF NOT EXISTS {REASONING} (
+    id UUID,
+    interception_id UUID,{_CONTEXT_COLUMNS}
+    provider_response_id String,
+    kind LowCardinality(String) COMMENT 'thinking, summary, reasoning_content, redacted or encrypted',
+    text String COMMENT 'empty with capture metadata and for redacted and encrypted',
+    capture LowCardinality(String),
+    redactions UInt32,
+    metadata String,
+    created_at DateTime64(6, 'UTC')
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(created_at)
+ORDER BY (interception_id, created_at, id)
+SETTINGS index_granularity = 1024""",
         ),
     ),
 ]

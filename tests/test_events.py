@@ -26,7 +26,7 @@ def test_schema_is_valid_draft_2020_12() -> None:
 
 def test_there_is_an_example_for_every_record_type() -> None:
     types = {event["type"] for event in example_events().values()}
-    assert types == {"interception.started", "prompt", "token_usage", "tool_usage", "interception.ended"}
+    assert types == {"interception.started", "prompt", "token_usage", "tool_usage", "reasoning", "interception.ended"}
 
 
 @pytest.mark.parametrize("name", sorted(example_events()))

@@ -1,7 +1,7 @@
 """Structured logs (``AIBRIDGE_STRUCTURED_LOGS=true``): one log record per stored row, for SIEMs.
 
 Each record goes to the logger ``aibridge.recorder.records`` with the message set to its
-``record_type`` (interception_start, interception_end, prompt_usage, token_usage, tool_usage) and the
+``record_type`` (interception_start, interception_end, prompt_usage, token_usage, tool_usage, reasoning) and the
 row's fields as ``extra`` attributes, so the process's JSON formatter (:class:`aibridge.logs.JsonFormatter`)
 writes one flat JSON line per record. The fields are the row the store received, under its column
 names: an interception's ``id`` is written as ``interception_id``, ``metadata`` as a JSON object,

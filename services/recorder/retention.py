@@ -1,6 +1,6 @@
 """Retention: a ClickHouse TTL on every table, from ``AIBRIDGE_RETENTION`` (0 keeps data forever).
 
-Interceptions expire by ``started_at``; their prompts, token usages and tool usages by ``created_at``
+Interceptions expire by ``started_at``; their prompts, token usages, tool usages and reasoning by ``created_at``
 (the event's time). A child event happens during its interception, so a child row never expires
 before its interception and follows it within the interception's duration (seconds to minutes).
 Child events carry no ``started_at`` and a TTL cannot look another table up, so this is the closest
@@ -28,6 +28,7 @@ TTL_COLUMNS: Final[dict[str, str]] = {
     store.USER_PROMPTS: "created_at",
     store.TOKEN_USAGES: "created_at",
     store.TOOL_USAGES: "created_at",
+    store.REASONING: "created_at",
     store.INTERCEPTIONS_BY_INITIATOR: "started_at",
     store.INITIATORS: "last_started_at",
     store.INTERCEPTIONS_BY_SESSION: "started_at",

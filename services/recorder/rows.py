@@ -38,6 +38,10 @@ COLUMNS: Final[dict[str, tuple[str, ...]]] = {
         "id", "interception_id", *_CONTEXT, "provider_response_id", "call_id", "server_url", "tool",
         "input", "injected", "invocation_error", "metadata", "created_at", "capture", "redactions",
     ),
+    store.REASONING: (
+        "id", "interception_id", *_CONTEXT, "provider_response_id", "kind", "text", "capture", "redactions",
+        "metadata", "created_at",
+    ),
 }  # fmt: skip
 
 RECORD_TYPES: Final[dict[str, str]] = {
@@ -46,6 +50,7 @@ RECORD_TYPES: Final[dict[str, str]] = {
     EventType.PROMPT: "prompt_usage",
     EventType.TOKEN_USAGE: "token_usage",
     EventType.TOOL_USAGE: "tool_usage",
+    EventType.REASONING: "reasoning",
 }
 
 # Beyond this range the TTL expression (DateTime) and DateTime64 cannot represent a timestamp; such an
@@ -86,6 +91,8 @@ def process_event(event: Event, prices: pricing.PriceTable | None = None) -> Row
         return Row(store.TOKEN_USAGES, RECORD_TYPES[kind], values)
     if kind == EventType.TOOL_USAGE:
         return Row(store.TOOL_USAGES, RECORD_TYPES[kind], _child(event) + _tool_usage(event))
+    if kind == EventType.REASONING:
+        return Row(store.REASONING, RECORD_TYPES[kind], _child(event) + _reasoning(event))
     raise InvalidEvent(f"unknown event type {kind!r}")
 
 
@@ -179,3 +186,15 @@ def _time(text: str) -> datetime:
     if not _EARLIEST <= moment <= _LATEST:
         raise InvalidEvent(f"timestamp {text!r} is outside the storable range 1970-01-02..2105-12-31")
     return moment
+
+
+def _reasoning(event: Event) -> tuple[Any, ...]:
+    return (
+        event["provider_response_id"],
+        event["kind"],
+        event["text"],
+        event.get("capture", ""),
+        event.get("redactions", 0),
+        _json(event),
+        _time(event["occurred_at"]),
+    )

@@ -78,12 +78,19 @@ async def test_structured_logs_one_line_per_stored_record(
     secret = events["interception_started"] | {"authorization": "Bearer bridge-secret-token"}
     for event in [secret, *[e for name, e in events.items() if name != "interception_started"]]:
         await producer.send(TOPIC, event["interception_id"].encode(), encode_event(event))
-    await eventually(lambda: record_lines.getvalue().count("\n") >= 5)
+    await eventually(lambda: record_lines.getvalue().count("\n") >= 6)
     await recorder.stop()
     assert "bridge-secret-token" not in record_lines.getvalue()
     lines = [orjson.loads(line) for line in record_lines.getvalue().splitlines()]
     by_type = {line["record_type"]: line for line in lines}
-    assert sorted(by_type) == ["interception_end", "interception_start", "prompt_usage", "token_usage", "tool_usage"]
+    assert sorted(by_type) == [
+        "interception_end",
+        "interception_start",
+        "prompt_usage",
+        "reasoning",
+        "token_usage",
+        "tool_usage",
+    ]
     assert all(line["logger"] == LOGGER_NAME and line["initiator_username"] == "alice" for line in lines)
     assert by_type["token_usage"]["input_tokens"] == 1204 and by_type["token_usage"]["cache_read_input_tokens"] == 18211
     assert by_type["token_usage"]["metadata"]["service_tier"] == "standard"

@@ -8,7 +8,7 @@ from clickhouse_connect.driver.client import Client
 
 from aibridge import store
 from aibridge.bus import InProcessBus, Message, Partition
-from aibridge.events import Event, InterceptionContext, Status
+from aibridge.events import Event, InterceptionContext, ReasoningKind, Status
 from aibridge.recorder.component import RecorderComponent
 from aibridge.recorder.retention import TTL_COLUMNS, apply_retention, current_ttl
 from aibridge.recorder.rows import COLUMNS, process_event
@@ -28,6 +28,7 @@ def interception_at(moment: datetime, user: str = "alice") -> list[Event]:
         context.prompt("old prompt"),
         context.token_usage(provider_response_id="r", input_tokens=1, output_tokens=1),
         context.tool_usage(provider_response_id="r", tool="Read", call_id="c", tool_input="{}"),
+        context.reasoning(ReasoningKind.THINKING, "old thinking", "r"),
         context.ended(Status.COMPLETED, 200),
     ]
     for event in events[1:]:  # child events happen during the interception
