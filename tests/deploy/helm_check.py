@@ -155,6 +155,27 @@ CASES: dict[str, dict[str, Any]] = {
         },
     ),
     "mcp_file": merged(REQUIRED, {"mcp": {"serversFile": "/etc/mine/servers.yaml"}}),
+    "spend": merged(
+        REQUIRED,
+        {
+            "spend": {
+                "prices": {
+                    "checked": "2026-12-01",
+                    "models": {
+                        "house-coder": {
+                            "provider": "openai",
+                            "input": "0.10",
+                            "output": "0.30",
+                            "cache_read": "0",
+                            "cache_write": "0",
+                            "aliases": ["house-coder-fast"],
+                        },
+                    },
+                },
+                "groups": {"platform": ["alice", "bob"], "research": ["alice"]},
+            }
+        },
+    ),
     "kafka_tls_without_ssl": merged(REQUIRED, {"kafka": {"tls": {"existingSecret": "kafka-tls"}}}),
     "clickhouse_tls_over_http": merged(
         REQUIRED, {"clickhouse": {"url": "http://clickhouse:8123", "tls": {"existingSecret": "ch-tls"}}}

@@ -489,3 +489,28 @@ def test_mcp_is_off_by_default_and_a_mounted_file_is_passed_through(report: dict
     own_file = objects(report, "mcp_file")
     assert env_of(own_file, "proxy")["AIBRIDGE_MCP_SERVERS_FILE"]["value"] == "/etc/mine/servers.yaml"
     assert not [o for o in own_file if o["metadata"]["name"] == "bridge-aibridge-mcp-servers"]
+
+
+def test_spend_prices_and_groups_render_a_config_map_every_component_reads(report: dict[str, Any]) -> None:
+    from decimal import Decimal
+
+    from aibridge import groups, pricing
+
+    found = objects(report, "spend")
+    data = one(found, "ConfigMap", "bridge-aibridge-spend")["data"]
+    prices = pricing.parse(yaml.safe_load(data["prices.yaml"]), "prices.yaml")  # the services' own parsers
+    assert prices.checked == "2026-12-01"
+    assert prices.models["house-coder"].rates.output == Decimal("0.30")
+    assert groups.parse(yaml.safe_load(data["groups.yaml"]), "groups.yaml").groups_of("u", "alice") == (
+        "platform",
+        "research",
+    )
+    for component in COMPONENTS:
+        env = env_of(found, component)
+        assert env["AIBRIDGE_PRICES_FILE"]["value"] == "/etc/aibridge/spend/prices.yaml"
+        assert env["AIBRIDGE_GROUPS_FILE"]["value"] == "/etc/aibridge/spend/groups.yaml"
+        mounts = {m["name"]: m["mountPath"] for m in container(found, component)["volumeMounts"]}
+        assert mounts["spend"] == "/etc/aibridge/spend"
+    required = objects(report, "required")
+    assert not [o for o in required if o["metadata"]["name"] == "bridge-aibridge-spend"]
+    assert "AIBRIDGE_PRICES_FILE" not in env_of(required, "api")

@@ -28,6 +28,7 @@ spec:
         {{- end }}
       annotations:
         checksum/secret: {{ include (print $root.Template.BasePath "/secret.yaml") $root | sha256sum }}
+        checksum/spend: {{ toJson $root.Values.spend | sha256sum }}
         {{- if eq $component "proxy" }}
         checksum/mcp: {{ toJson $root.Values.mcp | sha256sum }}
         {{- end }}
@@ -81,6 +82,11 @@ spec:
             - name: revoked
               mountPath: /etc/aibridge/revoked
               readOnly: true
+            {{- if or $root.Values.spend.prices $root.Values.spend.groups }}
+            - name: spend
+              mountPath: /etc/aibridge/spend
+              readOnly: true
+            {{- end }}
             - name: tmp
               mountPath: /tmp
             {{- if and (eq $component "proxy") $root.Values.spool.enabled }}
@@ -122,6 +128,11 @@ spec:
         - name: revoked
           configMap:
             name: {{ printf "%s-revoked-tokens" (include "aibridge.fullname" $root) }}
+        {{- if or $root.Values.spend.prices $root.Values.spend.groups }}
+        - name: spend
+          configMap:
+            name: {{ include "aibridge.spendConfigMapName" $root }}
+        {{- end }}
         - name: tmp
           emptyDir: {}
         {{- if and (eq $component "proxy") $root.Values.spool.enabled }}

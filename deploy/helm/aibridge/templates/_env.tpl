@@ -10,6 +10,14 @@
 {{- if and $values.oidc.issuer (has $component (list "proxy" "api")) }}
 {{ include "aibridge.env.oidc" $root }}
 {{- end }}
+{{- if $values.spend.prices }}
+- name: AIBRIDGE_PRICES_FILE
+  value: /etc/aibridge/spend/prices.yaml
+{{- end }}
+{{- if $values.spend.groups }}
+- name: AIBRIDGE_GROUPS_FILE
+  value: /etc/aibridge/spend/groups.yaml
+{{- end }}
 - name: AIBRIDGE_STRUCTURED_LOGS
   value: {{ $values.logging.structured | quote }}
 - name: AIBRIDGE_LOG_LEVEL

@@ -101,6 +101,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- if or .Values.clickhouse.existingSecret .Values.clickhouse.password }}true{{ end }}
 {{- end }}
 
+{{- define "aibridge.spendConfigMapName" -}}
+{{- printf "%s-spend" (include "aibridge.fullname" .) }}
+{{- end }}
+
 {{- define "aibridge.mcpConfigMapName" -}}
 {{- printf "%s-mcp-servers" (include "aibridge.fullname" .) }}
 {{- end }}
