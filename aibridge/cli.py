@@ -141,6 +141,49 @@ def _add_usage_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     usage.set_defaults(handler=_lazy("aibridge.api.usage_report", "main"))
 
 
+def _add_budget_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    budgets = commands.add_parser("budgets", help="set, list and remove spending budgets (USD per day or month)")
+    sub = budgets.add_subparsers(dest="budgets_command", required=True)
+    setting = sub.add_parser("set", help="set the budget of a user or group for a period (admins)")
+    removing = sub.add_parser("rm", help="remove the budget of a user or group for a period (admins)")
+    for parser in (setting, removing):
+        whose = parser.add_mutually_exclusive_group(required=True)
+        whose.add_argument("--user", help="a user id or username")
+        whose.add_argument("--group", help="a group (from AIBRIDGE_GROUPS_FILE or the identity provider)")
+        parser.add_argument("--period", choices=["day", "month"], default="month", help="calendar period in UTC")
+    setting.add_argument("--limit", required=True, help="USD per period, e.g. 100.00")
+    setting.add_argument("--warn", default="0.8", help="share of the limit that warns (default 0.8)")
+    listing = sub.add_parser("list", help="list every budget (admins, auditors), or --mine")
+    listing.add_argument("--mine", action="store_true", help="the budgets that apply to you and what you spent")
+    listing.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    for parser in (setting, removing, listing):
+        parser.add_argument("--url", help="API base URL (default AIBRIDGE_URL)")
+        parser.add_argument("--token", help="bridge token (default AIBRIDGE_TOKEN)")
+        parser.set_defaults(handler=_lazy("aibridge.api.budget_cli", "main"))
+
+
+def _add_sessions_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sessions = commands.add_parser("sessions", help="list sessions and show one with its threads")
+    sub = sessions.add_subparsers(dest="sessions_command", required=True)
+    listing = sub.add_parser("list", help="sessions, newest activity first, as JSON (or jsonl, csv, table)")
+    listing.add_argument("--initiator", help="user id, username, or 'me'")
+    listing.add_argument("--provider")
+    listing.add_argument("--model")
+    listing.add_argument("--client")
+    listing.add_argument("--started-after", help="RFC 3339 time")
+    listing.add_argument("--started-before", help="RFC 3339 time")
+    listing.add_argument("--limit", type=int, default=50, help="page size, 1 to 200 (default 50)")
+    listing.add_argument("--after-id", help="the id of the last session of the previous page")
+    listing.add_argument("--all", action="store_true", help="page through every matching session")
+    show = sub.add_parser("show", help="one session: its threads and their interceptions")
+    show.add_argument("id", help="the session id")
+    for parser in (listing, show):
+        parser.add_argument("--output", "-o", choices=["json", "jsonl", "csv", "table"], default="json")
+        parser.add_argument("--url", help="API base URL (default AIBRIDGE_URL)")
+        parser.add_argument("--token", help="bridge token (default AIBRIDGE_TOKEN)")
+        parser.set_defaults(handler=_lazy("aibridge.api.session_report", "main"))
+
+
 def _add_dlq_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dlq = commands.add_parser("dlq", help="list and replay the recorder's dead letters (Kafka)")
     sub = dlq.add_subparsers(dest="dlq_command", required=True)
@@ -164,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_token_commands(commands)
     _add_export_commands(commands)
     _add_usage_command(commands)
+    _add_sessions_commands(commands)
+    _add_budget_commands(commands)
     _add_dlq_commands(commands)
     _add_login_command(commands)
     return parser

@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+import orjson
 import pytest
 
+from aibridge import cli
 from aibridge.api.audit import validate_record
 
 PREFIX = "/api/v2/aibridge/budgets"
@@ -92,3 +94,20 @@ def test_members_and_auditors_cannot_change_budgets_and_members_see_only_their_o
     finally:
         admin.delete(f"{PREFIX}/user/alice/day")
         admin.delete(f"{PREFIX}/user/bob/month")
+
+
+def test_the_cli_sets_lists_and_removes_budgets(
+    api_url: str, tokens: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin = ["--url", api_url, "--token", tokens["admin"]]
+    assert cli.main(["budgets", "set", "--group", "data", "--limit", "250.00", "--period", "day", *admin]) == 0
+    assert "group  data  day     250" in capsys.readouterr().out
+    assert cli.main(["budgets", "list", "-o", "json", *admin]) == 0
+    listed = orjson.loads(capsys.readouterr().out)
+    assert [(b["name"], b["limit"], b["warn"]) for b in listed if b["name"] == "data"] == [("data", "250", "0.8")]
+    assert cli.main(["budgets", "rm", "--group", "data", "--period", "day", *admin]) == 0
+    assert "removed the day budget of group data" in capsys.readouterr().out
+
+    member = ["--url", api_url, "--token", tokens["alice"]]
+    assert cli.main(["budgets", "set", "--user", "alice", "--limit", "1", *member]) == 1
+    assert "403: changing budgets needs an admin token" in capsys.readouterr().err
