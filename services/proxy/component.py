@@ -67,6 +67,7 @@ class ProxyComponent:
         self.admission = Admission.from_settings(settings)
         self.breakers = Breakers(BreakerPolicy.from_settings(settings))
         self.capture = capture_policy(settings.prompt_capture, settings.redaction_rules_file)
+        self.prices = pricing.load(settings.prices_file)  # the cost metric and the budget check price alike
         self.mcp = McpInjector.from_settings(settings)
         self.budgets = self._budget_guard(store_client, producer)
         self._verifier = verifier
@@ -111,6 +112,7 @@ class ProxyComponent:
             capture=self.capture,
             mcp=self.mcp,
             budgets=self.budgets,
+            prices=self.prices,
         )
 
     def _budget_guard(self, store_client: Any, producer: BusProducer) -> BudgetGuard | None:
@@ -124,7 +126,7 @@ class ProxyComponent:
         return BudgetGuard(
             store_client,
             groups.load(settings.groups_file),
-            pricing.load(settings.prices_file),
+            self.prices,
             interval=settings.budget_refresh_interval,
             alert=self.alerts,
         )

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from aibridge.auth import AuthError, Identity, Verifier
 from aibridge.events import Event, InterceptionContext, Status
 from aibridge.metrics import PROXY_AUTH_FAILURES
+from aibridge.pricing import PriceTable
 from aibridge.proxy.clients import classify
 from aibridge.proxy.errors import InvalidRequestBody, ProxyError, RequestTooLarge, error_body
 from aibridge.proxy.flow import Flow
@@ -92,11 +93,13 @@ class Interceptor:
         metrics_initiator_label: bool = True,
         capture: CapturePolicy = DEFAULT_POLICY,
         budgets: BudgetGuard | None = None,
+        prices: PriceTable | None = None,
         mcp: McpInjector | None = None,
     ) -> None:
         self.spec = spec
         self._mcp = mcp
         self._budgets = budgets
+        self._prices = prices
         self._capture = capture
         self._deferred = deferred
         self._initiator_label = metrics_initiator_label
@@ -109,7 +112,7 @@ class Interceptor:
         self._breakers = breakers
 
     async def handle(self, request: Request) -> Response:
-        obs = Observation(request, self.spec.provider.value, self._initiator_label)
+        obs = Observation(request, self.spec.provider.value, self._initiator_label, self._prices)
         http_status = 500
         try:
             with obs.active():

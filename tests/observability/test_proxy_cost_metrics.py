@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -53,3 +54,21 @@ def test_cost_and_unpriced_usages_are_counted(
     cost, unpriced, unknown_cost = deltas.now().values()
     assert expected > 0 and cost == pytest.approx(float(expected), rel=1e-9)
     assert (unpriced, unknown_cost) == (1, 0)
+
+
+def test_the_prices_file_prices_the_metric(
+    simulator: str, verifier: TokenVerifier, make_token: Callable[..., str], tmp_path: Path
+) -> None:
+    prices_file = tmp_path / "prices.yaml"
+    prices_file.write_text(
+        'models:\n  house-model-2:\n    provider: openai\n    input: "1000000"\n    output: "0"\n'
+        '    cache_read: "0"\n    cache_write: "0"\n'
+    )
+    deltas = Deltas(
+        (COST, {"provider": "openai", "model": "house-model-2", "initiator": "erin"}),
+        (UNPRICED, {"provider": "openai", "model": "house-model-2"}),
+    )
+    with running_proxy(simulator, InProcessBus().producer(), verifier, prices_file=prices_file) as (url, proxy):
+        usage = chat(url, make_token("erin"), "house-model-2")
+        wait_until(lambda: proxy.emitter.published == 4, what="4 events published")
+    assert list(deltas.now().values()) == [usage.input_tokens, 0]  # a dollar per input token
