@@ -18,7 +18,8 @@ the counts and token sums of the page's sessions, and a session's detail, read
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -138,24 +139,20 @@ def detail_statement(session_id: str, initiator_ids: tuple[str, ...] | None) -> 
     )
 
 
-def token_statement(members: Sequence[Sequence[Any]], initiator_ids: Iterable[str]) -> sql.Statement:
-    """Token sums per interception of ``members`` (rows in :data:`MEMBER_COLUMNS` order), each usage once."""
-    starts = [sql.as_utc(row[5]) for row in members]
-    since = max(min(starts) - sql.CHILD_CLOCK_MARGIN, sql.EARLIEST)
-    until = min(max(starts) + sql.IN_FLIGHT_MARGIN, sql.LATEST)
+def token_statement(session_ids: Sequence[str], since: datetime, until: datetime) -> sql.Statement:
+    """Token sums per interception of the sessions, each usage once. A usage is created while its interception
+    runs, so between the sessions' first start (less the clock margin) and their last start plus the
+    in-flight margin; the window lets ClickHouse read the by_time projection of that span only."""
     sums = ", ".join(f"sum(usage{index})" for index in range(len(TOKEN_FIELDS)))
     firsts = ", ".join(f"any({name}) AS usage{index}" for index, name in enumerate(TOKEN_FIELDS))
+    since = max(sql.as_utc(since) - sql.CHILD_CLOCK_MARGIN, sql.EARLIEST)
+    until = min(sql.as_utc(until) + sql.IN_FLIGHT_MARGIN, sql.LATEST)
     return sql.Statement(
-        f"SELECT interception_id, {sums} FROM (SELECT interception_id, {firsts} "
-        f"FROM {store.TOKEN_USAGES} WHERE initiator_id IN {{initiator_ids:Array(String)}} "
-        "AND created_at BETWEEN {since:DateTime64(6, 'UTC')} AND {until:DateTime64(6, 'UTC')} "
-        "AND interception_id IN {ids:Array(UUID)} GROUP BY interception_id, id) GROUP BY interception_id",
-        {
-            "initiator_ids": sorted(set(initiator_ids)),
-            "since": sql.format_param_time(since),
-            "until": sql.format_param_time(until),
-            "ids": [str(row[0]) for row in members],
-        },
+        f"SELECT interception_id, {sums} FROM (SELECT interception_id, {firsts} FROM {store.TOKEN_USAGES} "
+        "WHERE created_at BETWEEN {since:DateTime64(6, 'UTC')} AND {until:DateTime64(6, 'UTC')} "
+        f"AND interception_id IN (SELECT id FROM {store.INTERCEPTIONS_BY_SESSION} "
+        "WHERE session_id IN {sessions:Array(String)}) GROUP BY interception_id, id) GROUP BY interception_id",
+        {"sessions": list(session_ids), "since": sql.format_param_time(since), "until": sql.format_param_time(until)},
     )
 
 
@@ -194,6 +191,9 @@ class SessionReader:
     def __init__(self, reader: InterceptionReader) -> None:
         self._reader = reader
 
+    def concurrently(self, call: Callable[[], Any]) -> Future[Any]:
+        return self._reader.concurrently(call)
+
     def position(self, session_id: str, initiator_ids: tuple[str, ...] | None) -> SessionPosition | None:
         rows = self._reader.query("session_cursor", position_statement(session_id, initiator_ids))
         return SessionPosition(rows[0][0], session_id) if rows else None
@@ -210,8 +210,12 @@ class SessionReader:
         if not summaries:
             return []
         session_ids = [str(row[0]) for row in summaries]
-        members = self._reader.query("session_members", members_statement(session_ids, criteria.initiator_ids))
-        tokens = self._tokens(members)
+        statement = members_statement(session_ids, criteria.initiator_ids)
+        found = self._reader.concurrently(lambda: self._reader.query("session_members", statement))
+        tokens = self._tokens(
+            token_statement(session_ids, min(row[4] for row in summaries), max(row[5] for row in summaries))
+        )
+        members = found.result()
         by_session: dict[str, list[Sequence[Any]]] = {}
         for row in members:
             by_session.setdefault(str(row[1]), []).append(row)
@@ -225,10 +229,7 @@ class SessionReader:
         interceptions = self._reader.rendered([row[:-1] for row in rows])
         return _session_detail(session_id, interceptions, turns)
 
-    def _tokens(self, members: Sequence[Sequence[Any]]) -> dict[str, tuple[int, ...]]:
-        if not members:
-            return {}
-        statement = token_statement(members, (str(row[2]) for row in members))
+    def _tokens(self, statement: sql.Statement) -> dict[str, tuple[int, ...]]:
         return {
             str(row[0]): tuple(int(value) for value in row[1:])
             for row in self._reader.query("session_tokens", statement)
@@ -331,7 +332,9 @@ def list_sessions(
         after = reader.position(after_id, scope)
         if after is None:
             raise BadRequest(f"unknown after_id {after_id!r}: no session with that id is visible to you")
-    return {"count": reader.count(criteria), "results": reader.page(criteria, limit, offset or 0, after)}
+    counted = reader.concurrently(lambda: reader.count(criteria))  # independent of the page
+    results = reader.page(criteria, limit, offset or 0, after)
+    return {"count": counted.result(), "results": results}
 
 
 def get_session(reader: SessionReader, session_id: str, scope: tuple[str, ...] | None) -> Row:

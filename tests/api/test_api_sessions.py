@@ -5,16 +5,19 @@ the recorder writes them (process_event), every one twice in separate parts, as 
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import jsonschema
+import orjson
 import pytest
 from api_rows import api_settings, new_database, user_id
 from clickhouse_connect.driver.client import Client
 
-from aibridge import store
+from aibridge import cli, store
 from aibridge.api.app import create_api_app
 from aibridge.auth import Role, TokenVerifier
 from aibridge.events import Event, InterceptionContext, Status
@@ -173,3 +176,52 @@ def test_answers_conform_to_the_openapi_document(get: Callable[..., httpx.Respon
     for path, name in (("/sessions", "SessionsPage"), ("/sessions/alice-new", "SessionDetail")):
         schema = {"$ref": f"#/components/schemas/{name}", "components": document["components"]}
         jsonschema.validate(get("audrey", path).json(), schema)
+
+
+@pytest.fixture
+def cli_run(
+    sessions_url: str, make_token: Callable[..., str], capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
+    token = make_token("audrey", Role.AUDITOR)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        status = cli.main(["sessions", *argv, "--url", sessions_url, "--token", token])
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    return run
+
+
+def test_cli_lists_sessions_in_each_output_form(cli_run: Callable[..., tuple[int, str, str]]) -> None:
+    status, out, _ = cli_run("list")
+    assert status == 0 and [row["id"] for row in orjson.loads(out)] == ["alice-new", "bob-only", "alice-old"]
+    status, out, _ = cli_run("list", "--initiator", "bob", "--output", "jsonl")
+    assert [orjson.loads(line)["id"] for line in out.splitlines()] == ["bob-only"]
+    status, out, _ = cli_run("list", "--limit", "1", "--all", "--output", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(row["id"], row["threads"], row["initiator_username"]) for row in rows] == [
+        ("alice-new", "2", "alice"),
+        ("bob-only", "1", "bob"),
+        ("alice-old", "1", "alice"),
+    ]
+    status, out, _ = cli_run("list", "--output", "table")
+    lines = out.splitlines()
+    assert lines[0].startswith("LAST STARTED") and len(lines) == 4 and "alice-new" in lines[1]
+
+
+def test_cli_shows_a_session_by_thread(cli_run: Callable[..., tuple[int, str, str]]) -> None:
+    status, out, _ = cli_run("show", "alice-new")
+    assert status == 0 and [thread["prompt"] for thread in orjson.loads(out)["threads"]] == [
+        "alice-new at 30",
+        "alice-new at 32",
+    ]
+    status, out, _ = cli_run("show", "alice-new", "--output", "jsonl")
+    assert len({orjson.loads(line)["thread_id"] for line in out.splitlines()}) == 2 and len(out.splitlines()) == 4
+    status, out, _ = cli_run("show", "alice-new", "--output", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(row["prompt"], row["interceptions"], row["duration_s"]) for row in rows] == [
+        ("alice-new at 30", "2", "90.0"),
+        ("alice-new at 32", "2", "90.0"),
+    ]
+    status, out, err = cli_run("show", "no-such-session", "--output", "table")
+    assert status == 1 and out == "" and err.startswith("error: the API answered 404: no session")
