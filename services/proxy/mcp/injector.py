@@ -123,15 +123,16 @@ class McpInjector:
     async def _call(self, call: ToolCall, user: str, tokens: dict[str, str], context: Context | None) -> CallResult:
         tracer = telemetry.tracer(telemetry.PROXY_SERVICE)
         with tracer.start_as_current_span("Intercept.ProcessRequest.ToolCall", context=context) as span:
+            span.set_attribute("aibridge.tool.name", call.name)
             tool = self.lookup(call.name)
             if tool is None:
                 result = unknown_tool(call.name)
             else:
                 server = self.servers[tool.server]
-                span.set_attribute("mcp.server", tool.server)
-                span.set_attribute("mcp.tool", tool.name)
+                span.set_attribute("aibridge.mcp.server", tool.server)
+                span.set_attribute("aibridge.mcp.tool", tool.name)
                 result = await self.caller.call_tool(server, tool.name, call.arguments, user, tokens.get(server.name))
-            span.set_attribute("mcp.outcome", result.outcome.value)
+            span.set_attribute("aibridge.mcp.outcome", result.outcome.value)
             if result.is_error:
                 span.set_status(trace.StatusCode.ERROR, result.outcome.value)
             return result

@@ -57,7 +57,7 @@ class ServerProxyManager:
         """List ``servers`` (all by default) concurrently under one ``ServerProxyManager.Init`` span."""
         with telemetry.tracer(telemetry.PROXY_SERVICE).start_as_current_span("ServerProxyManager.Init") as span:
             chosen = self.servers if servers is None else tuple(servers)
-            span.set_attribute("mcp.servers", len(chosen))
+            span.set_attribute("aibridge.mcp.servers", len(chosen))
             await asyncio.gather(*(self._refresh_one(server) for server in chosen))
 
     async def run(self) -> None:
@@ -81,17 +81,17 @@ class ServerProxyManager:
     async def _refresh_one(self, server: McpServerConfig) -> None:
         tracer = telemetry.tracer(telemetry.PROXY_SERVICE)
         with tracer.start_as_current_span("StreamableHTTPServerProxy.Init") as span:
-            span.set_attribute("mcp.server", server.name)
-            span.set_attribute("mcp.url", server.url)
+            span.set_attribute("aibridge.mcp.server", server.name)
+            span.set_attribute("aibridge.mcp.url", server.url)
             try:
                 with tracer.start_as_current_span("StreamableHTTPServerProxy.Init.fetchTools") as fetch:
                     listed = await self._fetch(server)
-                    fetch.set_attribute("mcp.tools.listed", len(listed))
+                    fetch.set_attribute("aibridge.mcp.tools.listed", len(listed))
             except Exception as exc:  # any failure to list: logged, counted, retried; never fatal
-                span.set_attribute("mcp.outcome", "failed")
+                span.set_attribute("aibridge.mcp.outcome", "failed")
                 self._failed(server, exc)
                 return
-            span.set_attribute("mcp.outcome", "ok")
+            span.set_attribute("aibridge.mcp.outcome", "ok")
             self._listed(server, ServerTools.listed(server, listed))
 
     async def _fetch(self, server: McpServerConfig) -> list[tuple[str, str, dict[str, object]]]:

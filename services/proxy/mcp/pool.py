@@ -55,9 +55,9 @@ class CachedBridgePool:
         """An open session to ``server`` as ``user`` with ``token`` (``user`` empty: the shared session)."""
         key = pool_key(server.name, user, token)
         with telemetry.tracer(telemetry.PROXY_SERVICE).start_as_current_span("CachedBridgePool.Acquire") as span:
-            span.set_attribute("mcp.server", server.name)
+            span.set_attribute("aibridge.mcp.server", server.name)
             entry = await self._acquire(key, server.url, token)
-            span.set_attribute("mcp.pool.size", len(self._entries))
+            span.set_attribute("aibridge.mcp.pool.size", len(self._entries))
         entry.holders += 1
         try:
             yield entry.session

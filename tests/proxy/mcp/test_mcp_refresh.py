@@ -58,10 +58,10 @@ async def test_listing_at_start_has_the_init_spans(
     init = finished["ServerProxyManager.Init"]
     servers = [s for s in spans.get_finished_spans() if s.name == "StreamableHTTPServerProxy.Init"]
     fetches = [s for s in spans.get_finished_spans() if s.name == "StreamableHTTPServerProxy.Init.fetchTools"]
-    assert sorted(s.attributes["mcp.server"] for s in servers) == ["down", "up"]  # type: ignore[index]
+    assert sorted(s.attributes["aibridge.mcp.server"] for s in servers) == ["down", "up"]  # type: ignore[index]
     assert all(s.parent is not None and s.parent.span_id == init.context.span_id for s in servers)
     assert sorted(f.parent.span_id for f in fetches if f.parent) == sorted(s.context.span_id for s in servers)
-    outcomes = {s.attributes["mcp.server"]: s.attributes["mcp.outcome"] for s in servers}  # type: ignore[index]
+    outcomes = {s.attributes["aibridge.mcp.server"]: s.attributes["aibridge.mcp.outcome"] for s in servers}  # type: ignore[index]
     assert outcomes == {"up": "ok", "down": "failed"}
 
 
@@ -162,3 +162,38 @@ async def test_the_pool_caps_and_closes_idle_sessions(make_injector: InjectorFac
         [result] = await injector.call_many([ToolCall("bmcp_pool_whoami", {})], "alice", again)
         assert result.content == "alice-token"
         await _until(lambda: len(injector.pool) == 0, seconds=5)  # the refresh loop closes idle sessions
+
+
+async def test_each_injected_call_has_a_tool_call_span_in_the_callers_trace(
+    mcp_server: McpTestServer, make_injector: InjectorFactory, spans: InMemorySpanExporter
+) -> None:
+    injector = await make_injector(f"servers:\n  - name: tr\n    url: {mcp_server.url}\n")
+    spans.clear()
+    tracer = telemetry.tracer(telemetry.PROXY_SERVICE)
+    with tracer.start_as_current_span("Intercept.ProcessRequest") as parent:
+        calls = [ToolCall("bmcp_tr_add", {"a": 1, "b": 2}), ToolCall("bmcp_tr_fail", {})]
+        await injector.call_many(calls, "alice", {})
+    finished = spans.get_finished_spans()
+    tool_calls = [s for s in finished if s.name == "Intercept.ProcessRequest.ToolCall"]
+    trace_id, parent_id = parent.get_span_context().trace_id, parent.get_span_context().span_id
+    assert all(s.context.trace_id == trace_id and s.parent and s.parent.span_id == parent_id for s in tool_calls)
+    attributes = sorted((dict(s.attributes or {}) for s in tool_calls), key=lambda a: str(a["aibridge.mcp.tool"]))
+    assert attributes == [
+        {
+            "aibridge.tool.name": "bmcp_tr_add",
+            "aibridge.mcp.server": "tr",
+            "aibridge.mcp.tool": "add",
+            "aibridge.mcp.outcome": "ok",
+        },
+        {
+            "aibridge.tool.name": "bmcp_tr_fail",
+            "aibridge.mcp.server": "tr",
+            "aibridge.mcp.tool": "fail",
+            "aibridge.mcp.outcome": "tool_error",
+        },
+    ]
+    assert sorted(s.status.status_code.name for s in tool_calls) == ["ERROR", "UNSET"]
+    acquires = [s for s in finished if s.name == "CachedBridgePool.Acquire"]
+    assert len(acquires) == 2 and {s.parent.span_id for s in acquires if s.parent} == {
+        s.context.span_id for s in tool_calls
+    }
