@@ -327,8 +327,8 @@ def test_the_keyboard_moves_through_sessions(bridge: Bridge, traffic: Traffic, c
     first = session_ids_on(page)[0]
     page.keyboard.press("j")
     assert page.evaluate("document.activeElement.innerText") == first
-    page.keyboard.press("Enter")
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     assert page.url.endswith(f"/aibridge/sessions/{first}")
 
 
