@@ -100,6 +100,7 @@ CASES: dict[str, dict[str, Any]] = {
             "tracing": {"enabled": True, "otlpEndpoint": "http://otel-collector:4317"},
             "retention": "30d",
             "rateLimits": {"maxRps": 50, "maxConcurrent": 200, "userMaxRpm": 120},
+            "budgets": {"enabled": True, "refreshInterval": 5},
             "oidc": {
                 "issuer": "https://login.example.com/realms/main",
                 "audience": "aibridge-cli",

@@ -394,6 +394,9 @@ def test_full_values_set_limits_tracing_and_revocations(report: dict[str, Any]) 
     assert proxy["AIBRIDGE_OPENAI_BASE_URL"]["value"] == "https://openai.internal/v1"
     assert proxy["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel-collector:4317"
     assert proxy["AIBRIDGE_TRACE_ENABLE"]["value"] == "true" and proxy["EXTRA_FLAG"]["value"] == "1"
+    assert proxy["AIBRIDGE_BUDGETS"]["value"] == "true" and proxy["AIBRIDGE_BUDGET_REFRESH_INTERVAL"]["value"] == "5"
+    assert proxy["AIBRIDGE_BUDGET_ALERTS_TOPIC"]["value"] == "aibridge.alerts.v1"
+    assert proxy["AIBRIDGE_CLICKHOUSE_URL"]["value"] == "https://clickhouse.db.svc:8443"  # budgets read the store
     assert env_of(found, "api")["AIBRIDGE_RETENTION"]["value"] == "30d"
     revoked = one(found, "ConfigMap", "bridge-aibridge-revoked-tokens")
     assert revoked["data"]["revoked-token-ids"].split() == ["jti-1", "jti-2"]

@@ -196,6 +196,15 @@
   value: {{ .Values.rateLimits.maxConcurrent | toString | quote }}
 - name: AIBRIDGE_USER_MAX_RPM
   value: {{ .Values.rateLimits.userMaxRpm | toString | quote }}
+{{- if .Values.budgets.enabled }}
+- name: AIBRIDGE_BUDGETS
+  value: "true"
+- name: AIBRIDGE_BUDGET_REFRESH_INTERVAL
+  value: {{ .Values.budgets.refreshInterval | toString | quote }}
+- name: AIBRIDGE_BUDGET_ALERTS_TOPIC
+  value: {{ .Values.budgets.alertsTopic | quote }}
+{{ include "aibridge.env.store" . }}
+{{- end }}
 - name: AIBRIDGE_MAX_BODY_BYTES
   value: {{ .Values.requestLimits.maxBodyBytes | int64 | toString | quote }}
 - name: AIBRIDGE_PROMPT_CAPTURE
