@@ -310,6 +310,35 @@ def proxy_panels(layout: Layout) -> None:
     )
 
 
+def mcp_panels(layout: Layout) -> None:
+    layout.row("MCP tools (Prometheus)")
+    layout.add(
+        "timeseries",
+        "Injected tool calls",
+        "Calls the bridge ran for the model, by server and outcome (ok, tool_error, rpc_error, timeout, "
+        "unavailable, ...), and failed listings of a server's tools (docs/mcp.md).",
+        (10, 8),
+        proms(q.MCP_CALLS),
+        defaults={"unit": "short"},
+    )
+    layout.add(
+        "timeseries",
+        "Injected call duration",
+        "How long the MCP servers took to answer the bridge's calls.",
+        (8, 8),
+        quantiles("aibridge_mcp_call_duration_seconds", by="server"),
+        defaults=SECONDS,
+    )
+    layout.add(
+        "bargauge",
+        "Tools offered per server",
+        "Tools of each MCP server added to requests (after allow/deny); 0 while a server cannot be listed.",
+        (6, 8),
+        [prom(q.MCP_TOOLS, "{{server}}") | {"instant": True, "range": False}],
+        options=BARS,
+    )
+
+
 def backend_panels(layout: Layout) -> None:
     layout.row("Recorder and API (Prometheus)")
     layout.add(
@@ -403,7 +432,7 @@ def variables() -> list[Json]:
 
 def build() -> Json:
     layout = Layout()
-    for section in (usage_panels, spend_panels, audit_panels, proxy_panels, backend_panels):
+    for section in (usage_panels, spend_panels, audit_panels, proxy_panels, mcp_panels, backend_panels):
         section(layout)
     return {
         "uid": "aibridge",

@@ -202,6 +202,11 @@ EVENTS = {
     "buffered": "sum(aibridge_proxy_events_buffered)",
     "spooled": "sum(aibridge_spool_records)",
 }
+MCP_CALLS = {
+    "{{server}} {{outcome}}/s": f"sum by (server, outcome) (rate(aibridge_mcp_calls_total[{RATE}]))",
+    "refresh failures: {{server}}": f"sum by (server) (increase(aibridge_mcp_refresh_failures_total[{RATE}]))",
+}
+MCP_TOOLS = "sum by (server) (aibridge_mcp_tools)"
 RECORDER_LAG = {
     "lag (messages)": "sum(aibridge_recorder_consumer_lag_messages)",
     "p95 publish to stored": quantile(0.95, "aibridge_recorder_publish_to_stored_seconds"),
