@@ -1,4 +1,9 @@
-"""A simulated Anthropic messages API, faithful to the documented wire format."""
+"""A simulated Anthropic messages API, faithful to the documented wire format.
+
+With ``thinking: {"type": "enabled", "budget_tokens": n}`` (n at least 1024, below ``max_tokens``) the
+answer starts with a ``thinking`` block (streamed as ``thinking_delta`` events and a ``signature_delta``);
+``x-simulator-redacted-thinking: 1`` adds a ``redacted_thinking`` block after it.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from aibridge.simulator.common import (
     pieces,
     plan_calls,
     random_id,
+    reasoning_text,
 )
 
 MODELS = (
@@ -43,6 +49,8 @@ def validate(body: Any, *, counting: bool = False) -> str | None:
         return "messages: Field required"
     if not counting and not isinstance(body.get("max_tokens"), int):
         return "max_tokens: Field required"
+    if not counting and _thinks(body) and not 1024 <= _budget(body) < body["max_tokens"]:
+        return "thinking.enabled.budget_tokens: must be at least 1024 and less than max_tokens"
     return None
 
 
@@ -98,16 +106,41 @@ def input_usage(body: dict[str, Any], controls: Controls) -> dict[str, Any]:
     }
 
 
+def _thinks(body: dict[str, Any]) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") == "enabled"
+
+
+def _budget(body: dict[str, Any]) -> int:
+    budget = body["thinking"].get("budget_tokens")
+    return budget if isinstance(budget, int) and not isinstance(budget, bool) else 0
+
+
+def _thinking_blocks(body: dict[str, Any], controls: Controls) -> list[dict[str, Any]]:
+    if not _thinks(body):
+        return []
+    blocks = [{"type": "thinking", "thinking": reasoning_text(_prompt(body)), "signature": random_id("Eq", 64)}]
+    if controls.redacted_thinking:
+        blocks.append({"type": "redacted_thinking", "data": random_id("EmwK", 96)})
+    return blocks
+
+
+def _produced(block: dict[str, Any]) -> Any:
+    return block.get("text") or block.get("thinking") or block.get("data") or block.get("input") or ""
+
+
 def _content(body: dict[str, Any], controls: Controls) -> tuple[list[dict[str, Any]], str]:
+    thinking = _thinking_blocks(body, controls)
     calls = _tool_calls(body, controls)
     if not calls:
-        return [{"type": "text", "text": answer_text(_prompt(body))}], "end_turn"
-    return [{"type": "text", "text": PREAMBLE}, *({"type": "tool_use", **call} for call in calls)], "tool_use"
+        return [*thinking, {"type": "text", "text": answer_text(_prompt(body))}], "end_turn"
+    tool_uses = ({"type": "tool_use", **call} for call in calls)
+    return [*thinking, {"type": "text", "text": PREAMBLE}, *tool_uses], "tool_use"
 
 
 def complete(body: dict[str, Any], controls: Controls) -> Response:
     content, stop_reason = _content(body, controls)
-    output = sum(count_tokens(block.get("text") or block.get("input") or "") for block in content)
+    output = sum(count_tokens(_produced(block)) for block in content)
     answer = {
         "id": random_id("msg_01"),
         "type": "message",
@@ -129,6 +162,12 @@ def _block_events(index: int, block: dict[str, Any]) -> list[bytes]:
     if block["type"] == "text":
         start: dict[str, Any] = {"type": "text", "text": ""}
         deltas = [{"type": "text_delta", "text": piece} for piece in pieces(block["text"])]
+    elif block["type"] == "thinking":
+        start = {"type": "thinking", "thinking": "", "signature": ""}
+        deltas = [{"type": "thinking_delta", "thinking": piece} for piece in pieces(block["thinking"])]
+        deltas.append({"type": "signature_delta", "signature": block["signature"]})
+    elif block["type"] == "redacted_thinking":
+        start, deltas = block, []  # sent whole in its start event
     else:
         start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
         arguments = orjson.dumps(block["input"]).decode()
@@ -144,7 +183,7 @@ def _block_events(index: int, block: dict[str, Any]) -> list[bytes]:
 def stream(body: dict[str, Any], controls: Controls) -> Response:
     content, stop_reason = _content(body, controls)
     usage = input_usage(body, controls)
-    output = sum(count_tokens(block.get("text") or block.get("input") or "") for block in content)
+    output = sum(count_tokens(_produced(block)) for block in content)
     message = {
         "id": random_id("msg_01"),
         "type": "message",

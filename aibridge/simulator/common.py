@@ -27,6 +27,7 @@ class Controls:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    redacted_thinking: bool = False  # an Anthropic answer with thinking also has a redacted_thinking block
     mcp_rounds: int = 1
     mcp_tools: tuple[str, ...] = ()
     mcp_arguments: str | None = None
@@ -46,6 +47,7 @@ class Controls:
             cache_read_tokens=number("cache-read-tokens") or 0,
             cache_write_tokens=number("cache-write-tokens") or 0,
             reasoning_tokens=number("reasoning-tokens") or 0,
+            redacted_thinking=headers.get("x-simulator-redacted-thinking") == "1",
             mcp_rounds=_or_default(number("mcp-rounds"), 1),
             mcp_tools=tuple(name.strip() for name in headers.get("x-simulator-mcp-tools", "").split(",") if name),
             mcp_arguments=headers.get("x-simulator-mcp-arguments"),
@@ -126,6 +128,12 @@ def _sample(schema: dict[str, Any], name: str) -> Any:
 def answer_text(prompt: str | None) -> str:
     about = (prompt or "your request").strip().splitlines()[-1][:80] if (prompt or "").strip() else "your request"
     return f"Simulated answer ✓ to “{about}”: the bridge relayed this stream chunk by chunk."
+
+
+def reasoning_text(prompt: str | None) -> str:
+    """What a simulated model thinks before it answers (a thinking block, a reasoning summary, reasoning_content)."""
+    about = (prompt or "").strip().splitlines()[-1][:80] if (prompt or "").strip() else "the request"
+    return f"Simulated reasoning: the user asks about “{about}”; answer briefly, then check the answer."
 
 
 def pieces(text: str, size: int = 3) -> Iterator[str]:

@@ -1,4 +1,9 @@
-"""A simulated OpenAI chat completions API, faithful to the documented wire format."""
+"""A simulated OpenAI chat completions API, faithful to the documented wire format.
+
+A model whose name holds ``reasoner`` answers as DeepSeek's OpenAI-compatible reasoning model does: the
+message has a ``reasoning_content`` beside its ``content``; streamed, the reasoning comes first in deltas of
+its own (``content`` null) and the answer's deltas carry ``"reasoning_content": null``.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from aibridge.simulator.common import (
     pieces,
     plan_calls,
     random_id,
+    reasoning_text,
 )
 
 FINGERPRINT = "fp_simulated01"
@@ -105,6 +111,8 @@ def usage(body: dict[str, Any], completion: str, controls: Controls) -> dict[str
 def complete(body: dict[str, Any], controls: Controls) -> Response:
     calls = _tool_calls(body, controls)
     message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None, "annotations": []}
+    if _reasons(body):
+        message["reasoning_content"] = reasoning_text(_prompt(body))
     if not calls:
         message["content"] = answer_text(_prompt(body))
         produced = message["content"]
@@ -134,8 +142,21 @@ def complete(body: dict[str, Any], controls: Controls) -> Response:
     return Response(orjson.dumps(answer), media_type="application/json")
 
 
+def _reasons(body: dict[str, Any]) -> bool:
+    return "reasoner" in body["model"]
+
+
 def _deltas(body: dict[str, Any], controls: Controls) -> tuple[list[dict[str, Any]], str, str]:
     """The choice deltas of a streamed answer, what was produced, and the finish reason."""
+    deltas, produced, finish = _answer_deltas(body, controls)
+    if not _reasons(body):
+        return deltas, produced, finish
+    thought = [{"content": None, "reasoning_content": piece} for piece in pieces(reasoning_text(_prompt(body)))]
+    opening = {"role": "assistant", "content": None, "reasoning_content": ""}
+    return [opening, *thought, *({**delta, "reasoning_content": None} for delta in deltas)], produced, finish
+
+
+def _answer_deltas(body: dict[str, Any], controls: Controls) -> tuple[list[dict[str, Any]], str, str]:
     calls = _tool_calls(body, controls)
     if not calls:
         text = answer_text(_prompt(body))

@@ -10,7 +10,11 @@ and ``data:`` lines, a ``type`` and a ``sequence_number``; there is no ``[DONE]`
 
 The answer is a call of the first offered function tool unless the input ends with a
 ``function_call_output`` (the agent loop's follow-up turn) or ``tool_choice`` is ``none``; text otherwise.
-``x-simulator-reasoning-tokens`` makes the output start with a reasoning item, as a reasoning model's does.
+``x-simulator-reasoning-tokens`` makes the output start with a reasoning item, as a reasoning model's does;
+so do ``reasoning: {"summary": "auto" | "concise" | "detailed"}`` (the item carries a ``summary_text`` part,
+streamed as ``response.reasoning_summary_part.added``, ``response.reasoning_summary_text.delta``...,
+``.done`` and ``response.reasoning_summary_part.done``) and ``include: ["reasoning.encrypted_content"]``
+(the item carries ``encrypted_content``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from aibridge.simulator.common import (
     pieces,
     plan_calls,
     random_id,
+    reasoning_text,
 )
 from aibridge.simulator.stored_sim import StoredResponses
 
@@ -141,15 +146,25 @@ def _prompt(body: dict[str, Any]) -> str | None:
 
 
 def _output(body: dict[str, Any], controls: Controls) -> list[dict[str, Any]]:
-    output: list[dict[str, Any]] = []
-    if controls.reasoning_tokens:
-        output.append({"id": random_id("rs_", 48), "type": "reasoning", "summary": []})
+    output = _reasoning(body, controls)
     calls = _tool_calls(body, controls)
     if calls:
         return [*output, *calls]
     text = {"type": "output_text", "annotations": [], "logprobs": [], "text": answer_text(_prompt(body))}
     message = {"id": random_id("msg_", 48), "type": "message", "status": "completed", "role": "assistant"}
     return [*output, message | {"content": [text]}]
+
+
+def _reasoning(body: dict[str, Any], controls: Controls) -> list[dict[str, Any]]:
+    """The reasoning item a reasoning model's output starts with, when asked for or spent."""
+    asked: dict[str, Any] = body["reasoning"] if isinstance(body.get("reasoning"), dict) else {}
+    summarized = asked.get("summary") in ("auto", "concise", "detailed")
+    encrypted = "reasoning.encrypted_content" in (body.get("include") or ())
+    if not (controls.reasoning_tokens or summarized or encrypted):
+        return []
+    summary = [{"type": "summary_text", "text": reasoning_text(_prompt(body))}] if summarized else []
+    item: dict[str, Any] = {"id": random_id("rs_", 48), "type": "reasoning", "summary": summary}
+    return [item | {"encrypted_content": random_id("gAAAAA", 96)} if encrypted else item]
 
 
 def _produced(output: list[dict[str, Any]]) -> str:
@@ -230,9 +245,22 @@ def _item_events(item: dict[str, Any], index: int) -> list[Event]:
         events = list(_message_events(item, index))
     elif item["type"] == "function_call":
         events = list(_call_events(item, index))
+    elif item["type"] == "reasoning":
+        events = list(_reasoning_events(item, index))
     else:
         events = [("response.output_item.added", {"output_index": index, "item": item})]
     return [*events, ("response.output_item.done", {"output_index": index, "item": item})]
+
+
+def _reasoning_events(item: dict[str, Any], index: int) -> Iterator[Event]:
+    yield "response.output_item.added", {"output_index": index, "item": {**item, "summary": []}}
+    for number, part in enumerate(item["summary"]):
+        where = {"item_id": item["id"], "output_index": index, "summary_index": number}
+        yield "response.reasoning_summary_part.added", where | {"part": part | {"text": ""}}
+        for piece in pieces(part["text"]):
+            yield "response.reasoning_summary_text.delta", where | {"delta": piece}
+        yield "response.reasoning_summary_text.done", where | {"text": part["text"]}
+        yield "response.reasoning_summary_part.done", where | {"part": part}
 
 
 def _message_events(item: dict[str, Any], index: int) -> Iterator[Event]:

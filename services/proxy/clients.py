@@ -1,9 +1,16 @@
-"""Which AI client sent a request, from its User-Agent and client-specific headers (best effort).
+"""Which AI client sent a request, from its User-Agent and client-specific headers (best effort), and
+where that client puts its session key.
 
 The names are exactly those of Coder's AI Bridge documentation, so filters written for it work here.
 Rules are tried in order; the first match wins. Sources of the patterns: what Claude Code 2.1 and Codex
 0.171 (installed from npm) were seen sending to a local upstream, and coder/aibridge's own classification
 (client.go).
+
+Session keys (:data:`SESSION_KEYS`): Claude Code 2.1.332 sends ``x-claude-code-session-id`` on every
+request; Codex 0.171.0 sends ``session-id`` (and ``thread-id``, the same id) and puts the same id in the
+Responses body's ``prompt_cache_key``; older codex-rs sent ``session_id``. Any client may send
+``x-aibridge-session-id``, which wins over a client's own key. A request without one has no session: the
+bridge never groups requests it cannot tell belong together.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, Final
 
 
 class Client(StrEnum):
@@ -72,3 +80,42 @@ def classify(user_agent: str | None, headers: Mapping[str, str]) -> Client:
         if rule.matches(agent, headers):
             return rule.client
     return Client.UNKNOWN
+
+
+GENERIC_SESSION_HEADER: Final = "x-aibridge-session-id"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKey:
+    """Where ``client`` sends its session key: the first of ``headers`` present, else the request body's
+    ``body_field`` (a string)."""
+
+    client: Client
+    headers: tuple[str, ...] = ()
+    body_field: str | None = None
+
+
+SESSION_KEYS: Final[dict[Client, SessionKey]] = {
+    key.client: key
+    for key in (
+        SessionKey(Client.CLAUDE_CODE, headers=("x-claude-code-session-id",)),
+        SessionKey(Client.CODEX, headers=("session-id", "session_id"), body_field="prompt_cache_key"),
+    )
+}
+
+
+def session_id(client: Client, headers: Mapping[str, str], body: Mapping[str, Any]) -> str:
+    """The request's session key ("" when it has none): the generic header, else where ``client`` sends
+    one (:data:`SESSION_KEYS`). ``headers`` must answer lower-case names."""
+    generic = headers.get(GENERIC_SESSION_HEADER, "").strip()
+    if generic:
+        return generic
+    key = SESSION_KEYS.get(client)
+    if key is None:
+        return ""
+    for name in key.headers:
+        value = headers.get(name, "").strip()
+        if value:
+            return value
+    found = body.get(key.body_field) if key.body_field is not None else None
+    return found.strip() if isinstance(found, str) else ""

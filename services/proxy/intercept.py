@@ -24,7 +24,7 @@ from aibridge.auth import AuthError, Identity, Verifier
 from aibridge.events import Event, InterceptionContext, Status
 from aibridge.metrics import PROXY_AUTH_FAILURES
 from aibridge.pricing import PriceTable
-from aibridge.proxy.clients import classify
+from aibridge.proxy.clients import Client, classify, session_id
 from aibridge.proxy.errors import InvalidRequestBody, ProxyError, RequestTooLarge, error_body
 from aibridge.proxy.flow import Flow
 from aibridge.proxy.guards.breaker import Breakers, parse_retry_after
@@ -198,8 +198,10 @@ class Interceptor:
         """The interception's context: built, and its started event queued, by the first call (from the
         loop right after the request is written upstream, or earlier if something needs it first)."""
         if flow.context is None:
-            flow.context = self._context(flow.headers, flow.identity, flow.parsed.model, flow.parsed.stream, flow.obs)
-            flow.obs.emit(self._emitter, flow.context.started())
+            context = self._context(flow.headers, flow.identity, flow.parsed.model, flow.parsed.stream, flow.obs)
+            key = session_id(Client(context.client), flow.headers, flow.parsed.body)
+            flow.obs.emit(self._emitter, context.started(session_id=key, turn=flow.parsed.turn))
+            flow.context = context
         return flow.context
 
     def _invalid(self, headers: dict[str, str], identity: Identity, exc: ProxyError, obs: Observation) -> Response:
@@ -366,6 +368,8 @@ class Interceptor:
             )
             obs.emit(self._emitter, event)
             self._spent(event)
+        for found in summary.reasoning if summary and not rounds else ():
+            obs.emit(self._emitter, context.reasoning(found.kind, found.text, response_id, found.metadata))
         for call in summary.tool_calls if summary and not rounds else ():
             obs.emit(
                 self._emitter,

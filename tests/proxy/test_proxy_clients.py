@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from starlette.datastructures import Headers
 
-from aibridge.proxy.clients import Client, classify
+from aibridge.proxy.clients import Client, classify, session_id
 
 # (user agent, extra headers, expected client, where the string comes from)
 CASES = [
@@ -59,3 +59,24 @@ def test_every_documented_name_is_reachable_and_nothing_else() -> None:
     }
     assert {client.value for client in Client} == documented
     assert {case[2] for case in CASES} == set(Client)
+
+
+# (client, headers, body, expected session key)
+SESSION_CASES = [
+    (Client.CLAUDE_CODE, {"x-claude-code-session-id": "cc-1"}, {}, "cc-1"),
+    (Client.CODEX, {"session-id": "cx-1", "thread-id": "cx-1"}, {"prompt_cache_key": "other"}, "cx-1"),
+    (Client.CODEX, {"session_id": "cx-old"}, {}, "cx-old"),
+    (Client.CODEX, {}, {"prompt_cache_key": "cx-body"}, "cx-body"),
+    (Client.CODEX, {}, {"prompt_cache_key": 42}, ""),
+    (Client.UNKNOWN, {"x-aibridge-session-id": " generic "}, {}, "generic"),
+    (Client.CLAUDE_CODE, {"x-aibridge-session-id": "g", "x-claude-code-session-id": "cc"}, {}, "g"),
+    (Client.UNKNOWN, {"session-id": "x", "x-claude-code-session-id": "y"}, {"prompt_cache_key": "z"}, ""),
+    (Client.CURSOR, {}, {}, ""),
+]
+
+
+@pytest.mark.parametrize(("client", "headers", "body", "expected"), SESSION_CASES)
+def test_session_key_is_read_where_the_client_sends_it(
+    client: Client, headers: dict[str, str], body: dict[str, object], expected: str
+) -> None:
+    assert session_id(client, headers, body) == expected

@@ -30,6 +30,8 @@ def round_events(
                 cache_write_input_tokens=usage.cache_write_input_tokens,
                 metadata=usage.metadata,
             )
+        for found in summary.reasoning:
+            yield context.reasoning(found.kind, found.text, summary.response_id, found.metadata)
         for call in summary.tool_calls:
             yield tool_event(context, summary.response_id, call, current)
 

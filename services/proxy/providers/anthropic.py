@@ -2,6 +2,11 @@
 
 Streaming usage is cumulative: ``message_start`` carries the first counts and every ``message_delta``
 carries the totals so far, so later values replace earlier ones and nothing is added up.
+
+Reasoning: ``thinking`` content blocks (their text; streamed as ``thinking_delta`` events, whose
+``signature_delta`` is not kept) and ``redacted_thinking`` blocks (encrypted by the provider: noted,
+no text). A stream's text deltas are still skipped undecoded; only once a thinking block has started
+are deltas searched for ``"thinking_delta"``.
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ from typing import Any
 
 import orjson
 
+from aibridge.events import ReasoningKind, Turn
 from aibridge.proxy.providers.openai import load_object, require_model_and_messages
 from aibridge.proxy.providers.records import (
     UNRECORDABLE,
     ParsedRequest,
+    Reasoning,
     ResponseSummary,
     ToolCall,
     Usage,
@@ -35,7 +42,8 @@ _EXTRAS = ("cache_creation", "service_tier", "server_tool_use", "output_tokens_d
 def parse_request(raw: bytes) -> ParsedRequest:
     body = load_object(raw)
     model = require_model_and_messages(body)
-    return ParsedRequest(body, model, body.get("stream") is True, last_user_prompt(body["messages"]))
+    messages = body["messages"]
+    return ParsedRequest(body, model, body.get("stream") is True, last_user_prompt(messages), turn_of(messages))
 
 
 def last_user_prompt(messages: list[Any]) -> str | None:
@@ -47,6 +55,27 @@ def last_user_prompt(messages: list[Any]) -> str | None:
     if not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
         return None
     return message_text(messages[-1].get("content"), "text")
+
+
+def turn_of(messages: list[Any]) -> Turn:
+    """A last user message holding ``tool_result`` parts returns tools' output (Claude Code may add
+    ``<system-reminder>`` text parts to it); any other user message is a person's prompt."""
+    if not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
+        return Turn.UNKNOWN
+    content = messages[-1].get("content")
+    if isinstance(content, list) and any(isinstance(part, dict) and type_of(part) == "tool_result" for part in content):
+        return Turn.TOOL_RESULT
+    return Turn.PROMPT
+
+
+def reasoning_of(block: dict[str, Any]) -> Reasoning | None:
+    """A ``thinking`` block's text, or a ``redacted_thinking`` block noted; None for other blocks."""
+    kind = type_of(block)
+    if kind == "thinking":
+        return Reasoning(ReasoningKind.THINKING, str(block.get("thinking") or ""))
+    if kind == "redacted_thinking":
+        return Reasoning(ReasoningKind.REDACTED)
+    return None
 
 
 def usage_from(usage: dict[str, Any]) -> Usage:
@@ -80,8 +109,12 @@ def parse_response(raw: bytes) -> ResponseSummary:
         summary.usage = usage_from(body["usage"])
     content = body.get("content")
     for block in content if isinstance(content, list) else ():
-        if isinstance(block, dict) and type_of(block) in TOOL_BLOCKS:
+        if not isinstance(block, dict):
+            continue
+        if type_of(block) in TOOL_BLOCKS:
             summary.tool_calls.append(_tool_call(block))
+        elif (reasoning := reasoning_of(block)) is not None:
+            summary.reasoning.append(reasoning)
     return summary
 
 
@@ -102,6 +135,7 @@ class MessageStream(ForwardingTee):
         self.summary = ResponseSummary()
         self._usage: dict[str, Any] = {}
         self._blocks: dict[int, _PendingBlock] = {}
+        self._thinking: dict[int, Reasoning | list[str]] = {}  # by index: a block noted, or thinking text
         self._stopped = False  # ``message_stop`` seen: the provider finished the message
 
     def _complete(self) -> None:
@@ -111,6 +145,10 @@ class MessageStream(ForwardingTee):
             _tool_call(pending.block, "".join(pending.partial_json) if pending.partial_json else None)
             for pending in self._blocks.values()
         ]
+        self.summary.reasoning = [
+            found if isinstance(found, Reasoning) else Reasoning(ReasoningKind.THINKING, "".join(found))
+            for _, found in sorted(self._thinking.items())
+        ]
         if not self._stopped and self.summary.error is None:
             self.summary.error = "the stream ended before its final event (message_stop)"
 
@@ -119,8 +157,12 @@ class MessageStream(ForwardingTee):
             self._stopped = True
         if event.data is None or event.event in _NOTHING_RECORDED:
             return
-        if event.event == "content_block_delta" and b'"input_json_delta"' not in event.raw:
-            return  # text or thinking: nothing in it is recorded (most events of a stream)
+        if (
+            event.event == "content_block_delta"
+            and b'"input_json_delta"' not in event.raw
+            and not (self._thinking and b'"thinking_delta"' in event.raw)
+        ):
+            return  # text or a signature: nothing in it is recorded (most events of a stream)
         try:
             payload = orjson.loads(event.data)
         except orjson.JSONDecodeError:
@@ -135,10 +177,10 @@ class MessageStream(ForwardingTee):
             pending = self._blocks.get(as_int(payload.get("index")))
             if pending is not None and delta.get("type") == "input_json_delta":
                 pending.partial_json.append(str(delta.get("partial_json") or ""))
+            elif delta.get("type") == "thinking_delta":
+                self._take_thinking(as_int(payload.get("index")), delta.get("thinking"))
         elif kind == "content_block_start":
-            block = mapping(payload.get("content_block"))
-            if type_of(block) in TOOL_BLOCKS:
-                self._blocks[as_int(payload.get("index"))] = _PendingBlock(block)
+            self._take_block(as_int(payload.get("index")), mapping(payload.get("content_block")))
         elif kind == "message_start":
             message = mapping(payload.get("message"))
             self.summary.response_id = str(message.get("id") or "")
@@ -150,6 +192,17 @@ class MessageStream(ForwardingTee):
             error = mapping(payload.get("error"))
             text = f"{error.get('type', 'error')}: {error.get('message', '')}"
             self.summary.error = ProviderMessage(text, error.get("type"))
+
+    def _take_block(self, index: int, block: dict[str, Any]) -> None:
+        if type_of(block) in TOOL_BLOCKS:
+            self._blocks[index] = _PendingBlock(block)
+        elif (reasoning := reasoning_of(block)) is not None:
+            self._thinking[index] = reasoning if reasoning.kind is ReasoningKind.REDACTED else [reasoning.text]
+
+    def _take_thinking(self, index: int, text: Any) -> None:
+        found = self._thinking.get(index)
+        if isinstance(found, list) and isinstance(text, str):
+            found.append(text)
 
     def _merge_usage(self, usage: Any) -> None:
         if isinstance(usage, dict):

@@ -11,6 +11,9 @@ of its own route, with the usage read as :func:`aibridge.proxy.providers.respons
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from aibridge.events import Turn
 from aibridge.proxy.errors import InvalidRequestBody
 from aibridge.proxy.providers import responses
 from aibridge.proxy.providers.records import ParsedRequest
@@ -19,8 +22,9 @@ ROUTE = "/v1/responses/compact"
 
 
 def parse_request(raw: bytes) -> ParsedRequest:
-    """A Responses request body; ``stream: true`` is refused here, as the API has no stream for compaction."""
+    """A Responses request body; ``stream: true`` is refused here, as the API has no stream for compaction.
+    Its turn is not known: the last item is the conversation's, not the request's."""
     parsed = responses.parse_request(raw)
     if parsed.stream:
         raise InvalidRequestBody("'stream' is not supported by /v1/responses/compact: it answers with one JSON object")
-    return parsed
+    return replace(parsed, turn=Turn.UNKNOWN)  # a client's housekeeping: neither starts nor continues a thread

@@ -1,4 +1,8 @@
-"""OpenAI chat completions, parsed on the side: pure functions over bytes and dicts."""
+"""OpenAI chat completions, parsed on the side: pure functions over bytes and dicts.
+
+Reasoning: ``reasoning_content``, which OpenAI-compatible providers (DeepSeek and others) send beside
+``content`` in a choice's message or, streamed, in its deltas (``null`` in the deltas of the answer).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ from typing import Any
 
 import orjson
 
+from aibridge.events import ReasoningKind, Turn
 from aibridge.proxy.errors import InvalidRequestBody
 from aibridge.proxy.providers.records import (
     ParsedRequest,
+    Reasoning,
     ResponseSummary,
     ToolCall,
     Usage,
@@ -54,7 +60,8 @@ def require_model_and_messages(body: dict[str, Any]) -> str:
 def parse_request(raw: bytes) -> ParsedRequest:
     body = load_object(raw)
     model = require_model_and_messages(body)
-    parsed = ParsedRequest(body, model, body.get("stream") is True, last_user_prompt(body["messages"]))
+    messages = body["messages"]
+    parsed = ParsedRequest(body, model, body.get("stream") is True, last_user_prompt(messages), turn_of(messages))
     if parsed.stream and "stream_options" in body and not wants_usage(body):
         upstream_body(parsed, raw)  # rewritten later: refused here (400) if it cannot be; rare, so written twice
     return parsed
@@ -65,6 +72,16 @@ def last_user_prompt(messages: list[Any]) -> str | None:
     if not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
         return None
     return message_text(messages[-1].get("content"), None)
+
+
+_TURNS = {"user": Turn.PROMPT, "tool": Turn.TOOL_RESULT, "function": Turn.TOOL_RESULT}
+
+
+def turn_of(messages: list[Any]) -> Turn:
+    """A last message of role user is a prompt; of role tool (or the older function) a tool's result."""
+    last = messages[-1] if messages else None
+    role = last.get("role") if isinstance(last, dict) else None
+    return _TURNS.get(role, Turn.UNKNOWN) if isinstance(role, str) else Turn.UNKNOWN
 
 
 def wants_usage(body: dict[str, Any]) -> bool:
@@ -122,7 +139,10 @@ def parse_response(raw: bytes) -> ResponseSummary:
     if isinstance(body.get("usage"), dict):
         summary.usage = usage_from(body["usage"], body.get("service_tier"))
     for choice in _objects(body.get("choices")):
-        for call in _objects(mapping(choice.get("message")).get("tool_calls")):
+        message = mapping(choice.get("message"))
+        if isinstance(thought := message.get("reasoning_content"), str) and thought:
+            summary.reasoning.append(Reasoning(ReasoningKind.REASONING_CONTENT, thought))
+        for call in _objects(message.get("tool_calls")):
             function = mapping(call.get("function"))
             summary.tool_calls.append(
                 ToolCall(
@@ -157,6 +177,7 @@ class ChatStream:
         self._hide_usage = hide_usage
         self._decoder = SSEDecoder()  # the parsing side (settle)
         self._calls: dict[tuple[int, int], _PendingCall] = {}
+        self._reasoning: dict[int, list[str]] = {}  # by choice: its reasoning_content deltas
         self._unparsed: list[bytes] = []  # forwarded, not yet parsed
         self._held = b""  # hiding usage: the start of an event not yet complete
         self._events: SSEDecoder | None = None  # hiding usage, CR line ends: event by event
@@ -213,6 +234,9 @@ class ChatStream:
         for event in self._decoder.close():
             self._observe(event)
         self.summary.tool_calls = [ToolCall(c.call_id, c.name, "".join(c.arguments)) for c in self._calls.values()]
+        self.summary.reasoning = [
+            Reasoning(ReasoningKind.REASONING_CONTENT, "".join(parts)) for _, parts in sorted(self._reasoning.items())
+        ]
         if not self._done and self.summary.error is None:
             self.summary.error = "the stream ended before its final event ([DONE])"
         return forwarded
@@ -265,7 +289,10 @@ class ChatStream:
         if isinstance(chunk.get("usage"), dict):
             summary.usage = usage_from(chunk["usage"], chunk.get("service_tier"))
         for choice in _objects(chunk.get("choices")):
-            for call in _objects(mapping(choice.get("delta")).get("tool_calls")):
+            delta = mapping(choice.get("delta"))
+            if isinstance(thought := delta.get("reasoning_content"), str) and thought:
+                self._reasoning.setdefault(as_int(choice.get("index")), []).append(thought)
+            for call in _objects(delta.get("tool_calls")):
                 self._take_call(as_int(choice.get("index")), call)
 
     def _take_call(self, choice: int, call: dict[str, Any]) -> None:
@@ -302,10 +329,13 @@ def _unless_usage_only(raw: bytes) -> bytes:
 
 
 def _worth_decoding(raw: bytes) -> bool:
-    """Whether a chunk after the first may carry what is recorded: tool calls, an error, usage.
+    """Whether a chunk after the first may carry what is recorded: tool calls, an error, usage, reasoning
+    (a ``reasoning_content`` string; it is ``null`` in the deltas of the answer).
 
     Decided on the bytes (inside a JSON string a quote is escaped, so ``"tool_calls"`` matches only a
     member name); a false positive only costs a decode."""
     if b'"tool_calls"' in raw or b'"error"' in raw:
+        return True
+    if b'"reasoning_content":"' in raw or b'"reasoning_content": "' in raw:
         return True
     return b'"usage"' in raw and b'"usage":null' not in raw and b'"usage": null' not in raw

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from aibridge.events import ReasoningKind, Turn
+
 
 class Provider(StrEnum):
     OPENAI = "openai"
@@ -28,6 +30,7 @@ class ParsedRequest:
     model: str
     stream: bool
     prompt: str | None
+    turn: Turn = Turn.UNKNOWN  # what the last message is: a human prompt, tool results, or not known
 
 
 @dataclass(slots=True)
@@ -47,15 +50,26 @@ class ToolCall:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """The model's reasoning in one response: a thinking block, a reasoning item's summary, a choice's
+    ``reasoning_content``; ``text`` is empty for the kinds the provider sent unreadable (redacted, encrypted)."""
+
+    kind: ReasoningKind
+    text: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class ResponseSummary:
-    """What one upstream response (blocking or streamed) said about usage and tool calls."""
+    """What one upstream response (blocking or streamed) said about usage, tool calls and reasoning."""
 
     response_id: str = ""
     model: str = ""
     usage: Usage | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
     error: str | None = None
+    reasoning: list[Reasoning] = field(default_factory=list)
 
 
 MAX_COUNT = 2**63 - 1

@@ -16,6 +16,11 @@ Streaming: each event is ``event: <type>`` and ``data: {"type": <type>, "sequenc
 ``function_call`` (and ``custom_tool_call``, Codex's ``apply_patch``), assembled from
 ``response.output_item.added``, the argument deltas and their ``.done`` events, and ``response.output_item.done``
 (whose full item is authoritative). The stream is forwarded unchanged: it always carries its usage.
+
+Reasoning: output items of type ``reasoning``. Their ``summary`` parts (``summary_text``; streamed as
+``response.reasoning_summary_text.delta`` and ``.done``) are recorded as a summary; an item with only
+``encrypted_content`` (asked for with ``include: ["reasoning.encrypted_content"]``, as Codex does) is
+noted as encrypted; an item with neither (the summary was not asked for) is not recorded.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from typing import Any, cast
 
 import orjson
 
+from aibridge.events import ReasoningKind, Turn
 from aibridge.proxy.errors import InvalidRequestBody, ProxyError, openai_error
 from aibridge.proxy.providers.openai import load_object
 from aibridge.proxy.providers.records import (
     ParsedRequest,
+    Reasoning,
     ResponseSummary,
     ToolCall,
     Usage,
@@ -48,6 +55,7 @@ TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "respo
 _OPENING_EVENTS = frozenset({"response.created", "response.in_progress", "response.queued"})
 _DELTA_EVENTS = frozenset({"response.function_call_arguments.delta", "response.custom_tool_call_input.delta"})
 _CACHE_DETAILS = ("cached_tokens", "cache_write_tokens")
+_SUMMARY_EVENTS = frozenset({"response.reasoning_summary_text.delta", "response.reasoning_summary_text.done"})
 
 
 def parse_request(raw: bytes) -> ParsedRequest:
@@ -58,7 +66,7 @@ def parse_request(raw: bytes) -> ParsedRequest:
     items = body.get("input")
     if items is not None and not isinstance(items, str | list):
         raise InvalidRequestBody("'input' must be a string or an array of input items")
-    return ParsedRequest(body, model, body.get("stream") is True, last_user_prompt(items))
+    return ParsedRequest(body, model, body.get("stream") is True, last_user_prompt(items), turn_of(items))
 
 
 def last_user_prompt(items: Any) -> str | None:
@@ -71,6 +79,33 @@ def last_user_prompt(items: Any) -> str | None:
     if last.get("role") != "user" or last.get("type", "message") != "message":
         return None
     return message_text(last.get("content"), "input_text")
+
+
+def turn_of(items: Any) -> Turn:
+    """A string input or a last user message is a prompt; a last tool output item
+    (``function_call_output``, ``custom_tool_call_output``, ...) returns a tool's result."""
+    if isinstance(items, str):
+        return Turn.PROMPT
+    if not isinstance(items, list) or not items or not isinstance(items[-1], dict):
+        return Turn.UNKNOWN
+    kind = items[-1].get("type", "message")
+    if isinstance(kind, str) and kind.endswith("_call_output"):
+        return Turn.TOOL_RESULT
+    return Turn.PROMPT if kind == "message" and items[-1].get("role") == "user" else Turn.UNKNOWN
+
+
+def reasoning_of(item: dict[str, Any]) -> Reasoning | None:
+    """A ``reasoning`` output item's summary, or the item noted as encrypted; None when it has neither."""
+    parts = item.get("summary")
+    texts = [
+        part["text"]
+        for part in (parts if isinstance(parts, list) else ())
+        if isinstance(part, dict) and isinstance(part.get("text"), str) and part["text"]
+    ]
+    encrypted = bool(item.get("encrypted_content"))
+    if texts:
+        return Reasoning(ReasoningKind.SUMMARY, "\n\n".join(texts), {"encrypted_content": True} if encrypted else {})
+    return Reasoning(ReasoningKind.ENCRYPTED) if encrypted else None
 
 
 def usage_from(usage: dict[str, Any], service_tier: Any = None) -> Usage:
@@ -110,6 +145,7 @@ def summarize(response: dict[str, Any]) -> ResponseSummary:
     if isinstance(response.get("usage"), dict):
         summary.usage = usage_from(response["usage"], response.get("service_tier"))
     summary.tool_calls = [tool_call(item) for _, item in _tool_items(response)]
+    summary.reasoning = [found for _, item in _items(response, "reasoning") if (found := reasoning_of(item))]
     summary.error = _error_text(response.get("error"))
     return summary
 
@@ -142,6 +178,21 @@ class _PendingCall:
         return tool_call(self.item, self.arguments if self.arguments is not None else "".join(self.deltas))
 
 
+@dataclass(slots=True)
+class _PendingReasoning:
+    """A reasoning item being streamed: its summary parts' deltas by summary index; once its
+    ``output_item.done`` arrived, ``item`` is complete."""
+
+    parts: dict[int, list[str]] = field(default_factory=dict)
+    item: dict[str, Any] | None = None
+
+    def reasoning(self) -> Reasoning | None:
+        if self.item is not None:
+            return reasoning_of(self.item)
+        texts = [{"text": "".join(self.parts[index])} for index in sorted(self.parts)]
+        return reasoning_of({"summary": texts})
+
+
 class ResponsesStream(ForwardingTee):
     """Tees a streamed response: ``feed`` returns the chunk unchanged; ``settle`` (after the send) parses it."""
 
@@ -149,11 +200,14 @@ class ResponsesStream(ForwardingTee):
         super().__init__()
         self.summary = ResponseSummary()
         self._calls: dict[int, _PendingCall] = {}
+        self._reasoning: dict[int, _PendingReasoning] = {}  # by output index
         self._last_sequence = -1
         self._terminated = False  # a terminal event seen: the provider finished the response
 
     def _complete(self) -> None:
         self.summary.tool_calls = [self._calls[index].call() for index in sorted(self._calls)]
+        found = (self._reasoning[index].reasoning() for index in sorted(self._reasoning))
+        self.summary.reasoning = [reasoning for reasoning in found if reasoning is not None]
         if not self._terminated and self.summary.error is None:
             self.summary.error = "the stream ended before its final event (response.completed, .incomplete or .failed)"
 
@@ -196,6 +250,8 @@ class ResponsesStream(ForwardingTee):
             self._pending(payload).arguments = str(payload.get("arguments") or "")
         elif kind == "response.custom_tool_call_input.done":
             self._pending(payload).arguments = str(payload.get("input") or "")
+        elif kind in _SUMMARY_EVENTS:
+            self._take_summary(payload, done=kind.endswith(".done"))
         elif kind in _OPENING_EVENTS or kind in TERMINAL_EVENTS:
             self._terminated = self._terminated or kind in TERMINAL_EVENTS
             self._take_response(mapping(payload.get("response")), terminal=kind in TERMINAL_EVENTS)
@@ -205,15 +261,27 @@ class ResponsesStream(ForwardingTee):
 
     def _take_item(self, payload: dict[str, Any], *, done: bool) -> None:
         item = mapping(payload.get("item"))
+        index = as_int(payload.get("output_index"))
+        if type_of(item) == "reasoning":
+            pending_reasoning = self._reasoning.setdefault(index, _PendingReasoning())
+            pending_reasoning.item = item if done else pending_reasoning.item
+            return
         if type_of(item) not in TOOL_ITEMS:
             return
-        index = as_int(payload.get("output_index"))
         if done:
             self._calls[index] = _PendingCall(item, complete=True)
         elif (pending := self._calls.get(index)) is not None:
             pending.item = item
         else:
             self._calls[index] = _PendingCall(item)
+
+    def _take_summary(self, payload: dict[str, Any], *, done: bool) -> None:
+        pending = self._reasoning.setdefault(as_int(payload.get("output_index")), _PendingReasoning())
+        index = as_int(payload.get("summary_index"))
+        if done:
+            pending.parts[index] = [str(payload.get("text") or "")]
+        elif isinstance(delta := payload.get("delta"), str):
+            pending.parts.setdefault(index, []).append(delta)
 
     def _pending(self, payload: dict[str, Any]) -> _PendingCall:
         index = as_int(payload.get("output_index"))
@@ -231,6 +299,16 @@ class ResponsesStream(ForwardingTee):
         self.summary.error = final.error or self.summary.error
         for index, item in _tool_items(response):
             self._calls[index] = _PendingCall(item, complete=True)
+        for index, item in _items(response, "reasoning"):
+            self._reasoning[index] = _PendingReasoning(item=item)
+
+
+def _items(response: dict[str, Any], kind: str) -> list[tuple[int, dict[str, Any]]]:
+    """The output items of type ``kind`` with their output index."""
+    output = response.get("output")
+    if not isinstance(output, list):
+        return []
+    return [(i, item) for i, item in enumerate(output) if isinstance(item, dict) and type_of(item) == kind]
 
 
 def _tool_items(response: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:

@@ -320,7 +320,7 @@ def _describe(span: Span, context: InterceptionContext) -> None:
 
 def _count(event: Event, include_initiator: bool, prices: PriceTable) -> None:
     kind = event["type"]
-    if kind in (EventType.INTERCEPTION_STARTED, EventType.INTERCEPTION_ENDED):
+    if kind in (EventType.INTERCEPTION_STARTED, EventType.INTERCEPTION_ENDED, EventType.REASONING):
         return
     provider, model, client = event["provider"], metrics.model_label(event["model"]), event["client"]
     if kind == EventType.TOOL_USAGE:
