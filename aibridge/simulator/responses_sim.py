@@ -105,12 +105,13 @@ def _function_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _injected_rounds(items: Any) -> int:
-    """Turns of the input that called an injected function (consecutive calls are one turn)."""
+    """Turns of the input that called an injected function: consecutive calls are one turn; a call after
+    a ``function_call_output`` starts the next one (the bridge replays turn, results, turn, results)."""
     rounds, previous = 0, False
     for item in items if isinstance(items, list) else ():
         called = item.get("type") == "function_call" and str(item.get("name", "")).startswith(INJECTED_PREFIX)
         rounds += called and not previous
-        previous = called or (previous and item.get("type") == "function_call_output")
+        previous = called
     return rounds
 
 

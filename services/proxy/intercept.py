@@ -34,6 +34,7 @@ from aibridge.proxy.incoming import authenticate, forward_headers, header_map, r
 from aibridge.proxy.mcp.injector import McpInjector
 from aibridge.proxy.mcp.loop import McpRun
 from aibridge.proxy.mcp.recorded import round_events
+from aibridge.proxy.mcp.streamed import InjectedRounds, LaterRoundFailed, RoundsTee, prepare_streamed, stream_edit
 from aibridge.proxy.providers.records import Provider, ResponseSummary
 from aibridge.proxy.providers.spec import ProviderSpec
 from aibridge.proxy.recording.deferred import Deferred
@@ -223,11 +224,14 @@ class Interceptor:
         """Send upstream first; the interception's context and started event are built while the
         provider works (:meth:`_started`)."""
         body, tee = self.spec.prepare(flow.parsed, flow.raw)
-        if not flow.parsed.stream and self.spec.tool_format is not None:
+        if self._mcp is not None and self.spec.tool_format is not None:
             flow.mcp = McpRun.begin(
                 self._mcp, self.spec.tool_format, flow.parsed.body, flow.identity.user_id, flow.headers
             )
-            body = flow.mcp.request_body() if flow.mcp is not None else body
+            if flow.mcp is not None:
+                if flow.parsed.stream:
+                    prepare_streamed(flow.mcp, self.spec.tool_format)
+                body = flow.mcp.request_body()
         query = flow.request.scope["query_string"]
         url = f"{self.spec.url}?{query.decode('latin-1')}" if query else self.spec.url
         headers = forward_headers(flow.request.scope["headers"], self.spec.key_headers)
@@ -281,6 +285,8 @@ class Interceptor:
                 message = ProviderMessage.from_body(answer, _ERROR_WINDOW)
                 self._record(flow, None, status=Status.UPSTREAM_ERROR, http_status=response.status, error=message)
                 return with_headers(Response(answer, response.status), response.headers)
+            if flow.parsed.stream and flow.mcp is not None:
+                return self._stream_rounds(flow, flow.mcp, url, headers, response)
             if flow.parsed.stream:
                 return self._stream(flow, response, tee)
             answer = await obs.read(response)
@@ -305,14 +311,41 @@ class Interceptor:
             answer = await flow.obs.read(response)
         return response, run.merged(answer) if response.status < 400 else answer
 
-    def _stream(self, flow: Flow, response: UpstreamResponse, tee: Tee) -> RelayResponse:
+    def _stream_rounds(
+        self, flow: Flow, run: McpRun, url: str, headers: dict[str, str], response: UpstreamResponse
+    ) -> RelayResponse:
+        """A streamed request with injected tools: the rounds joined into the client's one stream."""
+
+        async def next_round(body: bytes) -> UpstreamResponse:
+            flow.obs.upstream_done()
+            flow.obs.sending(headers)
+            later = await flow.obs.request(self._upstream.request("POST", url, headers, body))
+            flow.answers.append(later)
+            if later.status >= 400:
+                refused = ProviderMessage.from_body(await flow.obs.read(later), _ERROR_WINDOW)
+                raise LaterRoundFailed(f"the provider refused a later round ({later.status}): {refused}")
+            return later
+
+        assert self.spec.tool_format is not None  # a run exists only on routes that offer tools
+        edit = stream_edit(self.spec.tool_format, flow.parsed.body)
+        rounds = InjectedRounds(run, edit, response, next_round, flow.obs.active)
+        own = getattr(edit, "error_event", None)
+        return self._stream(flow, rounds, RoundsTee(rounds, self.spec.parse_response), own)
+
+    def _stream(
+        self,
+        flow: Flow,
+        response: UpstreamResponse,
+        tee: Tee,
+        own: Callable[[ProxyError], bytes] | None = None,
+    ) -> RelayResponse:
         def finished(summary: ResponseSummary, status: Status, error: str | None) -> None:
             upstream_error = error if status is Status.UPSTREAM_ERROR else None
             flow.obs.streamed(relay.upstream_wait, relay.client_wait, upstream_error, relay.ended)
             flow.leave()
             self._record(flow, summary, status=status, http_status=response.status, error=error)
 
-        own = getattr(tee, "error_event", None)  # an OwnErrorEvents tee (isinstance on a Protocol is slow)
+        own = own or getattr(tee, "error_event", None)  # an OwnErrorEvents tee (isinstance on a Protocol is slow)
         error_event: Callable[[ProxyError], bytes] = own if own is not None else self._stream_error
         relay = Relay(response, tee, finished, error_event, self._deferred.call)
         flow.obs.defer()

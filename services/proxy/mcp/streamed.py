@@ -1,0 +1,144 @@
+"""The injection loop for a streamed request: the rounds' streams joined into the one stream the client gets.
+
+:class:`InjectedRounds` stands in for the upstream response the relay reads: it reads one round's
+stream, forwards what :mod:`.stream_edits` lets through as it comes, then hands the round (rebuilt as a
+blocking answer) to :meth:`McpRun.settle <aibridge.proxy.mcp.loop.McpRun.settle>`. Another round due:
+the injected calls have run, the next request goes upstream and its stream continues the client's.
+Otherwise the withheld terminal events go out, with the usage summed over the rounds. A later round the
+provider refuses (or that cannot be reached) ends the stream with an error event in the provider's
+shape. :class:`RoundsTee` is the relay's tee: the bytes are already edited, it only reports the end.
+Only requests with injected tools take this path; every other stream is relayed as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import orjson
+
+from aibridge.proxy.errors import ProxyError
+from aibridge.proxy.mcp.loop import McpRun, Round
+from aibridge.proxy.mcp.registry import ToolFormat
+from aibridge.proxy.mcp.stream_edits import AnthropicStreamEdit, ChatStreamEdit, ResponsesStreamEdit, StreamEdit
+from aibridge.proxy.providers.records import ResponseSummary
+from aibridge.proxy.providers.sse import SSEDecoder
+from aibridge.proxy.upstream.client import UpstreamResponse
+
+NextRound = Callable[[bytes], Awaitable[UpstreamResponse]]
+INCOMPLETE = "the stream ended before its final event"
+
+
+class LaterRoundFailed(ProxyError):
+    """The provider refused a later round of the injection loop (the client's stream is already under way)."""
+
+    status = 502
+
+
+def stream_edit(tool_format: ToolFormat, body: dict[str, Any]) -> StreamEdit:
+    if tool_format is ToolFormat.ANTHROPIC:
+        return AnthropicStreamEdit()
+    if tool_format is ToolFormat.OPENAI_CHAT:
+        options = body.get("stream_options")
+        return ChatStreamEdit(client_usage=isinstance(options, dict) and options.get("include_usage") is True)
+    return ResponsesStreamEdit()
+
+
+def prepare_streamed(run: McpRun, tool_format: ToolFormat) -> None:
+    """A streamed chat completion always asks for usage upstream (each round's is recorded and summed)."""
+    if tool_format is ToolFormat.OPENAI_CHAT:
+        options = run.body.get("stream_options")
+        run.body = run.body | {
+            "stream_options": (options if isinstance(options, dict) else {}) | {"include_usage": True}
+        }
+
+
+class InjectedRounds:
+    """Reads like an upstream response (``ready``, ``chunks``, ``close``), over every round of the loop."""
+
+    def __init__(
+        self,
+        run: McpRun,
+        edit: StreamEdit,
+        first: UpstreamResponse,
+        next_round: NextRound,
+        active: Callable[[], AbstractContextManager[Any]],
+    ) -> None:
+        self.run = run
+        self.status = first.status
+        self.headers = first.headers
+        self.edit = edit
+        self._response = first
+        self._next_round = next_round
+        self._active = active  # the interception's span as the current one (the calls' spans are its children)
+        self.complete = False  # the terminal events were released
+        self._settled = True  # the current round went to the loop (False while it streams)
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.chunks()])
+
+    def ready(self) -> bytes:
+        return b""  # read with the first chunk
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            self.edit.begin_round()
+            self._settled = False
+            decoder = SSEDecoder()
+            async for chunk in self._response.chunks():
+                if forwarded := b"".join([self.edit.event(event) for event in decoder.feed(chunk)]):
+                    yield forwarded
+            if tail := b"".join([self.edit.event(event) for event in decoder.close()]):
+                yield tail
+            self._settled = True
+            answer = self.edit.answer()
+            with self._active():
+                again = await self.run.settle(orjson.dumps(answer) if answer is not None else b"")
+            if not again:
+                break
+            await self._response.close()
+            self._response = await self._next_round(self.run.request_body())
+        self.complete = True
+        if final := self.edit.release([current.answer for current in self.run.rounds]):
+            yield final
+
+    def unsettled(self) -> None:
+        """A round cut short (the client left, the provider failed) still counts for the record."""
+        if self._settled:
+            return
+        self._settled = True
+        answer = self.edit.answer()
+        if answer is not None:
+            self.run.rounds.append(Round(orjson.dumps(answer), answer, []))
+
+    async def close(self) -> None:
+        await self._response.close()
+
+
+class RoundsTee:
+    """The relay's tee for :class:`InjectedRounds`: forwards the edited bytes; the record comes from the rounds."""
+
+    def __init__(self, rounds: InjectedRounds, parse: Callable[[bytes], ResponseSummary]) -> None:
+        self._rounds = rounds
+        self._parse = parse
+        self.summary = ResponseSummary()
+
+    def feed(self, chunk: bytes) -> bytes:
+        return chunk
+
+    def settle(self) -> None:
+        return None
+
+    def end(self) -> bytes:
+        return b""
+
+    def close(self) -> bytes:
+        self._rounds.unsettled()
+        rounds = self._rounds.run.rounds
+        if rounds:
+            summary = self._parse(rounds[-1].raw)
+            self.summary = ResponseSummary(response_id=summary.response_id, model=summary.model, error=summary.error)
+        if not self._rounds.complete and self.summary.error is None:
+            self.summary.error = INCOMPLETE
+        return b""
