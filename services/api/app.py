@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aibridge import groups, metrics, pricing
@@ -240,6 +241,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> OrjsonResponse:
         return OrjsonResponse(_validation_error(exc).body(), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> OrjsonResponse:
+        """The framework's own refusals (an unknown path, a body that is not JSON) in the API's error shape."""
+        return OrjsonResponse({"message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(ClickHouseError)
     async def store_error(request: Request, exc: ClickHouseError) -> OrjsonResponse:

@@ -33,7 +33,7 @@ def test_no_request_makes_the_api_fail(
     """
     schema = schemathesis.openapi.from_url(f"{api_url}/api/v2/aibridge/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 7
+    assert len(operations) == 11
     headers = {"Authorization": f"Bearer {tokens[user]}"}
     for operation in operations:
 
@@ -49,10 +49,12 @@ def test_the_schema_documents_every_endpoint_and_no_422(api_url: str) -> None:
     document = httpx.get(f"{api_url}/api/v2/aibridge/openapi.json").json()
     paths = document["paths"]
     names = ("interceptions", "sessions", "sessions/{session_id}", "models", "clients", "providers", "usage")
-    assert set(paths) == {f"/api/v2/aibridge/{name}" for name in names}
+    budgets = ("budgets", "budgets/me", "budgets/{scope}/{name}/{period}")
+    assert set(paths) == {f"/api/v2/aibridge/{name}" for name in (*names, *budgets)}
     for operations in paths.values():
-        responses = operations["get"]["responses"]
-        assert {"200", "400", "401", "403", "503"} <= set(responses)
-        assert "422" not in responses
+        for operation in operations.values():
+            responses = operation["responses"]
+            assert {"400", "401", "403", "503"} <= set(responses) and {"200", "204"} & set(responses)
+            assert "422" not in responses
     docs = httpx.get(f"{api_url}/api/v2/aibridge/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
