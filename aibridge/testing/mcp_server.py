@@ -11,7 +11,9 @@ The port stays the same across :meth:`stop` and :meth:`start`, for "down at star
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import threading
 import time
 from types import TracebackType
@@ -140,7 +142,23 @@ class McpTestServer:
 
 
 def serve_forever(port: int, **options: Any) -> None:  # pragma: no cover - a manual helper
-    """``python -c 'from aibridge.testing.mcp_server import serve_forever; serve_forever(9100)'``."""
-    with McpTestServer(port, **options):
-        while True:
-            time.sleep(3600)
+    """``python -m aibridge.testing.mcp_server --port 8765``: the server until interrupted."""
+    with McpTestServer(port, **options) as server:
+        print(f"MCP test server at {server.url}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+
+
+def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a manual helper
+    parser = argparse.ArgumentParser(
+        description="A small MCP server (add, slow, fail, whoami, ...) for trying injection."
+    )
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--required-token", default=None, help="refuse any other bearer token with a 401")
+    args = parser.parse_args(argv)
+    serve_forever(args.port, required_token=args.required_token)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -20,9 +20,9 @@ import orjson
 
 from aibridge.proxy.errors import ProxyError
 from aibridge.proxy.mcp.loop import McpRun, Round
-from aibridge.proxy.mcp.registry import ToolFormat
+from aibridge.proxy.mcp.registry import PREFIX, ToolFormat
 from aibridge.proxy.mcp.stream_edits import AnthropicStreamEdit, ChatStreamEdit, ResponsesStreamEdit, StreamEdit
-from aibridge.proxy.providers.records import ResponseSummary
+from aibridge.proxy.providers.records import ResponseSummary, Usage
 from aibridge.proxy.providers.sse import SSEDecoder
 from aibridge.proxy.upstream.client import UpstreamResponse
 
@@ -116,6 +116,19 @@ class InjectedRounds:
         await self._response.close()
 
 
+def summed(summaries: list[ResponseSummary]) -> Usage | None:
+    """The rounds' token counts added up (for the interception's log line; each round is its own record)."""
+    usages = [summary.usage for summary in summaries if summary.usage is not None]
+    if not usages:
+        return None
+    return Usage(
+        input_tokens=sum(usage.input_tokens for usage in usages),
+        output_tokens=sum(usage.output_tokens for usage in usages),
+        cache_read_input_tokens=sum(usage.cache_read_input_tokens for usage in usages),
+        cache_write_input_tokens=sum(usage.cache_write_input_tokens for usage in usages),
+    )
+
+
 class RoundsTee:
     """The relay's tee for :class:`InjectedRounds`: forwards the edited bytes; the record comes from the rounds."""
 
@@ -135,10 +148,14 @@ class RoundsTee:
 
     def close(self) -> bytes:
         self._rounds.unsettled()
-        rounds = self._rounds.run.rounds
-        if rounds:
-            summary = self._parse(rounds[-1].raw)
-            self.summary = ResponseSummary(response_id=summary.response_id, model=summary.model, error=summary.error)
+        summaries = [self._parse(current.raw) for current in self._rounds.run.rounds]
+        if summaries:
+            last = summaries[-1]
+            self.summary = ResponseSummary(response_id=last.response_id, model=last.model, error=last.error)
+            self.summary.usage = summed(summaries)
+            # the client's calls, as a blocking merged answer has them (the injected ones have their own spans)
+            calls = [call for summary in summaries for call in summary.tool_calls]
+            self.summary.tool_calls = [call for call in calls if not call.name.startswith(PREFIX)]
         if not self._rounds.complete and self.summary.error is None:
             self.summary.error = INCOMPLETE
         return b""
