@@ -85,6 +85,13 @@ def _add_login_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
 def _add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     proxy = commands.add_parser("proxy", help="run the proxy (publishes events to Kafka)")
     _add_listen(proxy, "0.0.0.0:8080")
+    proxy.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes sharing the port (default AIBRIDGE_WORKERS, else the CPU limit or the host's cores)",
+    )
     proxy.set_defaults(handler=_lazy("aibridge.runner", "run_proxy"))
     recorder = commands.add_parser("recorder", help="run the recorder (Kafka -> ClickHouse)")
     _add_listen(recorder, "0.0.0.0:8082, health and metrics")

@@ -2,11 +2,18 @@
 
 Sections per component; a process registers only what it uses because all metrics live in the
 default registry and are exported by whichever component serves ``/metrics``.
+
+With several proxy workers (:mod:`aibridge.workers`) the metrics are kept in prometheus-client's
+multiprocess mode: counters and histograms add up over the workers; each gauge says how (``livesum``
+for amounts such as requests in flight, ``livemax`` for states and ages); a gauge read from a function
+is set through :func:`track`, because a function cannot be read from another process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -37,7 +44,9 @@ PROXY_EVENTS_DROPPED = Counter(
 PROXY_EVENT_SEND_FAILURES = Counter(
     "aibridge_proxy_event_send_failures", "Failed attempts to send an event to the bus (retried or dropped)."
 )
-PROXY_EVENTS_BUFFERED = Gauge("aibridge_proxy_events_buffered", "Interception events waiting to be published.")
+PROXY_EVENTS_BUFFERED = Gauge(
+    "aibridge_proxy_events_buffered", "Interception events waiting to be published.", multiprocess_mode="livesum"
+)
 
 # Interception metrics of issue 6. The usage counters carry an ``initiator`` label (the username) that
 # ``AIBRIDGE_METRICS_INITIATOR_LABEL=false`` empties for cardinality: build label values only through
@@ -58,6 +67,7 @@ PROXY_INTERCEPTIONS_IN_FLIGHT = Gauge(
     "aibridge_proxy_interceptions_in_flight",
     "Interceptions between arrival and their last byte to the client, by provider, model and route.",
     ["provider", "model", "route"],
+    multiprocess_mode="livesum",
 )
 PROXY_INTERCEPTION_DURATION_SECONDS = Histogram(
     "aibridge_proxy_interception_duration_seconds",
@@ -156,13 +166,18 @@ RECORDER_FAILURES = Counter(
     "Failed operations, retried (write, dead_letter, commit, poll).",
     ["operation"],
 )
-RECORDER_PAUSED = Gauge("aibridge_recorder_paused", "1 while fetching is paused because a write or dead letter waits.")
+RECORDER_PAUSED = Gauge(
+    "aibridge_recorder_paused",
+    "1 while fetching is paused because a write or dead letter waits.",
+    multiprocess_mode="livemax",
+)
 RECORDER_EVENTS_CONSUMED = Counter(
     "aibridge_recorder_events_consumed", "Messages taken from the bus (valid or not) before decoding."
 )
 RECORDER_CONSUMER_LAG_MESSAGES = Gauge(
     "aibridge_recorder_consumer_lag_messages",
     "Messages in this recorder's assigned partitions (or in-process queue) not yet consumed.",
+    multiprocess_mode="livesum",
 )
 RECORDER_STORE_ERRORS = Counter(
     "aibridge_recorder_store_errors",
@@ -200,7 +215,9 @@ API_AUDIT_RECORDS = Counter(
 API_AUDIT_SEND_FAILURES = Counter(
     "aibridge_api_audit_send_failures", "Failed attempts to send access audit records to the bus (retried)."
 )
-API_AUDIT_BUFFERED = Gauge("aibridge_api_audit_records_buffered", "Access audit records waiting for the bus.")
+API_AUDIT_BUFFERED = Gauge(
+    "aibridge_api_audit_records_buffered", "Access audit records waiting for the bus.", multiprocess_mode="livesum"
+)
 
 __all__ = ["Counter", "Gauge", "Histogram"]
 
@@ -215,9 +232,16 @@ CIRCUIT_BREAKER_STATE = Gauge(
     "aibridge_circuit_breaker_state",
     "Upstream circuit breaker per provider and model: 0 closed, 1 open, 2 half-open.",
     ["provider", "model"],
+    multiprocess_mode="livemax",
 )
-SPOOL_BYTES = Gauge("aibridge_spool_bytes", "Bytes of spool segment files on disk (events the bus has not taken).")
-SPOOL_RECORDS = Gauge("aibridge_spool_records", "Events in the spool not yet acknowledged by the bus.")
+SPOOL_BYTES = Gauge(
+    "aibridge_spool_bytes",
+    "Bytes of spool segment files on disk (events the bus has not taken).",
+    multiprocess_mode="livesum",
+)
+SPOOL_RECORDS = Gauge(
+    "aibridge_spool_records", "Events in the spool not yet acknowledged by the bus.", multiprocess_mode="livesum"
+)
 SPOOL_APPENDED_RECORDS = Counter("aibridge_spool_appended_records", "Events written to the spool.")
 SPOOL_REPLAYED_RECORDS = Counter("aibridge_spool_replayed_records", "Spooled events the bus acknowledged.")
 SPOOL_DROPPED_RECORDS = Counter(
@@ -230,7 +254,10 @@ SPOOL_DISCARDED_BYTES = Counter(
 # ---- MCP tool injection (proxy) ------------------------------------------------------------------
 
 MCP_TOOLS = Gauge(
-    "aibridge_mcp_tools", "Tools of each MCP server injected into requests (after allow/deny).", ["server"]
+    "aibridge_mcp_tools",
+    "Tools of each MCP server injected into requests (after allow/deny).",
+    ["server"],
+    multiprocess_mode="livemax",
 )
 MCP_CALLS = Counter(
     "aibridge_mcp_calls",
@@ -247,6 +274,12 @@ MCP_CALL_DURATION_SECONDS = Histogram(
 MCP_REFRESH_FAILURES = Counter(
     "aibridge_mcp_refresh_failures", "Failed listings of an MCP server's tools (retried with backoff).", ["server"]
 )
+MCP_ROUND_CAP = Counter(
+    "aibridge_mcp_round_cap",
+    "Requests whose injection loop reached AIBRIDGE_MCP_MAX_ROUNDS while the model still called injected tools"
+    " (those calls not run), by API (anthropic, openai_chat, openai_responses).",
+    ["api"],
+)
 
 # ---- budgets (proxy) -----------------------------------------------------------------------------
 
@@ -254,6 +287,7 @@ BUDGET_STATE_AGE_SECONDS = Gauge(
     "aibridge_proxy_budget_state_age_seconds",
     "Seconds since the budgets and spend were last read from the store (-1 before the first read: requests"
     " are refused).",
+    multiprocess_mode="livemax",
 )
 BUDGET_REFRESH_FAILURES = Counter(
     "aibridge_proxy_budget_refresh_failures",
@@ -321,3 +355,26 @@ def child(metric: Any, *values: str) -> Any:
     if found is None:
         found = _CHILDREN[key] = metric.labels(*values)
     return found
+
+
+_TRACKED: list[tuple[Gauge, Callable[[], float]]] = []
+_TRACK_INTERVAL = 1.0
+
+
+def track(gauge: Gauge, read: Callable[[], float]) -> None:
+    """Make ``gauge`` show ``read()``: read at each scrape in one process; with workers (multiprocess
+    mode, where a scrape is served by any one worker) copied into the gauge every second by
+    :func:`copy_tracked_gauges`, which each worker runs."""
+    gauge.set_function(read)
+    _TRACKED[:] = [(g, r) for g, r in _TRACKED if g is not gauge] + [(gauge, read)]
+
+
+async def copy_tracked_gauges(interval: float = _TRACK_INTERVAL) -> None:
+    """Forever: set every tracked gauge from its function (multiprocess mode only)."""
+    while True:
+        for gauge, read in _TRACKED:
+            try:
+                gauge.set(read())
+            except Exception:
+                logging.getLogger("aibridge.metrics").exception("reading the %s gauge failed", gauge._name)
+        await asyncio.sleep(interval)

@@ -15,18 +15,20 @@ import signal
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from aibridge import store, telemetry
+from aibridge import metrics, store, telemetry, workers
 from aibridge.bus import BusConsumer, BusProducer, InProcessBus, JsonlProducer
 from aibridge.component import Component
 from aibridge.embedded import EmbeddedHome, print_banner
@@ -35,6 +37,9 @@ from aibridge.http_limits import HeaderLimitSettings, limited_protocol
 from aibridge.identity import NoVerifierConfigured, Verifiers
 from aibridge.logs import configure_logging
 from aibridge.settings import CommonSettings, StoreSettings
+
+if TYPE_CHECKING:
+    from aibridge.proxy.settings import ProxySettings
 
 log = logging.getLogger("aibridge")
 
@@ -57,6 +62,7 @@ class Plan:
     data_dir: Path | None = None
     simulate: bool = False
     overrides: dict[str, object] = field(default_factory=dict)
+    worker: int | None = None  # this process's index when it is one of several proxy workers
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -173,6 +179,7 @@ class Host:
         started: list[Component] = []
         if self._verifier is not None:
             await self._verifier.start()
+        gauges = asyncio.create_task(metrics.copy_tracked_gauges()) if self.plan.worker is not None else None
         try:
             for name in START_ORDER:
                 if name in self.components:
@@ -182,6 +189,8 @@ class Host:
             yield
         finally:
             await self._stop(started)
+            if gauges is not None:
+                gauges.cancel()
 
     async def _stop(self, started: list[Component]) -> None:
         for component in reversed(started):
@@ -203,7 +212,9 @@ class Host:
             log.error("shutdown: %d events were not stored in %ss", left, timeout)
 
     async def _healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        if self.plan.worker is None:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok", "worker": self.plan.worker})
 
     async def _readyz(self, request: Request) -> Response:
         checks: dict[str, str | None] = {}
@@ -215,7 +226,11 @@ class Host:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def _metrics(self, request: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        if self.plan.worker is None:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        registry = CollectorRegistry()  # every worker's samples, from the files they all write
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def serve(plan: Plan) -> int:
@@ -244,8 +259,9 @@ def serve(plan: Plan) -> int:
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal with the handler it found;
     # make that handler end the process as a clean exit (after flushing traces) rather than a kill.
     signal.signal(signal.SIGTERM, _stop_requested)
+    sockets = [workers.reuse_port_socket(plan.host, plan.port)] if plan.worker is not None else None
     try:
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=sockets)
     except (KeyboardInterrupt, StopRequested):
         pass
     finally:
@@ -270,7 +286,49 @@ def _distributed(args: argparse.Namespace, component: ComponentName, default_lis
         return 2
     overrides = _trace_overrides(args)
     plan = Plan(components=(component,), bus="kafka", host=host, port=port, overrides=overrides)
+    if component == "proxy":
+        return _serve_proxy(plan, getattr(args, "workers", None))
     return serve(plan)
+
+
+def _serve_proxy(plan: Plan, workers_flag: int | None) -> int:
+    """One process, or a supervisor of ``--workers`` / ``AIBRIDGE_WORKERS`` processes on one port."""
+    from aibridge.proxy.settings import ProxySettings
+
+    settings = ProxySettings(**plan.overrides)  # type: ignore[arg-type]
+    count = workers_flag if workers_flag is not None else settings.workers or workers.cpu_limit()
+    if count <= 1:
+        return serve(plan)
+    configure_logging(settings.log_level, json_lines=True if settings.structured_logs else None)
+    if plan.port == 0:
+        log.error("several workers need a fixed port (--listen HOST:PORT with PORT > 0)")
+        return 2
+    try:
+        workers.check_port_free(plan.host, plan.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", plan.host, plan.port, exc)
+        return 2
+    supervisor = workers.Supervisor(count, partial(_serve_worker, plan), stop_timeout=settings.shutdown_grace)
+    return supervisor.run()
+
+
+def _serve_worker(plan: Plan, index: int, count: int) -> int:
+    from aibridge.proxy.settings import ProxySettings
+
+    own = worker_overrides(ProxySettings(**plan.overrides), index, count)  # type: ignore[arg-type]
+    return serve(replace(plan, worker=index, overrides=plan.overrides | own))
+
+
+def worker_overrides(settings: ProxySettings, index: int, count: int) -> dict[str, object]:
+    """What differs in worker ``index`` of ``count``: its share of the replica's rate and concurrency
+    limits, and its own spool directory (a spool belongs to one process)."""
+    own: dict[str, object] = {
+        "max_rps": workers.share(settings.max_rps, count),
+        "max_concurrent": workers.share_count(settings.max_concurrent, count),
+    }
+    if settings.spool_dir is not None:
+        own["spool_dir"] = settings.spool_dir / f"worker-{index}"
+    return own
 
 
 def _trace_overrides(args: argparse.Namespace) -> dict[str, object]:

@@ -27,6 +27,12 @@ class ProxySettings(
     store is read for them only: docs/spend.md)."""
 
     listen: str = Field(default="0.0.0.0:8080", description="HOST:PORT the proxy listens on.")
+    workers: int = Field(
+        default=0,
+        ge=0,
+        description="Proxy processes sharing the port (one core each); 0 = the container's CPU limit, or the"
+        " host's cores.",
+    )
     openai_key: SecretStr | None = Field(default=None, description="Central OpenAI API key sent upstream.")
     anthropic_key: SecretStr | None = Field(default=None, description="Central Anthropic API key sent upstream.")
     openai_key_file: Path | None = Field(default=None, description="A file holding the OpenAI key instead.")

@@ -130,7 +130,7 @@ class BudgetGuard:
         self._alerted: set[tuple[str, str, str, str, str]] = set()
         self._loaded_at: float | None = None
         self._task: asyncio.Task[None] | None = None
-        metrics.BUDGET_STATE_AGE_SECONDS.set_function(self._age)
+        metrics.track(metrics.BUDGET_STATE_AGE_SECONDS, self._age)
 
     # ---- lifecycle -------------------------------------------------------------------------------
 

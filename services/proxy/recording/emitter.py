@@ -33,6 +33,7 @@ from aibridge.metrics import (
     PROXY_EVENTS_BUFFERED,
     PROXY_EVENTS_DROPPED,
     PROXY_EVENTS_PUBLISHED,
+    track,
 )
 from aibridge.proxy.recording.spool import Spool, drain
 
@@ -79,7 +80,7 @@ class EventEmitter:
         self.replayed = 0
         self.spooled = 0
         self.dropped = 0
-        PROXY_EVENTS_BUFFERED.set_function(self._queue.qsize)
+        track(PROXY_EVENTS_BUFFERED, self._queue.qsize)
 
     @property
     def running(self) -> bool:

@@ -190,6 +190,8 @@
   value: {{ $provider.baseUrl | quote }}
 {{- end }}
 {{- end }}
+- name: AIBRIDGE_WORKERS
+  value: {{ .Values.proxyWorkers | toString | quote }}
 - name: AIBRIDGE_MAX_RPS
   value: {{ .Values.rateLimits.maxRps | toString | quote }}
 - name: AIBRIDGE_MAX_CONCURRENT
