@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from opentelemetry.context import Context
 
+from aibridge.metrics import MCP_ROUND_CAP
 from aibridge.proxy.mcp.client import CallResult
 from aibridge.proxy.mcp.injector import McpInjector, ToolCall
 from aibridge.proxy.mcp.registry import JsonObject, ToolFormat
@@ -106,6 +107,7 @@ class McpRun:
             return False
         if len(self.rounds) >= self.injector.max_rounds:
             current.not_run = NOT_RUN_ROUND_CAP
+            MCP_ROUND_CAP.labels(self.shape.tool_format.value).inc()
             log.warning("MCP injection: %d rounds reached, the last injected calls not run", len(self.rounds))
             return False
         requested = [ToolCall(call.name, decode_arguments(call.arguments)) for call in current.injected]

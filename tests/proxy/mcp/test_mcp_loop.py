@@ -10,6 +10,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from prometheus_client import REGISTRY
 from proxy_support import Proxy, ProxyFactory
 
 from aibridge.testing.mcp_server import McpTestServer
@@ -38,6 +39,10 @@ def openai_client(proxy: Proxy, token: str, **headers: str) -> openai.OpenAI:
 
 def of_type(events: list[Any], kind: str) -> list[Any]:
     return [event for event in events if event["type"] == kind]
+
+
+def round_caps(api: str = "anthropic") -> float:
+    return REGISTRY.get_sample_value("aibridge_mcp_round_cap_total", {"api": api}) or 0.0
 
 
 def sent_bodies(simulator: Any, path: str) -> list[Any]:
@@ -143,6 +148,7 @@ async def test_round_cap_strips_the_calls(
     start_proxy: ProxyFactory, mcp_server: McpTestServer, tmp_path: Path, token: str, events_of: Callable[..., Any]
 ) -> None:
     proxy = start_proxy(mcp_servers_file=servers_file(tmp_path, mcp_server), mcp_max_rounds=2)
+    capped = round_caps()
     client = anthropic_client(proxy, token, **{"x-simulator-mcp-tools": ADD, "x-simulator-mcp-rounds": "5"})
     message = client.messages.create(
         model="claude-sonnet-4-5", max_tokens=99, messages=[{"role": "user", "content": "x"}]
@@ -152,6 +158,7 @@ async def test_round_cap_strips_the_calls(
     assert len(of_type(events, "token_usage")) == 2
     tools = of_type(events, "tool_usage")
     assert [t["invocation_error"] for t in tools][-1].startswith("not run: the round cap")
+    assert round_caps() == capped + 1
 
 
 async def test_mixed_turn_gives_the_client_only_its_calls(

@@ -11,7 +11,16 @@ from typing import Any
 import orjson
 import pytest
 from proxy_support import Proxy, ProxyFactory
-from test_mcp_loop import ADD, anthropic_client, mcp_proxy, of_type, openai_client, sent_bodies, servers_file
+from test_mcp_loop import (
+    ADD,
+    anthropic_client,
+    mcp_proxy,
+    of_type,
+    openai_client,
+    round_caps,
+    sent_bodies,
+    servers_file,
+)
 
 from aibridge.testing.mcp_server import McpTestServer
 
@@ -97,6 +106,7 @@ async def test_anthropic_stream_round_cap(
     start_proxy: ProxyFactory, mcp_server: McpTestServer, tmp_path: Path, token: str, events_of: Callable[..., Any]
 ) -> None:
     proxy = start_proxy(mcp_servers_file=servers_file(tmp_path, mcp_server), mcp_max_rounds=2)
+    capped = round_caps()
     client = anthropic_client(proxy, token, **{"x-simulator-mcp-tools": ADD, "x-simulator-mcp-rounds": "5"})
     with client.messages.stream(
         model="claude-sonnet-4-5", max_tokens=99, messages=[{"role": "user", "content": "x"}]
@@ -106,6 +116,7 @@ async def test_anthropic_stream_round_cap(
     events = await events_of(1)
     assert len(of_type(events, "token_usage")) == 2
     assert of_type(events, "tool_usage")[-1]["invocation_error"].startswith("not run: the round cap")
+    assert round_caps() == capped + 1
 
 
 @pytest.mark.parametrize("include_usage", [True, False])
