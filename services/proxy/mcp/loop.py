@@ -120,8 +120,11 @@ class McpRun:
         return True
 
     def merged(self, last: bytes) -> bytes:
-        """The answer the client gets (``last`` as it is when no round could be read)."""
+        """The answer the client gets: ``last`` as it is when no round could be read or the only round
+        called no injected tool (nothing to take out), else the rounds merged."""
         if not self.rounds or self.rounds[-1].raw is not last:
+            return last
+        if len(self.rounds) == 1 and not self.rounds[0].injected:
             return last
         return orjson.dumps(self.shape.merge([current.answer for current in self.rounds]))
 

@@ -9,13 +9,17 @@ from typing import Any
 
 import anthropic
 import openai
+import orjson
 import pytest
 from prometheus_client import REGISTRY
 from proxy_support import Proxy, ProxyFactory
 
+from aibridge.proxy.mcp import ToolFormat
+from aibridge.proxy.mcp.loop import McpRun
 from aibridge.testing.mcp_server import McpTestServer
 
 ADD = "bmcp_tools_add"
+InjectorFactory = Callable[..., Any]  # the make_injector fixture
 
 
 def servers_file(tmp_path: Path, server: McpTestServer, extra: str = "") -> Path:
@@ -220,3 +224,16 @@ async def test_server_down_is_an_error_result_not_a_5xx(
     assert message.stop_reason == "end_turn"
     result = sent_bodies(simulator, "/v1/messages")[-1]["messages"][-1]["content"][0]
     assert result["is_error"] is True and "unavailable" in result["content"]
+
+
+async def test_an_answer_without_injected_calls_reaches_the_client_as_the_provider_sent_it(
+    mcp_server: McpTestServer, make_injector: InjectorFactory
+) -> None:
+    injector = await make_injector(f"servers:\n  - name: tools\n    url: {mcp_server.url}\n")
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    run = McpRun.begin(injector, ToolFormat.OPENAI_CHAT, body, "user-1", {})
+    assert run is not None
+    message = {"role": "assistant", "content": "hello"}
+    raw = b'{"id": "c1",  "choices": [{"index": 0, "message": %s, "finish_reason": "stop"}]}' % orjson.dumps(message)
+    assert not await run.settle(raw)
+    assert run.merged(raw) is raw  # not decoded and encoded again: the provider's bytes
