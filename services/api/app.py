@@ -35,8 +35,9 @@ log = logging.getLogger("aibridge.api")
 PREFIX = "/api/v2/aibridge"
 Q_DESCRIPTION = (
     'Space-separated key:value terms, combined with AND; quote values with spaces (client:"Claude Code"). '
-    "Keys: initiator (user id, username or me), provider, model, client, started_after (inclusive) and "
-    "started_before (exclusive) as RFC 3339 times."
+    "Keys: initiator (user id, username or me), provider, model, client, session_id, thread_id (the id of the "
+    "interception that started the thread), started_after (inclusive) and started_before (exclusive) as RFC 3339 "
+    "times."
 )
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": models.ErrorResponse, "description": "Bad input; the message names the offending term."},

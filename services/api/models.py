@@ -72,6 +72,11 @@ class Interception(BaseModel):
     status: str | None = Field(description="How it ended (completed, upstream_error, ...); null while in flight.")
     http_status: int | None = Field(description="HTTP status answered to the client; null while in flight.")
     error: str | None
+    session_id: str = Field(description="The client's session key; empty when it sent none.")
+    thread_id: str | None = Field(
+        description="The id of the interception that started its thread (docs/sessions.md); null without a session."
+    )
+    turn: str = Field(description="prompt, tool_result, or empty when not known.")
     token_usages: list[TokenUsage]
     user_prompts: list[UserPrompt]
     tool_usages: list[ToolUsage]
@@ -156,12 +161,6 @@ class SessionsPage(BaseModel):
     results: list[SessionSummary] = Field(description="Newest activity first.")
 
 
-class SessionInterception(Interception):
-    session_id: str
-    thread_id: str = Field(description="The id of the interception that started its thread.")
-    turn: str = Field(description="prompt, tool_result, or empty when not known.")
-
-
 class Thread(BaseModel):
     id: str = Field(description="The id of the interception that started it: its prompt, or the first one.")
     initiator: Initiator
@@ -170,7 +169,7 @@ class Thread(BaseModel):
     started_at: str = Field(description="RFC 3339.")
     ended_at: str | None = Field(description="RFC 3339: when its last interception ended; null while in flight.")
     duration_ms: int | None = Field(description="From its start to its last end; null while in flight.")
-    interceptions: list[SessionInterception] = Field(description="In the order they started.")
+    interceptions: list[Interception] = Field(description="In the order they started.")
     tool_calls: list[ToolUsage] = Field(description="Every tool call the model made in it, in order.")
     reasoning: list[dict[str, Any]] = Field(description="The model's reasoning, where the store keeps it.")
     input_tokens: int

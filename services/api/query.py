@@ -2,7 +2,8 @@
 
 ``q`` is space-separated ``key:value`` terms combined with AND. A value with spaces is double-quoted
 (``client:"Claude Code"``; ``\\"`` and ``\\\\`` escape inside quotes). Keys: ``client``, ``initiator``
-(user id, username or ``me``), ``provider``, ``model``, ``started_after`` (inclusive) and
+(user id, username or ``me``), ``provider``, ``model``, ``session_id``, ``thread_id`` (the id of the
+interception that started the thread), ``started_after`` (inclusive) and
 ``started_before`` (exclusive), both RFC 3339 with a time zone. Every error names the offending term.
 """
 
@@ -16,7 +17,7 @@ from typing import Final
 
 from aibridge.api.errors import BadRequest
 
-TEXT_KEYS: Final = ("initiator", "provider", "model", "client")
+TEXT_KEYS: Final = ("initiator", "provider", "model", "client", "session_id", "thread_id")
 TIME_KEYS: Final = ("started_after", "started_before")
 KEYS: Final = TEXT_KEYS + TIME_KEYS
 MAX_VALUE_LENGTH: Final = 256
@@ -35,6 +36,8 @@ class Filters:
     client: str | None = None
     started_after: datetime | None = None
     started_before: datetime | None = None
+    session_id: str | None = None
+    thread_id: str | None = None
 
     def merged(self, other: Filters) -> Filters:
         """These filters plus ``other``'s; a key set in both is a 400."""

@@ -23,7 +23,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from opentelemetry.trace import SpanKind
 
 from aibridge import metrics, store, telemetry
-from aibridge.api import sql
+from aibridge.api import sql, threads
 from aibridge.api.errors import StoreUnavailable
 from aibridge.api.pool import ClientSource, describe
 from aibridge.api.render import Row, add_cost, render_child, render_interception
@@ -102,7 +102,7 @@ class InterceptionReader:
         """One user's page from a few copies per id read in key order, else (or when they hold too few
         ids) the exact ``LIMIT 1 BY id`` query."""
         wanted = offset + limit
-        if criteria.initiator_ids is None or wanted > _FETCH_AHEAD_MAX:
+        if criteria.initiator_ids is None or criteria.session_id is not None or wanted > _FETCH_AHEAD_MAX:
             return self._rows("page", sql.page(criteria, limit, offset, after))
         fetch = _COPIES_FETCHED * wanted
         copies = self._rows("page", sql.user_rows(criteria, fetch, after))
@@ -124,6 +124,15 @@ class InterceptionReader:
                 return None
             started_at = rows[0][0]
         return sql.Position(started_at, interception_id)
+
+    def thread_span(self, thread_id: UUID, initiator_ids: tuple[str, ...] | None) -> threads.Span | None:
+        """The thread that ``thread_id`` started, if it started one the caller (``initiator_ids``) may see."""
+        starters = self._rows("thread", threads.starter_statement(thread_id, initiator_ids))
+        if not starters:
+            return None
+        session_id, initiator_id, client, started_at, _ = starters[0]
+        lane = self._rows("thread", threads.lane_statement(session_id, initiator_id, client, started_at))
+        return threads.span(starters[0], lane[0])
 
     def initiator_ids(self, value: str) -> tuple[str, ...]:
         """User ids for a user id or username; found ones are remembered for a few minutes."""
@@ -162,9 +171,15 @@ class InterceptionReader:
         """The rows of a statement built elsewhere (:mod:`aibridge.api.sessions`), timed and traced as ``name``."""
         return self._rows(name, statement)
 
-    def rendered(self, rows: Sequence[Sequence[Any]]) -> list[Row]:
-        """Interception rows (:data:`sql.INTERCEPTION_COLUMNS`, one per id) rendered with their children and cost."""
+    def rendered(self, rows: Sequence[Sequence[Any]], *, with_threads: bool = True) -> list[Row]:
+        """Interception rows (:data:`sql.INTERCEPTION_COLUMNS`, one per id) rendered with their children and
+        cost, and (``with_threads``) the thread of each one that has a session."""
         results = [render_interception(dict(zip(sql.INTERCEPTION_COLUMNS, row, strict=True))) for row in rows]
+        session_ids = sorted({result["session_id"] for result in results if result["session_id"]})
+        users = {result["initiator"]["id"] for result in results}
+        found = (
+            self.concurrently(lambda: self._thread_ids(session_ids, users)) if with_threads and session_ids else None
+        )
         if results:
             in_flight_until = datetime.now(UTC) + sql.IN_FLIGHT_MARGIN
             span = sql.PageSpan(
@@ -176,7 +191,16 @@ class InterceptionReader:
             self._attach_children(results, span)
             for result in results:
                 add_cost(result)
+        if found is not None:
+            thread_of = found.result()
+            for result in results:
+                result["thread_id"] = thread_of.get(result["id"])
         return results
+
+    def _thread_ids(self, session_ids: list[str], users: set[str]) -> dict[str, str]:
+        """The thread of each interception of the sessions (their rows of these users)."""
+        rows = self._rows("threads", threads.members_statement(session_ids, users))
+        return threads.thread_ids(threads.members(rows))
 
     def close(self) -> None:
         self._source.close()

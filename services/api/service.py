@@ -7,14 +7,15 @@ the same visibility.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import typing
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
-from aibridge.api import sql
+from aibridge.api import sql, threads
 from aibridge.api.errors import BadRequest, Forbidden
 from aibridge.api.query import Filters
 from aibridge.api.render import Row, rfc3339
@@ -33,13 +34,47 @@ def visible_initiators(identity: Identity) -> tuple[str, ...] | None:
 
 def resolve(filters: Filters, identity: Identity, reader: InterceptionReader) -> sql.Criteria:
     """Filters as store criteria, with the initiator resolved to user ids and the caller's scope applied."""
-    return sql.Criteria(
+    criteria = sql.Criteria(
         initiator_ids=_initiator_ids(filters.initiator, identity, reader),
         provider=filters.provider,
         model=filters.model,
         client=filters.client,
         started_after=filters.started_after,
         started_before=filters.started_before,
+        session_id=filters.session_id,
+    )
+    if filters.thread_id is None:
+        return criteria
+    return _within_thread(criteria, reader.thread_span(_thread_id(filters.thread_id), visible_initiators(identity)))
+
+
+def _thread_id(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise BadRequest(f"thread_id:{value} is not an interception id (a UUID)") from None
+
+
+NOTHING: Final = sql.Criteria(initiator_ids=())
+
+
+def _within_thread(criteria: sql.Criteria, span: threads.Span | None) -> sql.Criteria:
+    """The criteria narrowed to one thread: its session and lane, from its start until the lane's next prompt."""
+    if span is None:  # no such thread visible to the caller
+        return NOTHING
+    if criteria.session_id not in (None, span.session_id) or criteria.client not in (None, span.client):
+        return NOTHING
+    if criteria.initiator_ids is not None and span.initiator_id not in criteria.initiator_ids:
+        return NOTHING
+    after = max(moment for moment in (criteria.started_after, span.started_at) if moment is not None)
+    ends = [moment for moment in (criteria.started_before, span.next_prompt_at) if moment is not None]
+    return dataclasses.replace(
+        criteria,
+        initiator_ids=(span.initiator_id,),
+        client=span.client,
+        session_id=span.session_id,
+        started_after=after,
+        started_before=min(ends) if ends else None,
     )
 
 

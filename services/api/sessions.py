@@ -18,14 +18,14 @@ the counts and token sums of the page's sessions, and a session's detail, read
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 from aibridge import store
-from aibridge.api import sql
+from aibridge.api import sql, threads
 from aibridge.api.errors import BadRequest, NotFound
 from aibridge.api.render import Row, rfc3339
 from aibridge.api.repository import InterceptionReader
@@ -36,15 +36,11 @@ TOKEN_FIELDS: Final = ("input_tokens", "output_tokens", "cache_read_input_tokens
 MAX_PAGE: Final = 200
 
 _SUMMARY: Final = (
-    "SELECT session_id, argMax(initiator_id, last) AS initiator, argMax(username, last) AS name, "
-    "argMax(client, last) AS newest_client, min(first) AS first_at, max(last) AS last_at, "
-    "groupUniqArrayArray(providers_) AS all_providers, groupUniqArrayArray(models_) AS all_models "
-    "FROM (SELECT session_id, initiator_id, client, anyLast(initiator_username) AS username, "
-    "min(first_started_at) AS first, max(last_started_at) AS last, groupUniqArrayArray(providers) AS providers_, "
-    f"groupUniqArrayArray(models) AS models_ FROM {store.SESSIONS} {{where}} "
-    "GROUP BY session_id, initiator_id, client) GROUP BY session_id"
+    "SELECT session_id, argMax(initiator_id, last_started_at), argMax(initiator_username, last_started_at), "
+    "argMax(client, last_started_at), min(first_started_at), max(last_started_at), "
+    "groupUniqArrayArray(providers), groupUniqArrayArray(models)"
 )
-_NEWEST: Final = "ORDER BY last_at DESC, session_id DESC"
+_PAGE: Final = "LIMIT {limit:UInt32} OFFSET {offset:UInt64}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,53 +51,98 @@ class SessionPosition:
     session_id: str
 
 
-def summary_filters(criteria: sql.Criteria) -> tuple[str, str, dict[str, Any]]:
-    """(WHERE on summary rows, HAVING on sessions, parameters). A session matches a provider or model when
-    any of its interceptions does, and a time range when its span (first to last start) overlaps it."""
-    conditions, having = ["session_id != ''"], ["1"]
-    parameters: dict[str, Any] = {}
+def row_filters(criteria: sql.Criteria) -> tuple[str, dict[str, Any]]:
+    """WHERE on summary rows: the user and client are part of each row's key."""
+    conditions, parameters = ["session_id != ''"], dict[str, Any]()
     if criteria.initiator_ids is not None:
         conditions.append("initiator_id IN {initiator_ids:Array(String)}")
         parameters["initiator_ids"] = list(criteria.initiator_ids)
     if criteria.client is not None:
         conditions.append("client = {client:String}")
         parameters["client"] = criteria.client
-    for name, column in (("provider", "all_providers"), ("model", "all_models")):
+    if criteria.session_id is not None:
+        conditions.append("session_id = {session_id:String}")
+        parameters["session_id"] = criteria.session_id
+    return "WHERE " + " AND ".join(conditions), parameters
+
+
+def session_filters(criteria: sql.Criteria) -> tuple[str, dict[str, Any]]:
+    """HAVING on whole sessions ("1" when none): a session matches a provider or model when one of its
+    interceptions does, and a time range when its span (first to last start) overlaps it."""
+    having, parameters = ["1"], dict[str, Any]()
+    for name, column in (("provider", "providers"), ("model", "models")):
         value = getattr(criteria, name)
         if value is not None:
-            having.append(f"has({column}, {{{name}:String}})")
+            having.append(f"max(has({column}, {{{name}:String}}))")
             parameters[name] = value
     if criteria.started_after is not None:
-        having.append("last_at >= {started_after:DateTime64(6, 'UTC')}")
+        having.append("max(last_started_at) >= {started_after:DateTime64(6, 'UTC')}")
         parameters["started_after"] = sql.format_param_time(criteria.started_after)
     if criteria.started_before is not None:
-        having.append("first_at < {started_before:DateTime64(6, 'UTC')}")
+        having.append("min(first_started_at) < {started_before:DateTime64(6, 'UTC')}")
         parameters["started_before"] = sql.format_param_time(criteria.started_before)
-    return "WHERE " + " AND ".join(conditions), " AND ".join(having), parameters
+    return " AND ".join(having), parameters
 
 
-def page_statement(criteria: sql.Criteria, limit: int, offset: int, after: SessionPosition | None) -> sql.Statement:
-    """The page's sessions, newest activity first."""
-    where, having, parameters = summary_filters(criteria)
+def keys_statement(criteria: sql.Criteria, limit: int, offset: int, after: SessionPosition | None) -> sql.Statement:
+    """The page's (session_id, last_started_at), newest activity first.
+
+    A session's newest summary row holds its last start, so without whole-session filters the page is the
+    first row of each session in last_started_at order (``LIMIT 1 BY``, a partial sort of the ~1 row per
+    session: 10 ms for 100k sessions); a cursor first leaves out every session with a row at or after it.
+    Whole-session filters need each session's rows grouped (30 ms).
+    """
+    where, parameters = row_filters(criteria)
+    having, session_parameters = session_filters(criteria)
+    parameters |= session_parameters | {"limit": limit, "offset": offset}
     if after is not None:
-        having += (
-            " AND (last_at < {after_at:DateTime64(6, 'UTC')}"
-            " OR (last_at = {after_at:DateTime64(6, 'UTC')} AND session_id < {after_session:String}))"
-        )
         parameters |= {"after_at": sql.format_param_time(after.last_started_at), "after_session": after.session_id}
+    if having != "1":
+        if after is not None:
+            having += (
+                " AND (max(last_started_at) < {after_at:DateTime64(6, 'UTC')} OR (max(last_started_at) = "
+                "{after_at:DateTime64(6, 'UTC')} AND session_id < {after_session:String}))"
+            )
+        return sql.Statement(
+            f"SELECT session_id, max(last_started_at) AS last_at FROM {store.SESSIONS} {where} GROUP BY session_id "
+            f"HAVING {having} ORDER BY last_at DESC, session_id DESC {_PAGE}",
+            parameters,
+        )
+    if after is not None:
+        where += (
+            f" AND session_id NOT IN (SELECT session_id FROM {store.SESSIONS} {where} AND (last_started_at > "
+            "{after_at:DateTime64(6, 'UTC')} OR (last_started_at = {after_at:DateTime64(6, 'UTC')} "
+            "AND session_id >= {after_session:String})))"
+        )
     return sql.Statement(
-        f"{_SUMMARY.format(where=where)} HAVING {having} {_NEWEST} LIMIT {{limit:UInt32}} OFFSET {{offset:UInt64}}",
-        parameters | {"limit": limit, "offset": offset},
+        f"SELECT session_id, last_started_at FROM {store.SESSIONS} {where} "
+        f"ORDER BY last_started_at DESC, session_id DESC LIMIT 1 BY session_id {_PAGE}",
+        parameters,
+    )
+
+
+def summaries_statement(session_ids: Sequence[str], criteria: sql.Criteria) -> sql.Statement:
+    """The sessions' summaries: (id, user, username, client, first start, last start, providers, models)."""
+    where, parameters = row_filters(criteria)
+    return sql.Statement(
+        f"{_SUMMARY} FROM {store.SESSIONS} {where} AND session_id IN {{sessions:Array(String)}} GROUP BY session_id",
+        parameters | {"sessions": list(session_ids)},
     )
 
 
 def count_statement(criteria: sql.Criteria) -> sql.Statement:
-    where, having, parameters = summary_filters(criteria)
-    return sql.Statement(f"SELECT count() FROM ({_SUMMARY.format(where=where)} HAVING {having})", parameters)
+    where, parameters = row_filters(criteria)
+    having, session_parameters = session_filters(criteria)
+    if having == "1":
+        return sql.Statement(f"SELECT uniqExact(session_id) FROM {store.SESSIONS} {where}", parameters)
+    return sql.Statement(
+        f"SELECT count() FROM (SELECT session_id FROM {store.SESSIONS} {where} GROUP BY session_id HAVING {having})",
+        parameters | session_parameters,
+    )
 
 
 def position_statement(session_id: str, initiator_ids: tuple[str, ...] | None) -> sql.Statement:
-    where, _, parameters = summary_filters(sql.Criteria(initiator_ids=initiator_ids))
+    where, parameters = row_filters(sql.Criteria(initiator_ids=initiator_ids))
     return sql.Statement(
         f"SELECT max(last_started_at) FROM {store.SESSIONS} {where} AND session_id = {{session:String}} "
         "HAVING count() > 0",
@@ -109,80 +150,43 @@ def position_statement(session_id: str, initiator_ids: tuple[str, ...] | None) -
     )
 
 
-MEMBER_COLUMNS: Final = ("id", "session_id", "initiator_id", "client", "turn", "started_at")
-
-
-def members_statement(session_ids: Sequence[str], initiator_ids: tuple[str, ...] | None) -> sql.Statement:
-    """Each interception of the sessions once (its highest version), for counting threads and tokens."""
-    scope = "" if initiator_ids is None else " AND initiator_id IN {initiator_ids:Array(String)}"
-    parameters: dict[str, Any] = {"sessions": list(session_ids)}
-    if initiator_ids is not None:
-        parameters["initiator_ids"] = list(initiator_ids)
-    return sql.Statement(
-        f"SELECT {', '.join(MEMBER_COLUMNS)} FROM {store.INTERCEPTIONS_BY_SESSION} "
-        f"WHERE session_id IN {{sessions:Array(String)}}{scope} ORDER BY session_id, started_at, id, version DESC "
-        "LIMIT 1 BY id",
-        parameters,
-    )
-
-
 def detail_statement(session_id: str, initiator_ids: tuple[str, ...] | None) -> sql.Statement:
-    """A session's interceptions in time order, one row per id (its highest version), with its turn."""
+    """A session's interceptions in time order, one row per id (its highest version)."""
     scope = "" if initiator_ids is None else " AND initiator_id IN {initiator_ids:Array(String)}"
     parameters: dict[str, Any] = {"session": session_id}
     if initiator_ids is not None:
         parameters["initiator_ids"] = list(initiator_ids)
     return sql.Statement(
-        f"SELECT {', '.join(sql.INTERCEPTION_COLUMNS)}, turn FROM {store.INTERCEPTIONS_BY_SESSION} "
+        f"SELECT {', '.join(sql.INTERCEPTION_COLUMNS)} FROM {store.INTERCEPTIONS_BY_SESSION} "
         f"WHERE session_id = {{session:String}}{scope} ORDER BY started_at, id, version DESC LIMIT 1 BY id",
         parameters,
     )
 
 
-def token_statement(session_ids: Sequence[str], since: datetime, until: datetime) -> sql.Statement:
-    """Token sums per interception of the sessions, each usage once. A usage is created while its interception
-    runs, so between the sessions' first start (less the clock margin) and their last start plus the
-    in-flight margin; the window lets ClickHouse read the by_time projection of that span only."""
+def token_statement(session_ids: Sequence[str], lanes: Sequence[Sequence[Any]]) -> sql.Statement:
+    """Token sums per session, each usage once. ``lanes`` (rows of :func:`threads.lanes_statement`) locate
+    the usages: their users, and the window from the first start (less the clock margin) to the last start
+    plus the in-flight margin, in which a usage is created; token usages are ordered by (user, created_at),
+    so that is one short read per user."""
     sums = ", ".join(f"sum(usage{index})" for index in range(len(TOKEN_FIELDS)))
     firsts = ", ".join(f"any({name}) AS usage{index}" for index, name in enumerate(TOKEN_FIELDS))
-    since = max(sql.as_utc(since) - sql.CHILD_CLOCK_MARGIN, sql.EARLIEST)
-    until = min(sql.as_utc(until) + sql.IN_FLIGHT_MARGIN, sql.LATEST)
+    since = max(min(sql.as_utc(lane[5]) for lane in lanes) - sql.CHILD_CLOCK_MARGIN, sql.EARLIEST)
+    until = min(max(sql.as_utc(lane[6]) for lane in lanes) + sql.IN_FLIGHT_MARGIN, sql.LATEST)
     return sql.Statement(
-        f"SELECT interception_id, {sums} FROM (SELECT interception_id, {firsts} FROM {store.TOKEN_USAGES} "
-        "WHERE created_at BETWEEN {since:DateTime64(6, 'UTC')} AND {until:DateTime64(6, 'UTC')} "
-        f"AND interception_id IN (SELECT id FROM {store.INTERCEPTIONS_BY_SESSION} "
-        "WHERE session_id IN {sessions:Array(String)}) GROUP BY interception_id, id) GROUP BY interception_id",
-        {"sessions": list(session_ids), "since": sql.format_param_time(since), "until": sql.format_param_time(until)},
+        f"SELECT members.session_id, {sums} FROM (SELECT interception_id, {firsts} FROM {store.TOKEN_USAGES} "
+        "WHERE initiator_id IN {initiator_ids:Array(String)} "
+        "AND created_at BETWEEN {since:DateTime64(6, 'UTC')} AND {until:DateTime64(6, 'UTC')} "
+        "GROUP BY interception_id, id) AS usages "
+        f"INNER JOIN (SELECT DISTINCT id, session_id FROM {store.INTERCEPTIONS_BY_SESSION} "
+        "WHERE session_id IN {sessions:Array(String)}) AS members ON usages.interception_id = members.id "
+        "GROUP BY members.session_id",
+        {
+            "initiator_ids": sorted({str(lane[1]) for lane in lanes}),
+            "sessions": list(session_ids),
+            "since": sql.format_param_time(since),
+            "until": sql.format_param_time(until),
+        },
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """What decides an interception's thread."""
-
-    id: str
-    initiator_id: str
-    client: str
-    turn: str
-    started_at: datetime
-
-
-def thread_ids(members: Iterable[Member]) -> dict[str, str]:
-    """Each interception's thread id: the id of the newest ``prompt`` interception of the same user and client
-    at or before it (ordered by started_at, then id), else the id of the first interception before any prompt."""
-    ordered = sorted(members, key=lambda member: (member.started_at, member.id))
-    current: dict[tuple[str, str], str] = {}
-    threads: dict[str, str] = {}
-    for member in ordered:
-        lane = (member.initiator_id, member.client)
-        if member.turn == Turn.PROMPT or lane not in current:
-            current[lane] = member.id
-        threads[member.id] = current[lane]
-    return threads
-
-
-def _members(rows: Iterable[Sequence[Any]]) -> list[Member]:
-    return [Member(str(row[0]), str(row[2]), str(row[3]), str(row[4]), sql.as_utc(row[5])) for row in rows]
 
 
 class SessionReader:
@@ -206,28 +210,29 @@ class SessionReader:
     def page(self, criteria: sql.Criteria, limit: int, offset: int, after: SessionPosition | None) -> list[Row]:
         if criteria.matches_nothing:
             return []
-        summaries = self._reader.query("sessions", page_statement(criteria, limit, offset, after))
-        if not summaries:
+        keys = self._reader.query("sessions", keys_statement(criteria, limit, offset, after))
+        if not keys:
             return []
-        session_ids = [str(row[0]) for row in summaries]
-        statement = members_statement(session_ids, criteria.initiator_ids)
-        found = self._reader.concurrently(lambda: self._reader.query("session_members", statement))
-        tokens = self._tokens(
-            token_statement(session_ids, min(row[4] for row in summaries), max(row[5] for row in summaries))
-        )
-        members = found.result()
+        session_ids = [str(row[0]) for row in keys]
+        statement = summaries_statement(session_ids, criteria)
+        found = self._reader.concurrently(lambda: self._reader.query("session_summaries", statement))
+        lanes = self._reader.query("session_lanes", threads.lanes_statement(session_ids, criteria.initiator_ids))
+        tokens = self._tokens(token_statement(session_ids, lanes)) if lanes else {}
+        by_id = {str(row[0]): row for row in found.result()}
         by_session: dict[str, list[Sequence[Any]]] = {}
-        for row in members:
-            by_session.setdefault(str(row[1]), []).append(row)
-        return [_session_row(summary, by_session.get(str(summary[0]), []), tokens) for summary in summaries]
+        for lane in lanes:
+            by_session.setdefault(str(lane[0]), []).append(lane)
+        return [
+            _session_row(by_id[session_id], by_session.get(session_id, []), tokens.get(session_id, (0, 0, 0, 0)))
+            for session_id in session_ids
+            if session_id in by_id
+        ]
 
     def detail(self, session_id: str, initiator_ids: tuple[str, ...] | None) -> Row | None:
         rows = self._reader.query("session", detail_statement(session_id, initiator_ids))
         if not rows:
             return None
-        turns = {str(row[0]): str(row[-1]) for row in rows}
-        interceptions = self._reader.rendered([row[:-1] for row in rows])
-        return _session_detail(session_id, interceptions, turns)
+        return _session_detail(session_id, self._reader.rendered(rows, with_threads=False))
 
     def _tokens(self, statement: sql.Statement) -> dict[str, tuple[int, ...]]:
         return {
@@ -236,12 +241,8 @@ class SessionReader:
         }
 
 
-def _session_row(summary: Sequence[Any], members: Sequence[Sequence[Any]], tokens: dict[str, tuple[int, ...]]) -> Row:
+def _session_row(summary: Sequence[Any], lanes: Sequence[Sequence[Any]], tokens: Sequence[int]) -> Row:
     session_id, initiator_id, username, client, first_at, last_at, providers, models = summary
-    sums = [0, 0, 0, 0]
-    for member in members:
-        for index, value in enumerate(tokens.get(str(member[0]), (0, 0, 0, 0))):
-            sums[index] += value
     return {
         "id": str(session_id),
         "initiator": {"id": str(initiator_id), "username": str(username), "name": "", "avatar_url": ""},
@@ -250,26 +251,24 @@ def _session_row(summary: Sequence[Any], members: Sequence[Sequence[Any]], token
         "models": sorted(str(value) for value in models),
         "started_at": rfc3339(first_at),
         "last_started_at": rfc3339(last_at),
-        "threads": len(set(thread_ids(_members(members)).values())),
-        "interceptions": len(members),
-        **dict(zip(TOKEN_FIELDS, sums, strict=True)),
-        "total_tokens": sum(sums),
+        "threads": sum(int(lane[4]) for lane in lanes),
+        "interceptions": sum(int(lane[3]) for lane in lanes),
+        **dict(zip(TOKEN_FIELDS, tokens, strict=True)),
+        "total_tokens": sum(tokens),
     }
 
 
-def _session_detail(session_id: str, interceptions: list[Row], turns: dict[str, str]) -> Row:
+def _session_detail(session_id: str, interceptions: list[Row]) -> Row:
     members = [
-        Member(row["id"], row["initiator"]["id"], row["client"], turns[row["id"]], _parse(row["started_at"]))
+        threads.Member(row["id"], row["initiator"]["id"], row["client"], row["turn"], _parse(row["started_at"]))
         for row in interceptions
     ]
-    threads_of = thread_ids(members)
-    threads: dict[str, list[Row]] = {}
+    threads_of = threads.thread_ids(members)
+    by_thread: dict[str, list[Row]] = {}
     for interception in interceptions:
-        interception["session_id"] = session_id
         interception["thread_id"] = threads_of[interception["id"]]
-        interception["turn"] = turns[interception["id"]]
-        threads.setdefault(interception["thread_id"], []).append(interception)
-    rendered = [_thread(thread_id, rows) for thread_id, rows in threads.items()]
+        by_thread.setdefault(interception["thread_id"], []).append(interception)
+    rendered = [_thread(thread_id, rows) for thread_id, rows in by_thread.items()]
     rendered.sort(key=lambda thread: (thread["started_at"], thread["id"]))
     first = interceptions[0]
     return {

@@ -21,6 +21,7 @@ from aibridge import store
 INTERCEPTION_COLUMNS: Final = (
     "id", "initiator_id", "initiator_username", "provider", "model", "client", "api_key_id", "route",
     "streaming", "user_agent", "status", "http_status", "error", "metadata", "started_at", "ended_at",
+    "session_id", "turn",
 )  # fmt: skip
 CHILD_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     store.USER_PROMPTS: ("interception_id", "id", "provider_response_id", "prompt", "metadata", "created_at"),
@@ -74,6 +75,7 @@ class Criteria:
     client: str | None = None
     started_after: datetime | None = None
     started_before: datetime | None = None
+    session_id: str | None = None
 
     @property
     def matches_nothing(self) -> bool:
@@ -112,7 +114,10 @@ class Position:
 
 
 def interceptions_table(criteria: Criteria) -> str:
-    """The copy that reads ``criteria``'s rows fastest: some users' rows lie together in the index table."""
+    """The copy that reads ``criteria``'s rows fastest: one session's rows, or some users', lie together in
+    an index table."""
+    if criteria.session_id is not None:
+        return store.INTERCEPTIONS_BY_SESSION
     return store.INTERCEPTIONS if criteria.initiator_ids is None else store.INTERCEPTIONS_BY_INITIATOR
 
 
@@ -128,6 +133,9 @@ def where(criteria: Criteria, time_column: str = "started_at") -> Statement:
         if value is not None:
             conditions.append(f"{column} = {{{column}:String}}")
             parameters[column] = value
+    if criteria.session_id is not None:
+        conditions.append(_session_condition(time_column))
+        parameters["session_id"] = criteria.session_id
     if criteria.started_after is not None:
         conditions.append(f"{time_column} >= {{started_after:DateTime64(6, 'UTC')}}")
         parameters["started_after"] = format_param_time(criteria.started_after)
@@ -135,6 +143,16 @@ def where(criteria: Criteria, time_column: str = "started_at") -> Statement:
         conditions.append(f"{time_column} < {{started_before:DateTime64(6, 'UTC')}}")
         parameters["started_before"] = format_param_time(criteria.started_before)
     return Statement("WHERE " + " AND ".join(conditions), parameters)
+
+
+def _session_condition(time_column: str) -> str:
+    """An interception row carries its session; a child row (timed by created_at) is one of the session's
+    interceptions'."""
+    if time_column == "started_at":
+        return "session_id = {session_id:String}"
+    return (
+        f"interception_id IN (SELECT id FROM {store.INTERCEPTIONS_BY_SESSION} WHERE session_id = {{session_id:String}})"
+    )
 
 
 def _page_filters(criteria: Criteria, after: Position | None) -> Statement:
@@ -157,8 +175,8 @@ def page(criteria: Criteria, limit: int, offset: int, after: Position | None) ->
     parameters = filters.parameters | {"limit": limit, "offset": offset}
     window = "LIMIT {limit:UInt32} OFFSET {offset:UInt64}"
     columns = ", ".join(INTERCEPTION_COLUMNS)
-    if criteria.initiator_ids is not None:
-        table = store.INTERCEPTIONS_BY_INITIATOR
+    if criteria.initiator_ids is not None or criteria.session_id is not None:
+        table = interceptions_table(criteria)
         sql = f"SELECT {columns} FROM {table} {filters.sql} {_NEWEST}, version DESC LIMIT 1 BY id {window}"
         return Statement(sql, parameters)
     keys = f"SELECT DISTINCT started_at, id FROM {store.INTERCEPTIONS} {filters.sql} {_NEWEST} {window}"
@@ -225,9 +243,9 @@ def count(criteria: Criteria) -> Statement:
     """
     filters = where(criteria)
     # The count runs beside the page (repository): on one thread it leaves the other core to the page.
-    if criteria.initiator_ids is not None:
+    if criteria.initiator_ids is not None or criteria.session_id is not None:
         return Statement(
-            f"SELECT uniqExact(id) FROM {store.INTERCEPTIONS_BY_INITIATOR} {filters.sql}",
+            f"SELECT uniqExact(id) FROM {interceptions_table(criteria)} {filters.sql}",
             filters.parameters,
             _BESIDE_SETTINGS,
         )

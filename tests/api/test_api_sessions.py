@@ -128,6 +128,9 @@ def test_pages_by_cursor_and_by_offset(get: Callable[..., httpx.Response]) -> No
     assert first["count"] == 3 and [row["id"] for row in first["results"]] == ["alice-new", "bob-only"]
     assert ids(get("audrey", "/sessions", limit=2, after_id="bob-only")) == ["alice-old"]
     assert ids(get("audrey", "/sessions", limit=2, offset=2)) == ["alice-old"]
+    anthropic = {"q": "provider:anthropic", "limit": 1}  # whole-session filters page by cursor too
+    assert ids(get("audrey", "/sessions", **anthropic, after_id="alice-new")) == ["bob-only"]
+    assert ids(get("audrey", "/sessions", **anthropic, after_id="bob-only")) == []
     assert get("audrey", "/sessions", after_id="nope").status_code == 400
     assert get("alice", "/sessions", after_id="bob-only").status_code == 400  # not visible to alice
     assert get("audrey", "/sessions", after_id="bob-only", offset=1).status_code == 400
@@ -225,3 +228,34 @@ def test_cli_shows_a_session_by_thread(cli_run: Callable[..., tuple[int, str, st
     ]
     status, out, err = cli_run("show", "no-such-session", "--output", "table")
     assert status == 1 and out == "" and err.startswith("error: the API answered 404: no session")
+
+
+def test_interceptions_carry_their_session_and_thread(get: Callable[..., httpx.Response]) -> None:
+    detail = get("alice", "/sessions/alice-new").json()
+    first, second = detail["threads"]
+    listed = get("alice", "/interceptions", q="session_id:alice-new").json()
+    assert listed["count"] == 4
+    assert {row["id"]: row["thread_id"] for row in listed["results"]} == {
+        row["id"]: thread["id"] for thread in (first, second) for row in thread["interceptions"]
+    }
+    assert {row["session_id"] for row in listed["results"]} == {"alice-new"}
+    everything = get("audrey", "/interceptions").json()["results"]
+    carol = [row for row in everything if row["initiator"]["username"] == "carol"]
+    assert [(row["session_id"], row["thread_id"], row["turn"]) for row in carol] == [("", None, "prompt")]
+
+
+def test_interceptions_filter_by_thread(get: Callable[..., httpx.Response]) -> None:
+    first, second = get("audrey", "/sessions/alice-new").json()["threads"]
+    for thread in (first, second):
+        page = get("alice", "/interceptions", q=f"thread_id:{thread['id']}").json()
+        assert sorted(row["id"] for row in page["results"]) == sorted(row["id"] for row in thread["interceptions"])
+        assert page["count"] == 2
+    tool_result = first["interceptions"][1]["id"]  # started no thread
+    assert get("alice", "/interceptions", q=f"thread_id:{tool_result}").json()["count"] == 0
+    bobs = get("audrey", "/sessions/bob-only").json()["threads"][0]["id"]
+    assert get("alice", "/interceptions", q=f"thread_id:{bobs}").json()["count"] == 0  # not alice's
+    assert get("audrey", "/interceptions", q=f"thread_id:{bobs}").json()["count"] == 3
+    assert get("audrey", "/interceptions", q=f"thread_id:{bobs} session_id:alice-new").json()["count"] == 0
+    assert get("audrey", "/interceptions", q="thread_id:nope").status_code == 400
+    usage = get("audrey", "/usage", q="session_id:bob-only").json()
+    assert [(row["interceptions"], row["input_tokens"]) for row in usage["results"]] == [(3, 20 + 21 + 22)]

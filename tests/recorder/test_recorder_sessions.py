@@ -92,6 +92,8 @@ async def test_threads_survive_duplicates_disorder_and_a_restart(
     partial = sessions.get_session(reader(store_client), SESSION, None)
     # No prompt stored yet: one leading thread without a prompt (none is made up), to be split once they land.
     assert [(thread["prompt"], len(thread["interceptions"])) for thread in partial["threads"]] == [(None, 4)]
+    listed = sessions.list_sessions(reader(store_client), sql.Criteria(), None, limit=10, offset=None, after_id=None)
+    assert [(row["threads"], row["interceptions"]) for row in listed["results"]] == [(1, 4)]
     await recorder.stop()  # a restart in the middle of both threads
 
     restarted = bus.recorder(store_client)
