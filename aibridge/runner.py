@@ -143,7 +143,15 @@ class Host:
 
         settings = ProxySettings(**self.plan.overrides)  # type: ignore[arg-type]
         client = self._store_client(settings, create=self._bus is not None) if settings.budgets else None
-        return ProxyComponent(settings, self.producer(settings), self.verifier(), client)
+        return ProxyComponent(settings, self._proxy_producer(settings), self.verifier(), client)
+
+    def _proxy_producer(self, settings: ProxySettings) -> BusProducer:
+        """The proxy publishes with librdkafka unless told otherwise; the others keep aiokafka."""
+        if self._bus is not None or settings.kafka_producer == "aiokafka":
+            return self.producer(settings)
+        from aibridge.kafka_confluent import ConfluentProducer
+
+        return ConfluentProducer(settings)
 
     def _build_recorder(self) -> Component:
         from aibridge.recorder.component import RecorderComponent

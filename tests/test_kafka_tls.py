@@ -18,6 +18,7 @@ import trustme
 
 from aibridge.bus import BusError
 from aibridge.kafka import KafkaConsumer, KafkaProducer
+from aibridge.kafka_confluent import ConfluentProducer
 from aibridge.settings import CommonSettings
 from aibridge.testing.broker import create_topics, free_port, start_broker
 from aibridge.testing.tls_proxy import TlsProxy
@@ -71,10 +72,13 @@ def mtls_broker(ca: trustme.CA) -> Iterator[TlsBroker]:
     yield from _tls_broker(ca, require_client_cert=True)
 
 
-async def _round_trip(settings: CommonSettings) -> list[bytes]:
+PRODUCERS = {"aiokafka": KafkaProducer, "confluent": ConfluentProducer}
+
+
+async def _round_trip(settings: CommonSettings, producer_client: str = "aiokafka") -> list[bytes]:
     topic = f"aibridge.tls.{uuid.uuid4().hex[:12]}"
     await create_topics(settings.kafka_bootstrap, topic, **settings.kafka_client_options())
-    producer = KafkaProducer(settings)
+    producer = PRODUCERS[producer_client](settings)
     await producer.start()
     try:
         await producer.send(topic, b"k", b"over tls")
@@ -93,14 +97,20 @@ async def _round_trip(settings: CommonSettings) -> list[bytes]:
         await consumer.stop()
 
 
-async def test_produce_and_consume_over_tls_verified_by_the_ca_file(tls_broker: TlsBroker, pem_dir: Path) -> None:
+@pytest.mark.parametrize("producer_client", list(PRODUCERS))
+async def test_produce_and_consume_over_tls_verified_by_the_ca_file(
+    tls_broker: TlsBroker, pem_dir: Path, producer_client: str
+) -> None:
     settings = CommonSettings(
         kafka_bootstrap=tls_broker.bootstrap, kafka_security_protocol="SSL", kafka_ssl_cafile=pem_dir / "ca.pem"
     )
-    assert await _round_trip(settings) == [b"over tls"]
+    assert await _round_trip(settings, producer_client) == [b"over tls"]
 
 
-async def test_mutual_tls_works_with_the_client_certificate(mtls_broker: TlsBroker, pem_dir: Path) -> None:
+@pytest.mark.parametrize("producer_client", list(PRODUCERS))
+async def test_mutual_tls_works_with_the_client_certificate(
+    mtls_broker: TlsBroker, pem_dir: Path, producer_client: str
+) -> None:
     settings = CommonSettings(
         kafka_bootstrap=mtls_broker.bootstrap,
         kafka_security_protocol="SSL",
@@ -108,7 +118,7 @@ async def test_mutual_tls_works_with_the_client_certificate(mtls_broker: TlsBrok
         kafka_ssl_certfile=pem_dir / "client.pem",
         kafka_ssl_keyfile=pem_dir / "client.key",
     )
-    assert await _round_trip(settings) == [b"over tls"]
+    assert await _round_trip(settings, producer_client) == [b"over tls"]
 
 
 async def test_mutual_tls_refuses_a_client_without_certificate(mtls_broker: TlsBroker, pem_dir: Path) -> None:

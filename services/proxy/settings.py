@@ -27,6 +27,11 @@ class ProxySettings(
     store is read for them only: docs/spend.md)."""
 
     listen: str = Field(default="0.0.0.0:8080", description="HOST:PORT the proxy listens on.")
+    kafka_producer: Literal["confluent", "aiokafka"] = Field(
+        default="confluent",
+        description="The proxy's Kafka client: confluent (librdkafka, batching and compression on its own"
+        " threads) or aiokafka (all in the event loop).",
+    )
     workers: int = Field(
         default=0,
         ge=0,

@@ -17,8 +17,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import REGISTRY
 from proxy_support import ProxyFactory, ended_count, read_events, wait_for
 
+from aibridge.bus import BusProducer
 from aibridge.events import Event
 from aibridge.kafka import KafkaProducer
+from aibridge.kafka_confluent import ConfluentProducer
 from aibridge.proxy.recording.spool import read_segment
 from aibridge.proxy.settings import ProxySettings
 from aibridge.testing.broker import Broker, free_port
@@ -58,11 +60,19 @@ def metric(name: str, reason: str) -> float:
     return REGISTRY.get_sample_value(name, {"reason": reason}) or 0.0
 
 
+PRODUCERS: dict[str, type[KafkaProducer] | type[ConfluentProducer]] = {
+    "aiokafka": KafkaProducer,
+    "confluent": ConfluentProducer,
+}
+
+
+@pytest.mark.parametrize("kafka_client", list(PRODUCERS))
 async def test_frozen_broker_events_are_spooled_and_replayed_in_order_and_requests_stay_fast(
-    own_broker: Broker, start_proxy: ProxyFactory, token: str, tmp_path: Path
+    own_broker: Broker, start_proxy: ProxyFactory, token: str, tmp_path: Path, kafka_client: str
 ) -> None:
     topic = await create_topic(own_broker.bootstrap)
-    producer = KafkaProducer(ProxySettings(kafka_bootstrap=own_broker.bootstrap), request_timeout=2.0)
+    settings = ProxySettings(kafka_bootstrap=own_broker.bootstrap)
+    producer: BusProducer = PRODUCERS[kafka_client](settings, request_timeout=2.0)
     spool_dir = tmp_path / "spool"
     proxy = start_proxy(producer=producer, kafka_bootstrap=own_broker.bootstrap, kafka_topic=topic, spool_dir=spool_dir)
     emitter = proxy.component.emitter
