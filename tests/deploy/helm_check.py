@@ -194,6 +194,8 @@ CASES: dict[str, dict[str, Any]] = {
     "typo_in_component": merged(REQUIRED, {"proxy": {"replicaCout": 3}}),
     "typo_at_top": merged(REQUIRED, {"clickhouseUrl": "http://clickhouse:8123"}),
 }
+# Budgets on: the proxy reads the store too, with the same TLS material and credentials.
+CASES["tls_budgets"] = merged(CASES["tls"], {"budgets": {"enabled": True}})
 
 
 DASHBOARD = '{"title": "AI Bridge (test copy)", "panels": []}\n'

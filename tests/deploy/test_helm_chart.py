@@ -387,6 +387,28 @@ def test_tls_material_is_mounted_from_the_named_secrets(report: dict[str, Any]) 
     assert base64.b64decode(data["kafka-sasl-password"]) == b"kafka-secret"
 
 
+def test_proxy_with_budgets_gets_the_store_tls_and_credentials(report: dict[str, Any]) -> None:
+    found = objects(report, "tls_budgets")
+    proxy, recorder = env_of(found, "proxy"), env_of(found, "recorder")
+    for name in (
+        "AIBRIDGE_CLICKHOUSE_CA_FILE",
+        "AIBRIDGE_CLICKHOUSE_CLIENT_CERT_FILE",
+        "AIBRIDGE_CLICKHOUSE_CLIENT_KEY_FILE",
+    ):
+        assert proxy[name] == recorder[name], name
+    for name in ("AIBRIDGE_CLICKHOUSE_USERNAME", "AIBRIDGE_CLICKHOUSE_PASSWORD"):
+        assert secret_ref(proxy[name]) == secret_ref(recorder[name]), name
+    pod = one(found, "Deployment", "bridge-aibridge-proxy")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "clickhouse-tls")
+    assert volume["secret"]["secretName"] == "ch-tls"
+    mounts = {m["name"]: m for m in container(found, "proxy")["volumeMounts"]}
+    assert mounts["clickhouse-tls"] == {
+        "name": "clickhouse-tls",
+        "mountPath": "/etc/aibridge/clickhouse-tls",
+        "readOnly": True,
+    }
+
+
 def test_full_values_set_limits_tracing_and_revocations(report: dict[str, Any]) -> None:
     found = objects(report, "full")
     proxy = env_of(found, "proxy")

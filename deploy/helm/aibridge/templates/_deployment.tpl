@@ -4,6 +4,8 @@
 {{- $component := .component }}
 {{- $values := index $root.Values $component }}
 {{- $port := include "aibridge.containerPort" $component }}
+{{- /* The recorder and the API use the store; the proxy reads budgets and spend from it when budgets are on. */}}
+{{- $readsStore := or (has $component (list "recorder" "api")) (and (eq $component "proxy") $root.Values.budgets.enabled) }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -110,7 +112,7 @@ spec:
               mountPath: /etc/aibridge/kafka-tls
               readOnly: true
             {{- end }}
-            {{- if and (has $component (list "recorder" "api")) $root.Values.clickhouse.tls.existingSecret }}
+            {{- if and $readsStore $root.Values.clickhouse.tls.existingSecret }}
             - name: clickhouse-tls
               mountPath: /etc/aibridge/clickhouse-tls
               readOnly: true
@@ -163,7 +165,7 @@ spec:
             secretName: {{ $root.Values.kafka.tls.existingSecret }}
             defaultMode: 0440
         {{- end }}
-        {{- if and (has $component (list "recorder" "api")) $root.Values.clickhouse.tls.existingSecret }}
+        {{- if and $readsStore $root.Values.clickhouse.tls.existingSecret }}
         - name: clickhouse-tls
           secret:
             secretName: {{ $root.Values.clickhouse.tls.existingSecret }}
