@@ -145,7 +145,7 @@ def test_kafka_runs_kraft_single_node_and_topics_are_created(compose: dict[str, 
 def test_each_component_runs_from_the_dockerfile_and_waits_for_what_it_needs(compose: dict[str, Any]) -> None:
     services = compose["services"]
     needs = {
-        "proxy": {"keys", "kafka-topics", "otel-collector"},
+        "proxy": {"keys", "kafka-topics", "clickhouse", "otel-collector"},  # the store: budgets
         "recorder": {"keys", "kafka-topics", "clickhouse", "otel-collector"},
         "api": {"keys", "clickhouse", "recorder", "kafka-topics"},
     }
@@ -195,7 +195,7 @@ def test_services_talk_to_the_stack(compose: dict[str, Any]) -> None:
     assert services["api"]["environment"]["AIBRIDGE_AUDIT_TOPIC"] == "aibridge.audit.v1"
     clickhouse = services["clickhouse"]["environment"]
     url = f"http://{clickhouse['CLICKHOUSE_USER']}:{clickhouse['CLICKHOUSE_PASSWORD']}@clickhouse:8123"
-    for component in ("recorder", "api"):
+    for component in ("proxy", "recorder", "api"):  # the proxy reads budgets and spend when budgets are on
         assert services[component]["environment"]["AIBRIDGE_CLICKHOUSE_URL"] == url
         assert services[component]["environment"]["AIBRIDGE_CLICKHOUSE_DATABASE"] == clickhouse["CLICKHOUSE_DB"]
     for component in PORTS:
