@@ -5,7 +5,7 @@
 
 Data sources are dashboard variables (``prometheus``, ``clickhouse``; grafana-clickhouse-datasource),
 so the dashboard works with whatever uids a Grafana has; docker-compose provisions both uids as named.
-The queries live in ``dashboard_queries.py``; approximate prices in its ``PRICES``.
+The queries live in ``dashboard_queries.py``.
 """
 
 from __future__ import annotations
@@ -129,8 +129,8 @@ def usage_panels(layout: Layout) -> None:
     )
     layout.add(
         "stat",
-        "Approximate cost",
-        "From the list prices of the hidden 'prices' constant; approximate (see docs/observability.md).",
+        "Cost",
+        "The recorded cost of token usages (priced when recorded, docs/spend.md); unpriced models not counted.",
         (5, 4),
         [clickhouse(q.COST_TOTAL)],
         options=STAT,
@@ -139,7 +139,7 @@ def usage_panels(layout: Layout) -> None:
     layout.add(
         "table",
         "Leaderboard per user",
-        "Interceptions, tokens, tool calls and approximate cost per user.",
+        "Interceptions, tokens, tool calls and recorded cost per user (empty: nothing priced).",
         (14, 9),
         [clickhouse(q.LEADERBOARD)],
         options=TABLE,
@@ -155,8 +155,7 @@ def usage_panels(layout: Layout) -> None:
     layout.add(
         "table",
         "Top models",
-        "Interceptions, tokens and approximate cost per model. 'Priced as' is the "
-        "price prefix that matched; empty means no price (counted as 0).",
+        "Interceptions, tokens and recorded cost per model; an empty cost means the model has no price.",
         (12, 8),
         [clickhouse(q.TOP_MODELS)],
         options=TABLE,
@@ -416,17 +415,6 @@ def variables() -> list[Json]:
                 "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
             }
         )
-    prices = q.prices_literal()
-    result.append(
-        {
-            "type": "constant",
-            "name": "prices",
-            "hide": 2,
-            "query": prices,
-            "current": {"text": prices, "value": prices},
-            "description": "USD per million tokens: (model prefix, input, output, cache read, cache write).",
-        }
-    )
     return result
 
 

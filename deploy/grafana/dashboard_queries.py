@@ -4,43 +4,16 @@ over ``aibridge/metrics.py``'s metrics. ``build_dashboard.py`` lays them out.
 Stored rows are read with ``FINAL``: an interception has a started and an ended row (ReplacingMergeTree
 by ``version``), and at-least-once delivery may store a child row twice under the same id.
 SQL uses the ClickHouse plugin's macros (``$__timeFilter``, ``$__timeInterval``, ``$__conditionalAll``)
-and the dashboard variables ``user``, ``provider``, ``model``, ``client`` and ``prices``.
+and the dashboard variables ``user``, ``provider``, ``model`` and ``client``. Cost is the ``cost`` column of
+``token_usages``: priced by the recorder when it stored the usage (exact decimals), NULL for a model without
+a price, so a sum of unpriced traffic alone is NULL (unknown), never 0.
 """
 
 from __future__ import annotations
 
-# Approximate list prices in USD per million tokens: (model prefix, input, output, cache read, cache write).
-# The first prefix that starts the model name wins, so the more specific ones come first. Edit to taste
-# (e.g. negotiated prices) and rebuild; a model without a price costs 0 and shows an empty "Priced as".
-PRICES: tuple[tuple[str, float, float, float, float], ...] = (
-    ("claude-opus-4-5", 5.0, 25.0, 0.5, 6.25),
-    ("claude-opus-4", 15.0, 75.0, 1.5, 18.75),
-    ("claude-sonnet-4", 3.0, 15.0, 0.3, 3.75),
-    ("claude-3-7-sonnet", 3.0, 15.0, 0.3, 3.75),
-    ("claude-3-5-sonnet", 3.0, 15.0, 0.3, 3.75),
-    ("claude-haiku-4-5", 1.0, 5.0, 0.1, 1.25),
-    ("claude-3-5-haiku", 0.8, 4.0, 0.08, 1.0),
-    ("gpt-5-mini", 0.25, 2.0, 0.025, 0.0),
-    ("gpt-5-nano", 0.05, 0.4, 0.005, 0.0),
-    ("gpt-5", 1.25, 10.0, 0.125, 0.0),
-    ("gpt-4.1-mini", 0.4, 1.6, 0.1, 0.0),
-    ("gpt-4.1-nano", 0.1, 0.4, 0.025, 0.0),
-    ("gpt-4.1", 2.0, 8.0, 0.5, 0.0),
-    ("gpt-4o-mini", 0.15, 0.6, 0.075, 0.0),
-    ("gpt-4o", 2.5, 10.0, 1.25, 0.0),
-    ("o4-mini", 1.1, 4.4, 0.275, 0.0),
-    ("o3", 2.0, 8.0, 0.5, 0.0),
-)
-
 # Dashboard variable -> its column in every stored table (they all carry the interception's context).
 FILTERS = (("user", "initiator_username"), ("provider", "provider"), ("model", "model"), ("client", "client"))
 RATE = "$__rate_interval"
-WITH_PRICES = "WITH ${prices:raw} AS prices\n"
-
-
-def prices_literal() -> str:
-    """:data:`PRICES` as a ClickHouse array of tuples (the value of the hidden ``prices`` constant)."""
-    return "[" + ", ".join(f"('{prefix}', {a}, {b}, {c}, {d})" for prefix, a, b, c, d in PRICES) + "]"
 
 
 def where(time_column: str) -> str:
@@ -49,18 +22,13 @@ def where(time_column: str) -> str:
     return "\n  AND ".join([f"$__timeFilter({time_column})", *filters])
 
 
-def priced_usage(keys: str) -> str:
-    """Token sums per ``keys`` (which include ``model``) with the matching price row and approximate cost."""
-    return f"""SELECT {keys}, input, output, cache_read, cache_write,
-    arrayFirst(p -> startsWith(model, p.1), prices) AS price,
-    (input * price.2 + output * price.3 + cache_read * price.4 + cache_write * price.5) / 1e6 AS cost
-  FROM (
-    SELECT {keys}, sum(input_tokens) AS input, sum(output_tokens) AS output,
-      sum(cache_read_input_tokens) AS cache_read, sum(cache_write_input_tokens) AS cache_write
-    FROM token_usages FINAL
-    WHERE {where("created_at")}
-    GROUP BY {keys}
-  )"""
+def usage_sums(keys: str) -> str:
+    """Token and recorded cost sums per ``keys``."""
+    return f"""SELECT {keys}, sum(input_tokens) AS input, sum(output_tokens) AS output,
+    sum(cache_read_input_tokens) AS cache_read, sum(cache_write_input_tokens) AS cache_write, sum(cost) AS cost
+  FROM token_usages FINAL
+  WHERE {where("created_at")}
+  GROUP BY {keys}"""
 
 
 def variable_sql(name: str, column: str) -> str:
@@ -81,29 +49,25 @@ HEADLINE = f"""SELECT count() AS `Interceptions`, uniqExact(initiator_username) 
 FROM interceptions FINAL
 WHERE {where("started_at")}"""
 
-COST_TOTAL = f"""{WITH_PRICES}SELECT round(sum(cost), 2) AS `Approx. cost (USD)`
-FROM ({priced_usage("model")})"""
+COST_TOTAL = f"""SELECT sum(cost) AS `Cost (USD)`
+FROM token_usages FINAL
+WHERE {where("created_at")}"""
 
-LEADERBOARD = f"""{WITH_PRICES}SELECT i.user AS `User`, i.interceptions AS `Interceptions`, t.input AS `Input`,
+LEADERBOARD = f"""SELECT i.user AS `User`, i.interceptions AS `Interceptions`, t.input AS `Input`,
   t.output AS `Output`, t.cache_read AS `Cache read`, t.cache_write AS `Cache write`, c.tool_calls AS `Tool calls`,
-  round(t.cost, 2) AS `Approx. cost (USD)`
+  t.cost AS `Cost (USD)`
 FROM (
   SELECT initiator_username AS user, count() AS interceptions FROM interceptions FINAL
   WHERE {where("started_at")}
   GROUP BY user
 ) AS i
-LEFT JOIN (
-  SELECT initiator_username AS user, sum(input) AS input, sum(output) AS output, sum(cache_read) AS cache_read,
-    sum(cache_write) AS cache_write, sum(cost) AS cost
-  FROM ({priced_usage("initiator_username, model")})
-  GROUP BY user
-) AS t ON t.user = i.user
+LEFT JOIN ({usage_sums("initiator_username")}) AS t ON t.initiator_username = i.user
 LEFT JOIN (
   SELECT initiator_username AS user, count() AS tool_calls FROM tool_usages FINAL
   WHERE {where("created_at")}
   GROUP BY user
 ) AS c ON c.user = i.user
-ORDER BY `Approx. cost (USD)` DESC, `Interceptions` DESC, `User`
+ORDER BY `Cost (USD)` DESC, `Interceptions` DESC, `User`
 LIMIT 100"""
 
 TOP_CLIENTS = f"""SELECT client AS `Client`, count() AS `Interceptions`
@@ -111,15 +75,14 @@ FROM interceptions FINAL
 WHERE {where("started_at")}
 GROUP BY client ORDER BY `Interceptions` DESC, `Client` LIMIT 15"""
 
-TOP_MODELS = f"""{WITH_PRICES}SELECT i.provider AS `Provider`, i.model AS `Model`, i.interceptions AS `Interceptions`,
-  u.input + u.output + u.cache_read + u.cache_write AS `Tokens`, u.price.1 AS `Priced as`,
-  round(u.cost, 2) AS `Approx. cost (USD)`
+TOP_MODELS = f"""SELECT i.provider AS `Provider`, i.model AS `Model`, i.interceptions AS `Interceptions`,
+  u.input + u.output + u.cache_read + u.cache_write AS `Tokens`, u.cost AS `Cost (USD)`
 FROM (
   SELECT provider, model, count() AS interceptions FROM interceptions FINAL
   WHERE {where("started_at")}
   GROUP BY provider, model
 ) AS i
-LEFT JOIN ({priced_usage("provider, model")}) AS u ON u.provider = i.provider AND u.model = i.model
+LEFT JOIN ({usage_sums("provider, model")}) AS u ON u.provider = i.provider AND u.model = i.model
 ORDER BY `Interceptions` DESC, `Model` LIMIT 20"""
 
 # Spend as recorded: each token usage's cost, priced by the recorder from aibridge/prices.yaml (and

@@ -106,7 +106,7 @@ def sql_queries(dashboard: dict[str, Any]) -> list[str]:
     return panels + variables
 
 
-def expand(sql: str, selection: dict[str, list[str] | None], prices: str) -> str:
+def expand(sql: str, selection: dict[str, list[str] | None]) -> str:
     """What Grafana and the ClickHouse plugin send for this selection (``None`` = All) and ``RANGE``."""
     marker = "$__conditionalAll("
     while (start := sql.find(marker)) >= 0:
@@ -120,7 +120,6 @@ def expand(sql: str, selection: dict[str, list[str] | None], prices: str) -> str
     frm, to = (int(moment.timestamp()) for moment in RANGE)
     sql = re.sub(r"\$__timeFilter\((\w+)\)", rf"\1 >= toDateTime({frm}) AND \1 <= toDateTime({to})", sql)
     sql = re.sub(r"\$__timeInterval\((\w+)\)", r"toStartOfInterval(toDateTime(\1), INTERVAL 3600 second)", sql)
-    sql = sql.replace("${prices:raw}", prices)
     quoted = {name: ",".join(singlequote(value) for value in values or ()) for name, values in selection.items()}
     sql = re.sub(r"\$\{(\w+):singlequote\}", lambda match: quoted[match.group(1)], sql)
     assert "$" not in sql, sql
@@ -168,7 +167,7 @@ def usage(interception: uuid.UUID, user: str, model: str, tokens: tuple[int, int
 
 @pytest.fixture
 def seeded(store_client: Client) -> Client:
-    """alice: a Sonnet and a gpt-4o-mini interception; bob: an unpriced model; carol: out of range."""
+    """alice: a Sonnet and a gpt-4o-mini interception (priced); bob: an unpriced model; carol: out of range."""
     a1, a2, b1, c1 = (uuid.uuid4() for _ in range(4))
     hour = NOW - timedelta(hours=2)
     insert(store_client, store.INTERCEPTIONS, *started_and_ended(a1, "alice", SONNET, "completed", hour))
@@ -177,8 +176,9 @@ def seeded(store_client: Client) -> Client:
     insert(
         store_client, store.INTERCEPTIONS, *started_and_ended(c1, "carol", SONNET, "completed", NOW - timedelta(days=3))
     )
-    sonnet = usage(a1, "alice", SONNET, (10_000, 20_000, 100_000, 40_000))
-    insert(store_client, store.TOKEN_USAGES, sonnet, sonnet, usage(a2, "alice", MINI, (1_000_000, 0, 0, 0)))
+    sonnet = usage(a1, "alice", SONNET, (10_000, 20_000, 100_000, 40_000)) | {"cost": Decimal("0.51")}
+    mini = usage(a2, "alice", MINI, (1_000_000, 0, 0, 0)) | {"cost": Decimal("0.15")}
+    insert(store_client, store.TOKEN_USAGES, sonnet, sonnet, mini)
     insert(store_client, store.TOKEN_USAGES, usage(b1, "bob", LOCAL, (500, 500, 0, 0)))
     tool = {"provider_response_id": "r", "call_id": "c", "input": "{}", "injected": False, "metadata": "{}"}
     calls = [
@@ -213,36 +213,35 @@ def seeded(store_client: Client) -> Client:
 
 def run(client: Client, builder: ModuleType, name: str, **selection: list[str]) -> list[tuple[Any, ...]]:
     queries = builder.q
-    sql = expand(getattr(queries, name), ALL | selection, queries.prices_literal())
+    sql = expand(getattr(queries, name), ALL | selection)
     return [tuple(r) for r in client.query(sql).result_rows]
 
 
 def test_every_sql_runs_on_the_store_for_all_and_for_a_selection(
     seeded: Client, dashboard: dict[str, Any], builder: ModuleType
 ) -> None:
-    prices = builder.q.prices_literal()
     chosen = {"user": ["alice", "o'brien"], "provider": ["anthropic"], "model": [SONNET], "client": ["Claude Code"]}
     for sql in sql_queries(dashboard):
         for selection in (ALL, chosen):
-            seeded.query(expand(sql, selection, prices))
+            seeded.query(expand(sql, selection))
 
 
-def test_usage_queries_count_each_row_once_and_price_it(seeded: Client, builder: ModuleType) -> None:
+def test_usage_queries_count_each_row_once_and_sum_the_recorded_cost(seeded: Client, builder: ModuleType) -> None:
     assert run(seeded, builder, "TOKEN_TOTALS") == [(1_010_500, 20_500, 100_000, 40_000)]
     assert run(seeded, builder, "HEADLINE") == [(3, 2, 1)]
-    assert run(seeded, builder, "COST_TOTAL") == [(0.66,)]
+    assert run(seeded, builder, "COST_TOTAL") == [(Decimal("0.66"),)]  # the duplicate Sonnet row counted once
     assert run(seeded, builder, "TOOL_TOTALS") == [(2, 1)]
     assert run(seeded, builder, "LEADERBOARD") == [
-        ("alice", 2, 1_010_000, 20_000, 100_000, 40_000, 2, 0.66),
-        ("bob", 1, 500, 500, 0, 0, 0, 0.0),
+        ("alice", 2, 1_010_000, 20_000, 100_000, 40_000, 2, Decimal("0.66")),
+        ("bob", 1, 500, 500, 0, 0, 0, None),  # unpriced: unknown, not 0
     ]
-    assert run(seeded, builder, "LEADERBOARD", model=[MINI]) == [("alice", 1, 1_000_000, 0, 0, 0, 0, 0.15)]
-    assert run(seeded, builder, "LEADERBOARD", user=["bob"]) == [("bob", 1, 500, 500, 0, 0, 0, 0.0)]
-    models = {r[1]: (r[2], r[3], r[4], r[5]) for r in run(seeded, builder, "TOP_MODELS")}
+    assert run(seeded, builder, "LEADERBOARD", model=[MINI]) == [("alice", 1, 1_000_000, 0, 0, 0, 0, Decimal("0.15"))]
+    assert run(seeded, builder, "LEADERBOARD", user=["bob"]) == [("bob", 1, 500, 500, 0, 0, 0, None)]
+    models = {r[1]: (r[2], r[3], r[4]) for r in run(seeded, builder, "TOP_MODELS")}
     assert models == {
-        SONNET: (1, 170_000, "claude-sonnet-4", 0.51),
-        MINI: (1, 1_000_000, "gpt-4o-mini", 0.15),
-        LOCAL: (1, 1_000, "", 0.0),
+        SONNET: (1, 170_000, Decimal("0.51")),
+        MINI: (1, 1_000_000, Decimal("0.15")),
+        LOCAL: (1, 1_000, None),
     }
 
 
@@ -259,7 +258,7 @@ def test_audit_queries_show_prompts_and_flag_tool_errors(seeded: Client, builder
 
 def test_every_variable_is_defined_and_used(dashboard: dict[str, Any]) -> None:
     defined = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert set(defined) == {"prometheus", "clickhouse", "user", "provider", "model", "client", "prices"}
+    assert set(defined) == {"prometheus", "clickhouse", "user", "provider", "model", "client"}
     text = json.dumps(dashboard["panels"])
     used = set(re.findall(r"\$\{?(?!__)(\w+)", text))
     assert used == set(defined)
