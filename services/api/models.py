@@ -161,6 +161,16 @@ class SessionsPage(BaseModel):
     results: list[SessionSummary] = Field(description="Newest activity first.")
 
 
+class Reasoning(BaseModel):
+    interception_id: str
+    id: str
+    provider_response_id: str
+    kind: str = Field(description="thinking, summary, reasoning_content, redacted or encrypted (docs/sessions.md).")
+    text: str = Field(description="As captured; empty with capture metadata and for redacted and encrypted.")
+    metadata: dict[str, Any]
+    created_at: str = Field(description="RFC 3339.")
+
+
 class Thread(BaseModel):
     id: str = Field(description="The id of the interception that started it: its prompt, or the first one.")
     initiator: Initiator
@@ -171,7 +181,7 @@ class Thread(BaseModel):
     duration_ms: int | None = Field(description="From its start to its last end; null while in flight.")
     interceptions: list[Interception] = Field(description="In the order they started.")
     tool_calls: list[ToolUsage] = Field(description="Every tool call the model made in it, in order.")
-    reasoning: list[dict[str, Any]] = Field(description="The model's reasoning, where the store keeps it.")
+    reasoning: list[Reasoning] = Field(description="The model's reasoning in its interceptions, in order.")
     input_tokens: int
     output_tokens: int
     cache_read_input_tokens: int

@@ -27,7 +27,7 @@ from typing import Any, Final
 from aibridge import store
 from aibridge.api import sql, threads
 from aibridge.api.errors import BadRequest, NotFound
-from aibridge.api.render import Row, rfc3339
+from aibridge.api.render import Row, render_child, rfc3339
 from aibridge.api.repository import InterceptionReader
 from aibridge.events import Turn
 
@@ -150,6 +150,18 @@ def position_statement(session_id: str, initiator_ids: tuple[str, ...] | None) -
     )
 
 
+REASONING_COLUMNS: Final = ("interception_id", "id", "provider_response_id", "kind", "text", "metadata", "created_at")
+
+
+def reasoning_statement(interception_ids: Sequence[str]) -> sql.Statement:
+    """The reasoning of the interceptions (the table is ordered by interception: one short read each)."""
+    return sql.Statement(
+        f"SELECT {', '.join(REASONING_COLUMNS)} FROM {store.REASONING} "
+        "WHERE interception_id IN {ids:Array(UUID)} ORDER BY interception_id, created_at, id LIMIT 1 BY id",
+        {"ids": list(interception_ids)},
+    )
+
+
 def detail_statement(session_id: str, initiator_ids: tuple[str, ...] | None) -> sql.Statement:
     """A session's interceptions in time order, one row per id (its highest version)."""
     scope = "" if initiator_ids is None else " AND initiator_id IN {initiator_ids:Array(String)}"
@@ -232,7 +244,16 @@ class SessionReader:
         rows = self._reader.query("session", detail_statement(session_id, initiator_ids))
         if not rows:
             return None
-        return _session_detail(session_id, self._reader.rendered(rows, with_threads=False))
+        ids = [str(row[0]) for row in rows]
+        reasoning = self._reader.concurrently(lambda: self._reader.query("reasoning", reasoning_statement(ids)))
+        interceptions = self._reader.rendered(rows, with_threads=False)
+        by_interception: dict[str, list[Row]] = {}
+        for found in reasoning.result():
+            item = render_child(dict(zip(REASONING_COLUMNS, found, strict=True)))
+            by_interception.setdefault(item["interception_id"], []).append(item)
+        for interception in interceptions:
+            interception["reasoning"] = by_interception.get(interception["id"], [])
+        return _session_detail(session_id, interceptions)
 
     def _tokens(self, statement: sql.Statement) -> dict[str, tuple[int, ...]]:
         return {
@@ -299,8 +320,7 @@ def _thread(thread_id: str, interceptions: list[Row]) -> Row:
         "duration_ms": None if in_flight or not ends else _millis(first["started_at"], max(ends)),
         "interceptions": interceptions,
         "tool_calls": [usage for row in interceptions for usage in row["tool_usages"]],
-        # The model's reasoning, from each interception's reasoning records when the store keeps them.
-        "reasoning": [item for row in interceptions for item in row.get("reasoning", [])],
+        "reasoning": [item for row in interceptions for item in row.pop("reasoning")],
         **sums,
         "total_tokens": sum(sums.values()),
     }

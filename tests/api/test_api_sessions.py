@@ -20,7 +20,7 @@ from clickhouse_connect.driver.client import Client
 from aibridge import cli, store
 from aibridge.api.app import create_api_app
 from aibridge.auth import Role, TokenVerifier
-from aibridge.events import Event, InterceptionContext, Status
+from aibridge.events import Event, InterceptionContext, ReasoningKind, Status
 from aibridge.recorder.rows import process_event
 from aibridge.testing.server import serve_in_thread
 
@@ -43,11 +43,15 @@ def events_of(session: str, user: str, model: str, minute: int, turn: str) -> li
     events = [context.started(session_id=session, turn=turn)]
     if turn == "prompt":
         events.append(context.prompt(f"{session} at {minute}"))
+    if minute == 31:  # the model thought before its answer to the tool result
+        events.append(context.reasoning(ReasoningKind.THINKING, "the test fails on line 3", "r"))
+        events.append(context.reasoning(ReasoningKind.REDACTED, "", "r"))
     events.append(context.token_usage(provider_response_id="r", input_tokens=minute, output_tokens=1))
     events.append(context.tool_usage(provider_response_id="r", tool="Read", call_id=f"c{minute}", tool_input="{}"))
     events.append(context.ended(Status.COMPLETED, 200, ended_at=context.started_at + timedelta(seconds=30)))
-    for event in events[1:-1]:
-        event["occurred_at"] = (context.started_at + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    for index, event in enumerate(events[1:-1]):  # during the interception, in the order they happened
+        moment = context.started_at + timedelta(seconds=1, milliseconds=index)
+        event["occurred_at"] = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return events
 
 
@@ -148,7 +152,12 @@ def test_a_session_has_its_threads_in_order(get: Callable[..., httpx.Response]) 
     assert all(row["session_id"] == "alice-new" for row in first["interceptions"] + second["interceptions"])
     assert first["duration_ms"] == 90_000 and first["input_tokens"] == 61 and first["output_tokens"] == 2
     assert [call["interception_id"] for call in first["tool_calls"]] == [row["id"] for row in first["interceptions"]]
-    assert first["reasoning"] == []
+    assert [(item["kind"], item["text"]) for item in first["reasoning"]] == [
+        ("thinking", "the test fails on line 3"),
+        ("redacted", ""),
+    ]
+    assert {item["interception_id"] for item in first["reasoning"]} == {first["interceptions"][1]["id"]}
+    assert second["reasoning"] == []
     assert detail["interceptions"] == 4 and detail["total_tokens"] == 30 + 31 + 32 + 33 + 4
 
 
