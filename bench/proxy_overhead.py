@@ -161,12 +161,14 @@ def process(command: list[str], port: int, env: dict[str, str] | None = None, st
 
 @contextmanager
 def proxy_process(port: int, env: dict[str, str]) -> Iterator[int]:
-    """AI Bridge as users run it, ``aibridge proxy`` (settings from ``env``), until the block ends.
+    """AI Bridge as users run it, ``aibridge proxy`` (settings from ``env``; one worker unless
+    ``AIBRIDGE_WORKERS`` is in it), until the block ends.
 
     Its log goes to a file, as a container's goes to a pipe: at the default level (INFO) that is a JSON
     line per interception. Yields the pid once the port accepts connections.
     """
     command = [str(Path(sys.executable).parent / "aibridge"), "proxy", "--listen", f"127.0.0.1:{port}"]
+    env = {"AIBRIDGE_WORKERS": "1"} | env  # one process unless asked: the tables compare per process
     with tempfile.TemporaryFile() as log, process(command, port, env, stderr=log) as pid:
         yield pid
 
@@ -408,10 +410,24 @@ def run(args: argparse.Namespace) -> None:
     from aibridge.auth import generate_keypair, issue_token, load_private_key
     from aibridge.testing.broker import free_port, start_broker
 
-    params = {name: getattr(args, name) for name in ("duration", "wrk_duration", "rate", "connections", "clients")}
+    params = {
+        name: getattr(args, name)
+        for name in (
+            "duration",
+            "wrk_duration",
+            "rate",
+            "connections",
+            "clients",
+            "side_connections",
+            "rounds",
+            "workers",
+        )
+    }
     run_record = bench_results.Run("proxy_overhead", params)
+    side_record = bench_results.Run("proxy_side_by_side", params)
     broker = None if args.kafka_bootstrap else start_broker()
     bootstrap = args.kafka_bootstrap or (broker.bootstrap if broker else "")
+    broker_pid = broker.process.pid if broker is not None else 0
     asyncio.run(create_topic(bootstrap, TOPIC))
     keys = Path(tempfile.mkdtemp())
     generate_keypair(keys)
@@ -422,7 +438,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"rerun: {bench_results.rerun_command()}")
     results: dict[str, Any] = {"latency": {}, "throughput": {}, "events": {}, "proxy_peak_rss_mib": {}}
     try:
-        with process(upstream_command(upstream_port), upstream_port):
+        with process(upstream_command(upstream_port), upstream_port) as upstream_pid:
             for client in args.clients:
                 port = free_port()
                 env = {
@@ -435,6 +451,14 @@ def run(args: argparse.Namespace) -> None:
                 }
                 with proxy_process(port, env) as proxy_pid:
                     proxy = f"http://127.0.0.1:{port}"
+                    if client == args.clients[0] and args.side_by_side:
+                        from proxy_side_by_side import measure_side_by_side
+
+                        pids = {"upstream": upstream_pid, "broker": broker_pid}
+                        side = measure_side_by_side(upstream, (proxy, proxy_pid), token, args, env, pids)
+                        side_record.write(args.side_by_side_json, side)
+                    if args.side_by_side_only:
+                        continue
                     if client == args.clients[0]:
                         results["latency"] = measure_latency(upstream, proxy, token, args, env, proxy_pid)
                         results["latency"]["upstream_client"] = client
@@ -447,7 +471,8 @@ def run(args: argparse.Namespace) -> None:
         if broker is not None:
             broker.stop()
     print(f"\nload average after: {os.getloadavg()}")
-    run_record.write(args.json, results)
+    if not args.side_by_side_only:
+        run_record.write(args.json, results)
 
 
 def measure_latency(  # noqa: PLR0917
@@ -476,6 +501,19 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second for the latency test")
     parser.add_argument("--connections", type=lambda v: [int(c) for c in v.split(",")], default=[1, 16, 64])
     parser.add_argument("--clients", type=lambda v: v.split(","), default=["builtin", "aiohttp", "httpx"])
+    parser.add_argument("--side-connections", type=lambda v: [int(c) for c in v.split(",")], default=[1, 32])
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the side-by-side table")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="AI Bridge's workers in the side-by-side table's last row"
+    )
+    parser.add_argument("--no-side-by-side", dest="side_by_side", action="store_false")
+    parser.add_argument("--side-by-side-only", action="store_true", help="only the side-by-side table")
+    parser.add_argument(
+        "--side-by-side-json",
+        type=Path,
+        default=bench_results.RESULTS_DIR / "proxy_side_by_side.json",
+        help="where the side-by-side table's results go",
+    )
     parser.add_argument("--kafka-bootstrap", default=None, help="use this broker instead of starting Tansu")
     parser.add_argument(
         "--no-floor", dest="floor", action="store_false", help="skip the minimal-proxy floors in the latency table"
