@@ -33,6 +33,18 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(payload, default=str).decode()
 
 
+_SOURCE_FILE = logging._srcfile  # where logging looks for the caller's frame; None skips the walk
+
+
+def note_record_origin(keep: bool) -> None:
+    """Whether each log record notes where it was made (file, line, function: a walk up the stack),
+    its thread and its process. No log line prints them and they cost about as much as the rest of a
+    record (the proxy writes one per interception), so only spans that attach log records
+    (``--trace-logs``, which name the function) keep them."""
+    logging._srcfile = _SOURCE_FILE if keep else None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = keep
+
+
 def configure_logging(level: str = "INFO", *, json_lines: bool | None = None) -> None:
     """JSON lines unless stderr is a terminal (or ``json_lines`` says otherwise)."""
     as_json = not sys.stderr.isatty() if json_lines is None else json_lines

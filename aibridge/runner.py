@@ -35,7 +35,7 @@ from aibridge.embedded import EmbeddedHome, print_banner
 from aibridge.fastpath import FastPathStarlette, Handler
 from aibridge.http_limits import HeaderLimitSettings, limited_protocol
 from aibridge.identity import NoVerifierConfigured, Verifiers
-from aibridge.logs import configure_logging
+from aibridge.logs import configure_logging, note_record_origin
 from aibridge.settings import CommonSettings, StoreSettings
 
 if TYPE_CHECKING:
@@ -245,6 +245,7 @@ def serve(plan: Plan) -> int:
     common = CommonSettings(**plan.overrides)  # type: ignore[arg-type]
     # Structured records are for log shippers: keep every line JSON then, even on a terminal.
     configure_logging(common.log_level, json_lines=True if common.structured_logs else None)
+    note_record_origin(common.trace_enable and common.trace_logs)
     telemetry.configure(common.trace_enable, trace_logs=common.trace_logs)
     try:
         app = Host(plan).build()
