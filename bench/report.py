@@ -135,31 +135,6 @@ def throughput(run: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def proxy_side_by_side(run: Results) -> str:
-    result, lines = run["results"], []
-    lines.append(
-        f"`wrk -t1`, {result['seconds']:.0f} s per run, the median of {result['rounds']} alternating rounds; "
-        "CPU per request of the serving proxy process (a supervisor and its workers together), of the "
-        "simulated upstream, of the broker, of wrk, and of the whole machine:\n"
-    )
-    lines.append("| request | c | target | req/s | p50 | of bare proxy | proxy | upstream | broker | wrk | machine |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    bare = {(r["request"], r["connections"]): r["rps"] for r in result["rows"] if r["target"] == "bare proxy"}
-    for row in result["rows"]:
-        cpu = row["cpu_us_per_request"]
-        cells = " | ".join(
-            f"{count(cpu[name])} µs" if name in cpu else "—"
-            for name in ("serving proxy", "upstream", "broker", "wrk", "machine")
-        )
-        share = row["rps"] / bare[(row["request"], row["connections"])]
-        target = f"**{row['target']}**" if row["target"].startswith("AI Bridge") else row["target"]
-        lines.append(
-            f"| {row['request']} | {row['connections']} | {target} | {count(row['rps'])} | {ms(row['p50_ms'])} "
-            f"| {share:.0%} | {cells} |"
-        )
-    return "\n".join(lines) + "\n\n" + provenance(run)
-
-
 def proxy_ab(run: Results) -> str:
     variants = [variant.split(":")[0] for variant in run["params"]["variants"]]
     lines = [
@@ -240,6 +215,23 @@ def storage_size(run: Results) -> str:
     return "\n".join(lines) + "\n\n" + provenance(run)
 
 
+def sessions_query(run: Results) -> str:
+    """The sessions page and a session's detail over the sessions store, against their targets."""
+    lines = ["| scenario | p50 | p99 | target (p99) |", "|---|---|---|---|"]
+    for entry in run["results"]["in_process"]:
+        limit = 50 if entry["name"].startswith("one session") else 100
+        lines.append(
+            f"| {entry['name']} | {ms(entry['p50_ms'])} | {ms(entry['p99_ms'])} | "
+            f"\u2264 {limit} ms: {verdict(entry['p99_ms'], limit)} |"
+        )
+    tables = run["results"]["storage"]
+    sizes = ", ".join(
+        f"`{name}` {tables[name]['bytes_on_disk'] / 2**20:.0f} MiB" for name in ("interceptions_by_session", "sessions")
+    )
+    lines.append(f"\nThe session tables on disk: {sizes}.")
+    return "\n".join(lines) + "\n\n" + provenance(run)
+
+
 def verdict(value: float, limit: float, at_least: bool = False) -> str:
     return "met" if (value >= limit if at_least else value <= limit) else "**missed**"
 
@@ -276,11 +268,11 @@ def generators() -> dict[str, Callable[[], str | None]]:
 
     return {
         "proxy_overhead": single("proxy_overhead", proxy_overhead),
-        "proxy_side_by_side": single("proxy_side_by_side", proxy_side_by_side),
         "proxy_ab": single("proxy_ab", proxy_ab),
         "recorder_throughput": single("recorder_throughput", recorder_throughput),
         "storage_size": single("storage_size", storage_size),
         "api_query": lambda: api_query(runs) if (runs := api_runs()) else None,
+        "sessions_query": single("sessions_query_10000000", sessions_query),
         "targets": targets,
         "sizing": lambda: sizing.render(
             load("proxy_overhead"), load("recorder_throughput"), load("storage_size"), api_runs()

@@ -219,6 +219,7 @@ def main() -> int:
     if not exists:
         build(client, args.rows, args.recent, args.batch, args.chunk)
     else:
+        store.migrate(client)  # migrations since it was built
         print(f"using the existing store ({describe(client)}); --rebuild to rebuild it")
     settings = ApiSettings(clickhouse_url=url, clickhouse_database=DATABASE)
     print(f"sessions page of 50 with counts and tokens, {args.runs} runs each; details once each (2-core machine):")
