@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 import tempfile
+import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -27,11 +29,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 import proxy_overhead as po
 import results as bench_results
 
+BENCH_USER = "bench"  # the username of the benchmark's bridge token
+# A variant's parts: split at each colon that starts a VAR=, so a value may hold colons (a URL).
+VARIANT_PARTS = re.compile(r":(?=[A-Za-z_][A-Za-z0-9_]*=)")
+
 
 def main() -> None:
-    from aibridge.auth import generate_keypair, issue_token, load_private_key
-    from aibridge.testing.broker import free_port, start_broker
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variants", nargs="+", help="NAME[:VAR=VALUE...]")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per variant")
@@ -41,12 +44,25 @@ def main() -> None:
     run_record = bench_results.Run(
         "proxy_ab", {"variants": args.variants, "duration": args.duration, "rate": args.rate}
     )
+    rows, _ = measure(args.variants, args.rate, args.duration)
+    run_record.write(args.json, {"rows": rows})
+
+
+def measure(
+    variants: list[str], rate: float, duration: float, scrape: tuple[str, ...] = ()
+) -> tuple[list[dict[str, object]], dict[str, list[str]]]:
+    """Run direct and ``variants`` interleaved; the table's rows, and each variant's metric lines whose
+    names start with one of ``scrape`` (read from its ``/metrics`` after the run)."""
+    from aibridge.auth import generate_keypair, issue_token, load_private_key
+    from aibridge.testing.broker import free_port, start_broker
+
     rows: list[dict[str, object]] = []
+    scraped: dict[str, list[str]] = {}
     broker = start_broker()
     asyncio.run(po.create_topic(broker.bootstrap, po.TOPIC))
     keys = Path(tempfile.mkdtemp())
     generate_keypair(keys)
-    token = issue_token(load_private_key(keys / "signing_key.pem"), "bench")
+    token = issue_token(load_private_key(keys / "signing_key.pem"), BENCH_USER)
     upstream_port = free_port()
     upstream = f"http://127.0.0.1:{upstream_port}"
     common = {
@@ -61,34 +77,46 @@ def main() -> None:
     try:
         with po.process(po.upstream_command(upstream_port), upstream_port), ExitStack() as stack:
             targets: list[po.Target] = [("direct", f"{upstream}/v1/chat/completions", {})]
-            for variant in args.variants:
-                name, *assignments = variant.split(":")
+            ports: dict[str, int] = {}
+            for variant in variants:
+                name, *assignments = VARIANT_PARTS.split(variant)
                 env = common | dict(assignment.split("=", 1) for assignment in assignments)
-                port = free_port()
+                port = ports[name] = free_port()
                 stack.enter_context(po.proxy_process(port, env))
                 targets.append((name, f"http://127.0.0.1:{port}{po.ROUTE}", po.auth(token)))
-            print(f"\n## Added p50 / p99 at {args.rate:.0f} req/s, {args.duration:.0f}s per variant in 1-second turns")
+            print(f"\n## Added p50 / p99 at {rate:.0f} req/s, {duration:.0f}s per variant in 1-second turns")
             print("| request | direct p50 / p99 |" + "".join(f" {name} |" for name, _, _ in targets[1:]) + " errors |")
             print("|---|---|" + "---|" * len(targets))
             for label, body in (("blocking", po.BLOCKING), ("streaming", po.STREAMING)):
-                result = asyncio.run(po.open_loop(targets, orjson.dumps(body), args.rate, args.duration))
+                result = asyncio.run(po.open_loop(targets, orjson.dumps(body), rate, duration))
                 direct = result["direct"]
-                for measure in ("total",) if label == "blocking" else ("ttfb", "total"):
-                    d50, d99 = direct[f"{measure}_p50_ms"], direct[f"{measure}_p99_ms"]
-                    request = label if label == "blocking" else f"{label} ({po.MEASURE_NAMES[measure]})"
+                for measure_name in ("total",) if label == "blocking" else ("ttfb", "total"):
+                    d50, d99 = direct[f"{measure_name}_p50_ms"], direct[f"{measure_name}_p99_ms"]
+                    request = label if label == "blocking" else f"{label} ({po.MEASURE_NAMES[measure_name]})"
                     row = f"| {request} | {d50:.2f} / {d99:.2f} ms |"
                     added = {}
                     for name, _, _ in targets[1:]:
-                        v50, v99 = result[name][f"{measure}_p50_ms"], result[name][f"{measure}_p99_ms"]
+                        v50, v99 = result[name][f"{measure_name}_p50_ms"], result[name][f"{measure_name}_p99_ms"]
                         row += f" **{v50 - d50:.2f}** / {v99 - d99:.2f} ms |"
                         added[name] = {"added_p50_ms": v50 - d50, "added_p99_ms": v99 - d99}
                     rows.append({"request": request, "direct_p50_ms": d50, "direct_p99_ms": d99, "variants": added})
                     errors = "/".join(f"{result[name]['errors']:.0f}" for name, _, _ in targets)
                     print(f"{row} {errors} |", flush=True)
+            if scrape:
+                scraped = {name: metric_lines(port, scrape) for name, port in ports.items()}
+                for name, lines in scraped.items():
+                    print(f"\n{name} /metrics:\n" + ("\n".join(lines) or "(none)"))
     finally:
         broker.stop()
     print(f"\nload average after: {os.getloadavg()}")
-    run_record.write(args.json, {"rows": rows})
+    return rows, scraped
+
+
+def metric_lines(port: int, prefixes: tuple[str, ...]) -> list[str]:
+    """The samples of a proxy's ``/metrics`` whose names start with one of ``prefixes``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return [line for line in text.splitlines() if line.startswith(prefixes)]
 
 
 if __name__ == "__main__":

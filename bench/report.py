@@ -150,6 +150,29 @@ def proxy_ab(run: Results) -> str:
     return "\n".join(lines) + "\n\n" + provenance(run)
 
 
+def budgets_ab(run: Results) -> str:
+    """The A/B table of budgets off and on, the difference of their added p50, and the check's own cost."""
+    result = run["results"]
+    lines = [
+        proxy_ab(run).split("\n\n_Run:")[0],
+        "",
+        "| request | on minus off, added p50 | off-2 minus off (A/A: the noise floor) |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {row['request']} | **{budgets_difference(row):+.3f} ms** | {budgets_difference(row, 'off-2'):+.3f} ms |"
+        for row in result["rows"]
+    ]
+    timing = result["in_process"]
+    lines.append(
+        f"\nThe budget check decided {count(result['decisions']['on'].get('within', 0))} requests of `on` "
+        f'(`aibridge_proxy_budget_decisions_total{{outcome="within"}}`). In process, one `BudgetGuard.check` '
+        f"takes {timing['check_us_p50']:.2f} µs and counting one usage (`recorded`) {timing['recorded_us_p50']:.2f} µs "
+        "(median)."
+    )
+    return "\n".join(lines) + "\n\n" + provenance(run)
+
+
 def recorder_throughput(run: Results) -> str:
     result, params = run["results"], run["params"]
     flow, delay = result["throughput"], result["delay"]
@@ -259,7 +282,19 @@ def targets() -> str | None:
         f"| API p99 \u2264 100 ms per page ({api['params']['rows'] / 1e6:,.0f} M store, in-process) "
         f"| {api_p99:.0f} ms (worst scenario) | {verdict(api_p99, 100)} |",
     ]
+    budgets = load("budgets_ab")
+    if budgets is not None:
+        worst = max(budgets_difference(row) for row in budgets["results"]["rows"])
+        lines.append(
+            f"| budgets on: added p50 \u2264 off + 0.05 ms | {worst:+.3f} ms (worst row) | {verdict(worst, 0.05)} |"
+        )
     return "\n".join(lines) + "\n"
+
+
+def budgets_difference(row: dict[str, Any], variant: str = "on") -> float:
+    """``variant`` (budgets on, or the second proxy with them off) minus off, in added p50 (ms), of one row."""
+    variants = row["variants"]
+    return float(variants[variant]["added_p50_ms"] - variants["off"]["added_p50_ms"])
 
 
 def generators() -> dict[str, Callable[[], str | None]]:
@@ -269,6 +304,7 @@ def generators() -> dict[str, Callable[[], str | None]]:
     return {
         "proxy_overhead": single("proxy_overhead", proxy_overhead),
         "proxy_ab": single("proxy_ab", proxy_ab),
+        "budgets_ab": single("budgets_ab", budgets_ab),
         "recorder_throughput": single("recorder_throughput", recorder_throughput),
         "storage_size": single("storage_size", storage_size),
         "api_query": lambda: api_query(runs) if (runs := api_runs()) else None,
