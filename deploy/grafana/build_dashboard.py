@@ -211,6 +211,19 @@ def spend_panels(layout: Layout) -> None:
     )
 
 
+def session_panels(layout: Layout) -> None:
+    layout.row("Sessions and threads (ClickHouse)")
+    layout.add(
+        "timeseries",
+        "Sessions and threads per day",
+        "Sessions with an interception that UTC day, and threads started that day (human prompts): a thread is "
+        "one prompt and the agentic loop it set off (docs/sessions.md).",
+        (24, 8),
+        [clickhouse(q.SESSIONS_PER_DAY, time_series=True)],
+        defaults={"unit": "short", "custom": {"drawStyle": "bars"}},
+    )
+
+
 def audit_panels(layout: Layout) -> None:
     layout.row("Prompts and tool calls (ClickHouse)")
     layout.add(
@@ -420,7 +433,7 @@ def variables() -> list[Json]:
 
 def build() -> Json:
     layout = Layout()
-    for section in (usage_panels, spend_panels, audit_panels, proxy_panels, mcp_panels, backend_panels):
+    for section in (usage_panels, spend_panels, session_panels, audit_panels, proxy_panels, mcp_panels, backend_panels):
         section(layout)
     return {
         "uid": "aibridge",

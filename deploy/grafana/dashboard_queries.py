@@ -110,6 +110,15 @@ FROM token_usages FINAL
 WHERE {where("created_at")} AND cost IS NULL
 GROUP BY `Provider`, `Model` ORDER BY `Token usages` DESC, `Model` LIMIT 20"""
 
+# Sessions active per UTC day (a session key with an interception that day) and threads started per day
+# (human prompts; a leading thread without a prompt is not counted): docs/sessions.md. Read from the
+# interceptions that have a session; each counted once by id, so no FINAL.
+SESSIONS_PER_DAY = f"""SELECT toStartOfDay(started_at) AS time, uniqExact(session_id) AS `Sessions`,
+  uniqExactIf(id, turn = 'prompt') AS `Threads`
+FROM interceptions_by_session
+WHERE {where("started_at")}
+GROUP BY time ORDER BY time"""
+
 INTERCEPTIONS_OVER_TIME = f"""SELECT $__timeInterval(started_at) AS time, initiator_username AS user,
   count() AS interceptions
 FROM interceptions FINAL

@@ -132,7 +132,7 @@ def singlequote(value: str) -> str:
 
 
 def test_every_sql_reads_existing_tables(dashboard: dict[str, Any]) -> None:
-    tables = {store.INTERCEPTIONS, *store.CHILD_TABLES}
+    tables = {store.INTERCEPTIONS, store.INTERCEPTIONS_BY_SESSION, *store.CHILD_TABLES}
     for sql in sql_queries(dashboard):
         named = set(re.findall(r"\b(?:FROM|JOIN)\s+([a-z_]\w*)", sql))
         assert named and named <= tables, sql
@@ -292,3 +292,16 @@ def test_spend_queries_sum_the_recorded_cost_and_list_unpriced_traffic(
         (MINI, Decimal("1.25")),
     ]
     assert run(store_client, builder, "UNPRICED_TRAFFIC") == [("openai", LOCAL, 1, 1)]
+
+
+def test_sessions_and_threads_per_day_count_each_once(store_client: Client, builder: ModuleType) -> None:
+    """Two sessions today (one with two prompts, every row stored twice), one yesterday; no key: no session."""
+    today, yesterday = NOW - timedelta(seconds=1), NOW - timedelta(hours=25)  # yesterday: out of the range
+    turns = [("s1", "prompt", today), ("s1", "tool_result", today), ("s1", "prompt", today), ("s2", "prompt", today)]
+    turns += [("s3", "prompt", yesterday), ("", "prompt", today)]
+    for session, turn, at in turns:
+        rows = started_and_ended(uuid.uuid4(), "alice", SONNET, "completed", at)
+        insert(store_client, store.INTERCEPTIONS, *({**r, "session_id": session, "turn": turn} for r in rows))
+    day = today.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+    assert run(store_client, builder, "SESSIONS_PER_DAY") == [(day, 2, 3)]
+    assert run(store_client, builder, "SESSIONS_PER_DAY", user=["bob"]) == []
