@@ -214,6 +214,8 @@ class InterceptionContext:
         injected: bool = False,
         invocation_error: str | None = None,
         server_url: str | None = None,
+        server_name: str | None = None,
+        duration_ms: float | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Event:
         kept, redactions = self.capture.user_text(tool_input)
@@ -230,6 +232,8 @@ class InterceptionContext:
             "injected": injected,
             "invocation_error": invocation_error,
             "server_url": server_url,
+            "server_name": server_name,
+            "duration_ms": duration_ms,
             "metadata": metadata or {},
         }
 

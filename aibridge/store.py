@@ -356,6 +356,21 @@ ORDER BY (interception_id, created_at, id)
 SETTINGS index_granularity = 1024""",
         ),
     ),
+    Migration(
+        10,
+        "the MCP server's name and the duration of injected tool calls",
+        (
+            # NULL for the client's own tools, calls the bridge did not run, and rows from before this migration.
+            f"ALTER TABLE {TOOL_USAGES} ADD COLUMN IF NOT EXISTS server_name Nullable(String) "
+            "COMMENT 'the MCP server (its name in the servers file) that ran an injected call'",
+            f"ALTER TABLE {TOOL_USAGES} ADD COLUMN IF NOT EXISTS duration_ms Nullable(Float64) "
+            "COMMENT 'how long the bridge took to run an injected call'",
+            # The page's children are read from the by_time projection: it must hold the new columns too.
+            f"ALTER TABLE {TOOL_USAGES} DROP PROJECTION IF EXISTS by_time",
+            f"ALTER TABLE {TOOL_USAGES} ADD {_by_time(TOOL_USAGES, ', server_name, duration_ms')}",
+            f"ALTER TABLE {TOOL_USAGES} MATERIALIZE PROJECTION by_time SETTINGS mutations_sync = 1",
+        ),
+    ),
 ]
 
 

@@ -29,13 +29,14 @@ FILTERS = ("initiator", "provider", "model", "client", "started_after", "started
 CSV_COLUMNS = (
     "id", "started_at", "ended_at", "initiator_id", "initiator_username", "provider", "model", "client",
     "status", "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens",
-    "tool_calls", "prompt", "cost",
+    "tool_calls", "prompt", "cost", "injected_tool_calls",
 )  # fmt: skip
 TABLE_COLUMNS = (
     ("STARTED", "started_at", 27), ("USER", "initiator_username", 16), ("PROVIDER", "provider", 9),
     ("MODEL", "model", 20), ("CLIENT", "client", 14), ("IN", "input_tokens", 8), ("OUT", "output_tokens", 8),
     ("CACHE R", "cache_read_input_tokens", 9), ("CACHE W", "cache_write_input_tokens", 8),
-    ("TOOLS", "tool_calls", 5), ("COST $", "cost", 12), ("STATUS", "status", 12), ("ID", "id", 36),
+    ("TOOLS", "tool_calls", 5), ("MCP", "injected_tool_calls", 4), ("COST $", "cost", 12),
+    ("STATUS", "status", 12), ("ID", "id", 36),
 )  # fmt: skip
 
 
@@ -162,8 +163,10 @@ def _message(answer: httpx.Response) -> str:
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
-    """One flat row per interception (CSV and table): token totals, tool calls, the last prompt."""
+    """One flat row per interception (CSV and table): token totals, tool calls (and of them the injected MCP
+    calls the bridge ran or withheld), the last prompt."""
     usages, prompts = result.get("token_usages", []), result.get("user_prompts", [])
+    tools = result.get("tool_usages", [])
     row = {
         "id": result["id"],
         "started_at": result["started_at"],
@@ -174,7 +177,8 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "model": result["model"],
         "client": result["client"],
         "status": result.get("status") or "in flight",
-        "tool_calls": len(result.get("tool_usages", [])),
+        "tool_calls": len(tools),
+        "injected_tool_calls": sum(1 for tool in tools if tool.get("injected")),
         "prompt": prompts[-1]["prompt"] if prompts else "",
         "cost": cost_text(result.get("cost"), bool(result.get("cost_unpriced"))),
     }

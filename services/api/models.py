@@ -48,10 +48,16 @@ class ToolUsage(BaseModel):
     interception_id: str
     provider_response_id: str
     server_url: str = Field(description="MCP server URL; empty for client-side tools.")
+    server_name: str | None = Field(
+        default=None, description="The MCP server that ran an injected call; null for client-side tools."
+    )
     tool: str
     input: str
     injected: bool
     invocation_error: str = Field(description="Empty unless the tool invocation failed.")
+    duration_ms: float | None = Field(
+        default=None, description="How long the bridge's call of an injected tool took; null when it did not run it."
+    )
     metadata: dict[str, Any]
     created_at: str
 

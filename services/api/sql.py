@@ -30,8 +30,8 @@ CHILD_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
         "cache_read_input_tokens", "cache_write_input_tokens", "cost", "metadata", "created_at",
     ),
     store.TOOL_USAGES: (
-        "interception_id", "id", "provider_response_id", "server_url", "tool", "input", "injected",
-        "invocation_error", "metadata", "created_at",
+        "interception_id", "id", "provider_response_id", "server_url", "server_name", "tool", "input", "injected",
+        "invocation_error", "duration_ms", "metadata", "created_at",
     ),
 }  # fmt: skip
 # A child event happens during its interception (same proxy clock, emitted before the ended event), so

@@ -414,7 +414,7 @@ class Interceptor:
                     metadata=call.metadata,
                 ),
             )
-        self._end(context, status, http_status, error, obs, summary)
+        self._end(context, status, http_status, error, obs, summary, sum(len(made.injected) for made in rounds))
 
     def _spent(self, event: Event) -> None:
         """A token usage counts against the user's budgets in this replica at once (the store has it later)."""
@@ -429,11 +429,12 @@ class Interceptor:
         error: str | None,
         obs: Observation,
         summary: ResponseSummary | None = None,
+        mcp_calls: int = 0,
     ) -> None:
         ended_at = obs.ended_at()
         obs.emit(self._emitter, context.ended(status, http_status, error, ended_at))
         with obs.active():
-            log_interception(context, status, http_status, summary, ended_at)
+            log_interception(context, status, http_status, summary, ended_at, mcp_calls=mcp_calls)
         obs.ended(context, status, http_status)
 
 

@@ -37,6 +37,7 @@ COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     store.TOOL_USAGES: (
         "id", "interception_id", *_CONTEXT, "provider_response_id", "call_id", "server_url", "tool",
         "input", "injected", "invocation_error", "metadata", "created_at", "capture", "redactions",
+        "server_name", "duration_ms",
     ),
     store.REASONING: (
         "id", "interception_id", *_CONTEXT, "provider_response_id", "kind", "text", "capture", "redactions",
@@ -166,6 +167,8 @@ def _tool_usage(event: Event) -> tuple[Any, ...]:
         _json(event),
         _time(event["occurred_at"]),
         *_capture(event),
+        event.get("server_name"),  # absent from a proxy older than the fields
+        event.get("duration_ms"),
     )
 
 

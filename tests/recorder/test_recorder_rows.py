@@ -81,6 +81,13 @@ def test_child_rows_carry_the_interception_context() -> None:
         '{"file_path": "/src/client.py"}',
     )
     assert (tool["injected"], tool["invocation_error"], tool["server_url"]) == (False, None, None)
+    assert (tool["server_name"], tool["duration_ms"]) == (None, None)
+    injected = EXAMPLES["tool_usage"] | {"injected": True, "server_url": "http://mcp/mcp", "server_name": "docs"}
+    injected_row = process_event(injected | {"duration_ms": 12.5}).fields()
+    assert (injected_row["injected"], injected_row["server_name"], injected_row["duration_ms"]) == (True, "docs", 12.5)
+    older = {key: value for key, value in injected.items() if key not in {"server_name", "duration_ms"}}
+    older_row = process_event(older).fields()  # from a proxy older than the fields
+    assert [older_row[key] for key in ("server_url", "server_name", "duration_ms")] == ["http://mcp/mcp", None, None]
     prompt = process_event(EXAMPLES["prompt"]).fields()
     assert prompt["prompt"] == EXAMPLES["prompt"]["prompt"]
     assert prompt["provider_response_id"] == "msg_01XFDUDYJgAACzvnptvVoYEL"

@@ -2,8 +2,9 @@
 
 Every upstream answer is its own ``token_usage`` (so the usage of an interception is their sum); every
 tool call of every round is a ``tool_usage``. An injected call carries ``injected: true``, its server's
-URL and ``invocation_error`` (why it failed or was not run), and in ``metadata`` the server's name, the
-call's duration in milliseconds and its outcome.
+name and URL, the call's duration in milliseconds and ``invocation_error`` (why it failed or was not run);
+``metadata`` repeats the server's name and the duration (as before those fields existed) with the outcome
+and whether the result was cut.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ def tool_event(context: InterceptionContext, response_id: str, call: ToolCall, c
     result = current.result_of(call.call_id)
     metadata: dict[str, object] = dict(call.metadata)
     error = current.not_run
-    url = None
+    url = server = duration = None
     if result is not None:
-        metadata |= {"server": result.server, "duration_ms": round(result.duration * 1000, 3)}
+        server, duration = result.server or None, round(result.duration * 1000, 3)
+        metadata |= {"server": result.server, "duration_ms": duration}
         metadata |= {"outcome": result.outcome.value, "truncated": result.truncated}
         error, url = (result.error_message or result.content) if result.is_error else None, result.url or None
     return context.tool_usage(
@@ -62,5 +64,7 @@ def tool_event(context: InterceptionContext, response_id: str, call: ToolCall, c
         injected=True,
         invocation_error=error,
         server_url=url,
+        server_name=server,
+        duration_ms=duration,
         metadata=metadata,
     )

@@ -23,14 +23,18 @@ def log_interception(
     http_status: int,
     summary: ResponseSummary | None,
     ended_at: datetime | None = None,
+    *,
+    mcp_calls: int = 0,
 ) -> None:
+    """One line per interception; ``mcp_calls``: the calls of injected MCP tools among its rounds (run by
+    the bridge or withheld), shown as ``mcp=N`` after the client's ``tools=N`` when there were any."""
     if not log.isEnabledFor(logging.INFO):
         return
     usage = summary.usage if summary is not None and summary.usage is not None else _NO_USAGE
     tools = len(summary.tool_calls) if summary is not None else 0
     seconds = ((ended_at or utcnow()) - context.started_at).total_seconds()
     log.info(
-        "%s (%s) %s/%s %s %d in=%d out=%d cache_read=%d cache_write=%d tools=%d %.3fs",
+        "%s (%s) %s/%s %s %d in=%d out=%d cache_read=%d cache_write=%d tools=%d%s %.3fs",
         context.initiator_username,
         context.client,
         context.provider,
@@ -42,6 +46,7 @@ def log_interception(
         usage.cache_read_input_tokens,
         usage.cache_write_input_tokens,
         tools,
+        f" mcp={mcp_calls}" if mcp_calls else "",
         seconds,
         extra={
             "interception_id": context.interception_id,
@@ -57,6 +62,7 @@ def log_interception(
             "cache_read_input_tokens": usage.cache_read_input_tokens,
             "cache_write_input_tokens": usage.cache_write_input_tokens,
             "tool_calls": tools,
+            "mcp_calls": mcp_calls,
             "duration_ms": round(seconds * 1000, 1),
         },
     )
