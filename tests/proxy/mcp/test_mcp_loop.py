@@ -3,6 +3,7 @@ provider calling the injected tools, the official SDKs as clients, the events re
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,9 @@ def sent_bodies(simulator: Any, path: str) -> list[Any]:
 
 
 async def test_anthropic_blocking_runs_the_injected_call_and_answers(
-    mcp_proxy: Proxy, token: str, events_of: Callable[..., Any], simulator: Any
+    mcp_proxy: Proxy, token: str, events_of: Callable[..., Any], simulator: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, "aibridge.interceptions")
     client = anthropic_client(mcp_proxy, token, **{"x-simulator-mcp-tools": ADD})
     message = client.messages.create(
         model="claude-sonnet-4-5", max_tokens=200, messages=[{"role": "user", "content": "add 1 and 1"}]
@@ -78,6 +80,9 @@ async def test_anthropic_blocking_runs_the_injected_call_and_answers(
     assert tool["injected"] is True and tool["tool"] == ADD and tool["invocation_error"] is None
     assert tool["server_url"].endswith("/mcp") and tool["metadata"]["server"] == "tools"
     assert tool["metadata"]["outcome"] == "ok" and tool["metadata"]["duration_ms"] >= 0
+    assert (tool["server_name"], tool["duration_ms"]) == ("tools", tool["metadata"]["duration_ms"])
+    [line] = [record for record in caplog.records if record.name == "aibridge.interceptions"]
+    assert " tools=0 mcp=1 " in line.getMessage() and line.mcp_calls == 1  # type: ignore[attr-defined]
 
 
 async def test_chat_blocking_multi_round(
