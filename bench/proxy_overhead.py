@@ -248,8 +248,10 @@ def wrk(url: str, headers: dict[str, str], body: bytes, connections: int, second
     script.unlink()
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     failures = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    broken = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     return {"rps": rate, "p50_ms": _wrk_latency(output, "50%"), "p99_ms": _wrk_latency(output, "99%")} | {
-        "non_2xx": float(failures.group(1)) if failures else 0.0
+        "non_2xx": float(failures.group(1)) if failures else 0.0,
+        "socket_errors": float(sum(int(n) for n in broken.groups())) if broken else 0.0,
     }
 
 

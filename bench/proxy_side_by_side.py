@@ -111,8 +111,9 @@ def side_by_side(
 def print_table(rows: list[dict[str, Any]], rounds: int, seconds: float) -> None:
     print(f"\n## Side by side: wrk -t1, {seconds:.0f} s per run, the median of {rounds} alternating rounds")
     print("CPU per request: the serving proxy's, then the upstream's, the broker's, wrk's and the whole machine's")
-    print("| request | c | target | req/s | p50 | p99 | of bare proxy | proxy | upstream | broker | wrk | machine |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    columns = "request | c | target | req/s | p50 | p99 | of bare proxy | proxy | upstream | broker | wrk | machine"
+    print(f"| {columns} | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     bare = {(r["request"], r["connections"]): r["rps"] for r in rows if r["target"] == "bare proxy"}
     for row in rows:
         cpu = row["cpu_us_per_request"]
@@ -123,7 +124,8 @@ def print_table(rows: list[dict[str, Any]], rounds: int, seconds: float) -> None
         )
         print(
             f"| {row['request']} | {row['connections']} | {row['target']} | {row['rps']:,.0f} "
-            f"| {row['p50_ms']:.2f} ms | {row['p99_ms']:.2f} ms | {share:.0%} | {cells} |"
+            f"| {row['p50_ms']:.2f} ms | {row['p99_ms']:.2f} ms | {share:.0%} | {cells} "
+            f"| {row['non_2xx'] + row['socket_errors']:.0f} |"
         )
 
 

@@ -135,6 +135,32 @@ def throughput(run: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
+def proxy_side_by_side(run: Results) -> str:
+    result, lines = run["results"], []
+    lines.append(
+        f"`wrk -t1`, {result['seconds']:.0f} s per run, the median of {result['rounds']} alternating rounds; "
+        "CPU per request of the serving proxy process (a supervisor and its workers together), of the "
+        "simulated upstream, of the broker, of wrk, and of the whole machine:\n"
+    )
+    columns = "request | c | target | req/s | p50 | of bare proxy | proxy | upstream | broker | wrk | machine"
+    lines.append(f"| {columns} | errors |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    bare = {(r["request"], r["connections"]): r["rps"] for r in result["rows"] if r["target"] == "bare proxy"}
+    for row in result["rows"]:
+        cpu = row["cpu_us_per_request"]
+        cells = " | ".join(
+            f"{count(cpu[name])} µs" if name in cpu else "—"
+            for name in ("serving proxy", "upstream", "broker", "wrk", "machine")
+        )
+        share = row["rps"] / bare[(row["request"], row["connections"])]
+        target = f"**{row['target']}**" if row["target"].startswith("AI Bridge") else row["target"]
+        lines.append(
+            f"| {row['request']} | {row['connections']} | {target} | {count(row['rps'])} | {ms(row['p50_ms'])} "
+            f"| {share:.0%} | {cells} | {count(row['non_2xx'] + row.get('socket_errors', 0.0))} |"
+        )
+    return "\n".join(lines) + "\n\n" + provenance(run)
+
+
 def proxy_ab(run: Results) -> str:
     variants = [variant.split(":")[0] for variant in run["params"]["variants"]]
     lines = [
@@ -303,6 +329,7 @@ def generators() -> dict[str, Callable[[], str | None]]:
 
     return {
         "proxy_overhead": single("proxy_overhead", proxy_overhead),
+        "proxy_side_by_side": single("proxy_side_by_side", proxy_side_by_side),
         "proxy_ab": single("proxy_ab", proxy_ab),
         "budgets_ab": single("budgets_ab", budgets_ab),
         "recorder_throughput": single("recorder_throughput", recorder_throughput),
