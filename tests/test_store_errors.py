@@ -19,9 +19,24 @@ COLUMN_NAMES = COLUMNS[store.TOKEN_USAGES]
 
 
 def token_row(input_tokens: int) -> tuple[Any, ...]:
-    ids = (str(uuid.uuid4()), str(uuid.uuid4()))
-    context = ("user-1", "alice", "openai", "gpt-4o", "Codex", "chatcmpl-1")
-    return (*ids, *context, input_tokens, 2, 0, 0, "{}", datetime.now(UTC))
+    """A token_usages row in the recorder's column order (columns it does not name here stay at their default)."""
+    values: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "interception_id": str(uuid.uuid4()),
+        "initiator_id": "user-1",
+        "initiator_username": "alice",
+        "provider": "openai",
+        "model": "gpt-4o",
+        "client": "Codex",
+        "provider_response_id": "chatcmpl-1",
+        "input_tokens": input_tokens,
+        "output_tokens": 2,
+        "cache_read_input_tokens": 0,
+        "cache_write_input_tokens": 0,
+        "metadata": "{}",
+        "created_at": datetime.now(UTC),
+    }
+    return tuple(values.get(name) for name in COLUMN_NAMES)
 
 
 def insert(client: Client, *rows: tuple[Any, ...]) -> None:

@@ -7,7 +7,6 @@ partial upgrade) cannot take a count above 4,294,967,295, which the event schema
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import orjson
@@ -59,7 +58,6 @@ async def test_refused_rows_in_a_loaded_stream_are_dead_lettered_and_the_rest_la
     before = dead_lettered("store_rejected")
     recorder = bus.recorder(store_client, batch_max_rows=1_000)
     await recorder.start()
-    started = time.monotonic()
     for index in range(600):  # 3,000 good events, 3 refused ones among them
         events = interception(index)
         good += events
@@ -68,7 +66,6 @@ async def test_refused_rows_in_a_loaded_stream_are_dead_lettered_and_the_rest_la
             events = [*events[:3], refused[-1], *events[3:]]
         await bus.publish(*events)
     await eventually(lambda: _committed_all(bus), timeout=60)
-    elapsed = time.monotonic() - started
     assert dedup_counts(store_client) == expected_counts(good)
     assert raw_count(store_client, store.TOKEN_USAGES) == 600  # each accepted usage was inserted once
     assert await recorder._consumer.lag() == 0  # type: ignore[attr-defined]
@@ -82,7 +79,6 @@ async def test_refused_rows_in_a_loaded_stream_are_dead_lettered_and_the_rest_la
         assert "format requires 0 <= number <= 4294967295" in reason
         assert headers[SOURCE_TOPIC_HEADER].decode() == bus.topic and int(headers[SOURCE_OFFSET_HEADER]) > 0
     assert dead_lettered("store_rejected") == before + 3
-    assert elapsed < 30
 
 
 async def _committed_all(bus: BusHarness) -> bool:
