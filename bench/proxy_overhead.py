@@ -496,6 +496,12 @@ def measure_latency(  # noqa: PLR0917
         return latency_table(upstream, proxy, urls, token, args, pids)
 
 
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """``NAME:VAR=VALUE[:VAR=VALUE...]``: another one-worker AI Bridge with these settings."""
+    name, *settings = text.split(":")
+    return name, dict(setting.split("=", 1) for setting in settings)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=12.0, help="seconds per measurement (and per target)")
@@ -507,6 +513,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the side-by-side table")
     parser.add_argument(
         "--workers", type=int, default=2, help="AI Bridge's workers in the side-by-side table's last row"
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        type=parse_variant,
+        default=None,
+        metavar="NAME:VAR=VALUE",
+        help="another one-worker AI Bridge in the side-by-side table (default: the aiokafka producer)",
     )
     parser.add_argument("--no-side-by-side", dest="side_by_side", action="store_false")
     parser.add_argument("--side-by-side-only", action="store_true", help="only the side-by-side table")
@@ -524,6 +538,8 @@ def main() -> None:
     parser.add_argument("--serve-floor", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--serve-plain-floor", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.variant is None:
+        args.variant = [("aiokafka", {"AIBRIDGE_KAFKA_PRODUCER": "aiokafka"})]
     if args.serve_floor is not None:
         serve_floor(args.serve_floor)
     elif args.serve_plain_floor is not None:

@@ -7,6 +7,8 @@ Targets:
   key, relay the answer); no auth, no recording, no metrics, no log line.
 - **AI Bridge**: ``aibridge proxy`` with one worker, authenticating every request and recording every
   event to the Kafka-protocol broker (Tansu) with its default producer.
+- **AI Bridge, NAME**: one worker with other settings, for each ``--variant NAME:VAR=VALUE`` (the
+  default run adds the aiokafka producer).
 - **AI Bridge, N workers**: the same with ``--workers N``.
 
 Each cell is the median (by requests per second) of ``--rounds`` runs; within a round the targets take
@@ -22,6 +24,7 @@ import argparse
 import os
 import resource
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -143,23 +146,29 @@ def measure_side_by_side(  # noqa: PLR0917
     floor_port, workers_port = free_port(), free_port()
     floor = [po.sys.executable, po.__file__, "--serve-floor", str(floor_port)]
     plain = {"Content-Type": "application/json"}
-    with (
-        po.process(floor, floor_port, env) as floor_pid,
-        po.proxy_process(workers_port, env | {"AIBRIDGE_WORKERS": str(args.workers)}) as workers_pid,
-    ):
+    with ExitStack() as stack:
+        floor_pid = stack.enter_context(po.process(floor, floor_port, env))
+        workers_env = env | {"AIBRIDGE_WORKERS": str(args.workers)}
+        workers_pid = stack.enter_context(po.proxy_process(workers_port, workers_env))
         wait_for_workers(f"http://127.0.0.1:{workers_port}", args.workers)
         targets: dict[str, tuple[str, dict[str, str], int | None]] = {
             "upstream direct": (f"{upstream}/v1/chat/completions", plain, None),
             "bare proxy": (f"http://127.0.0.1:{floor_port}{po.ROUTE}", plain, floor_pid),
             "AI Bridge": (f"{proxy[0]}{po.ROUTE}", po.auth(token), proxy[1]),
-            f"AI Bridge, {args.workers} workers": (
-                f"http://127.0.0.1:{workers_port}{po.ROUTE}",
-                po.auth(token),
-                workers_pid,
-            ),
         }
+        for name, settings in args.variant:  # e.g. the other Kafka client, one worker
+            port = free_port()
+            pid = stack.enter_context(po.proxy_process(port, env | settings))
+            targets[f"AI Bridge, {name}"] = (f"http://127.0.0.1:{port}{po.ROUTE}", po.auth(token), pid)
+        targets[f"AI Bridge, {args.workers} workers"] = (
+            f"http://127.0.0.1:{workers_port}{po.ROUTE}",
+            po.auth(token),
+            workers_pid,
+        )
         for url, headers, _ in targets.values():  # warm every path and connection pool
             po.wrk(url, headers, orjson.dumps(po.BLOCKING), 4, 1)
         rows = side_by_side(targets, {name: pid for name, pid in others.items() if pid}, args)
     print_table(rows, args.rounds, args.wrk_duration)
-    return {"rounds": args.rounds, "seconds": args.wrk_duration, "workers": args.workers, "rows": rows}
+    variants = {name: settings for name, settings in args.variant}
+    return {"rounds": args.rounds, "seconds": args.wrk_duration, "workers": args.workers, "variants": variants,
+            "rows": rows}  # fmt: skip
