@@ -41,6 +41,10 @@ _SUMMARY: Final = (
     "groupUniqArrayArray(providers), groupUniqArrayArray(models)"
 )
 _PAGE: Final = "LIMIT {limit:UInt32} OFFSET {offset:UInt64}"
+# A page's queries each read a few thousand rows and run side by side (count beside page, summaries beside
+# lanes): on one thread each they do not contend for the cores (on the 10 M store under load, summaries
+# took 5 ms instead of 30 and lanes 7 instead of 35).
+_ONE_THREAD: Final = {"max_threads": 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,25 +214,29 @@ class SessionReader:
     def concurrently(self, call: Callable[[], Any]) -> Future[Any]:
         return self._reader.concurrently(call)
 
+    def _query(self, name: str, statement: sql.Statement) -> Sequence[Sequence[Any]]:
+        statement.settings = _ONE_THREAD | statement.settings
+        return self._reader.query(name, statement)
+
     def position(self, session_id: str, initiator_ids: tuple[str, ...] | None) -> SessionPosition | None:
-        rows = self._reader.query("session_cursor", position_statement(session_id, initiator_ids))
+        rows = self._query("session_cursor", position_statement(session_id, initiator_ids))
         return SessionPosition(rows[0][0], session_id) if rows else None
 
     def count(self, criteria: sql.Criteria) -> int:
         if criteria.matches_nothing:
             return 0
-        return int(self._reader.query("session_count", count_statement(criteria))[0][0])
+        return int(self._query("session_count", count_statement(criteria))[0][0])
 
     def page(self, criteria: sql.Criteria, limit: int, offset: int, after: SessionPosition | None) -> list[Row]:
         if criteria.matches_nothing:
             return []
-        keys = self._reader.query("sessions", keys_statement(criteria, limit, offset, after))
+        keys = self._query("sessions", keys_statement(criteria, limit, offset, after))
         if not keys:
             return []
         session_ids = [str(row[0]) for row in keys]
         statement = summaries_statement(session_ids, criteria)
-        found = self._reader.concurrently(lambda: self._reader.query("session_summaries", statement))
-        lanes = self._reader.query("session_lanes", threads.lanes_statement(session_ids, criteria.initiator_ids))
+        found = self._reader.concurrently(lambda: self._query("session_summaries", statement))
+        lanes = self._query("session_lanes", threads.lanes_statement(session_ids, criteria.initiator_ids))
         tokens = self._tokens(token_statement(session_ids, lanes)) if lanes else {}
         by_id = {str(row[0]): row for row in found.result()}
         by_session: dict[str, list[Sequence[Any]]] = {}
@@ -241,11 +249,11 @@ class SessionReader:
         ]
 
     def detail(self, session_id: str, initiator_ids: tuple[str, ...] | None) -> Row | None:
-        rows = self._reader.query("session", detail_statement(session_id, initiator_ids))
+        rows = self._query("session", detail_statement(session_id, initiator_ids))
         if not rows:
             return None
         ids = [str(row[0]) for row in rows]
-        reasoning = self._reader.concurrently(lambda: self._reader.query("reasoning", reasoning_statement(ids)))
+        reasoning = self._reader.concurrently(lambda: self._query("reasoning", reasoning_statement(ids)))
         interceptions = self._reader.rendered(rows, with_threads=False)
         by_interception: dict[str, list[Row]] = {}
         for found in reasoning.result():
@@ -256,10 +264,7 @@ class SessionReader:
         return _session_detail(session_id, interceptions)
 
     def _tokens(self, statement: sql.Statement) -> dict[str, tuple[int, ...]]:
-        return {
-            str(row[0]): tuple(int(value) for value in row[1:])
-            for row in self._reader.query("session_tokens", statement)
-        }
+        return {str(row[0]): tuple(int(value) for value in row[1:]) for row in self._query("session_tokens", statement)}
 
 
 def _session_row(summary: Sequence[Any], lanes: Sequence[Sequence[Any]], tokens: Sequence[int]) -> Row:
