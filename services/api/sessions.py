@@ -259,7 +259,7 @@ class SessionReader:
         for found in reasoning.result():
             item = render_child(dict(zip(REASONING_COLUMNS, found, strict=True)))
             by_interception.setdefault(item["interception_id"], []).append(item)
-        for interception in interceptions:
+        for interception in interceptions:  # on each interception (the pages' timeline) and on its thread
             interception["reasoning"] = by_interception.get(interception["id"], [])
         return _session_detail(session_id, interceptions)
 
@@ -325,7 +325,7 @@ def _thread(thread_id: str, interceptions: list[Row]) -> Row:
         "duration_ms": None if in_flight or not ends else _millis(first["started_at"], max(ends)),
         "interceptions": interceptions,
         "tool_calls": [usage for row in interceptions for usage in row["tool_usages"]],
-        "reasoning": [item for row in interceptions for item in row.pop("reasoning")],
+        "reasoning": [item for row in interceptions for item in row["reasoning"]],
         **sums,
         "total_tokens": sum(sums.values()),
     }

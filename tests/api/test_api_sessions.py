@@ -158,6 +158,7 @@ def test_a_session_has_its_threads_in_order(get: Callable[..., httpx.Response]) 
     ]
     assert {item["interception_id"] for item in first["reasoning"]} == {first["interceptions"][1]["id"]}
     assert second["reasoning"] == []
+    assert [row["reasoning"] for row in first["interceptions"]] == [[], first["reasoning"]]
     assert detail["interceptions"] == 4 and detail["total_tokens"] == 30 + 31 + 32 + 33 + 4
 
 
