@@ -330,12 +330,13 @@ def _serve_worker(plan: Plan, index: int, count: int) -> int:
 
 def worker_overrides(settings: ProxySettings, index: int, count: int) -> dict[str, object]:
     """What differs in worker ``index`` of ``count``: its share of the replica's rate and concurrency
-    limits, and its own spool directory (a spool belongs to one process)."""
+    limits, and its own spool directory (a spool belongs to one process). Worker 0 keeps the configured
+    directory, so what a single process spooled there is replayed when it runs with workers."""
     own: dict[str, object] = {
         "max_rps": workers.share(settings.max_rps, count),
         "max_concurrent": workers.share_count(settings.max_concurrent, count),
     }
-    if settings.spool_dir is not None:
+    if settings.spool_dir is not None and index > 0:
         own["spool_dir"] = settings.spool_dir / f"worker-{index}"
     return own
 
