@@ -199,6 +199,54 @@ def budgets_ab(run: Results) -> str:
     return "\n".join(lines) + "\n\n" + provenance(run)
 
 
+def mcp_overhead(run: Results) -> str:
+    """MCP injection on against off with no injected call (small and large bodies), the cost of one round."""
+    result = run["results"]
+    lines = [
+        "| request | body | direct p50 | off: added p50 / p99 | on: added p50 / p99 | **on minus off, p50** "
+        "| off-2 minus off (A/A) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {row['request']} | {row['body_kib']:.1f} KiB | {ms(row['direct_p50_ms'])} "
+        f"| {pair(row['off_added_p50_ms'], row['off_added_p99_ms'])} "
+        f"| {pair(row['on_added_p50_ms'], row['on_added_p99_ms'])} "
+        f"| **{row['on_minus_off_p50_ms']:+.3f} ms** | {row['aa_p50_ms']:+.3f} ms |"
+        for row in result["no_call"]
+    ]
+    one = result["one_round"]
+    rest = one["added_p50_ms"] - one["mcp_call_mean_ms"]
+    lines += [
+        "",
+        "One round (blocking, small body, the model calls one injected tool once, against the same request with "
+        "injection off):",
+        "",
+        "| | p50 |",
+        "|---|---|",
+        f"| on minus off, total added | **{ms(one['added_p50_ms'])}** |",
+        f"| the MCP call (mean of `aibridge_mcp_call_duration_seconds`, {one['mcp_calls']:.0f} calls) "
+        f"| {ms(one['mcp_call_mean_ms'])} |",
+        f"| the rest: the extra upstream round and the bridge's loop (reading the answer, the follow-up body, "
+        f"merging) | {ms(rest)} |",
+        f"| for scale: one request to the simulated provider directly (p50) | {ms(one['direct_p50_ms'])} |",
+        "",
+        "In process, what injection adds to one request's own work when no injected call is made (median):",
+        "",
+        "| request | small body | large body |",
+        "|---|---|---|",
+    ]
+    timing = result["in_process"]
+    lines += [
+        f"| {kind} | {timing[f'{kind}_small_us']:.1f} µs | {timing[f'{kind}_large_us']:.1f} µs |"
+        for kind in ("blocking", "streamed")
+    ]
+    lines.append(
+        f"\nOf which re-encoding the {result['encode']['body_kib']:.0f} KiB body with `orjson.dumps`: "
+        f"{result['encode']['dumps_p50_us']:.0f} µs."
+    )
+    return "\n".join(lines) + "\n\n" + provenance(run)
+
+
 def recorder_throughput(run: Results) -> str:
     result, params = run["results"], run["params"]
     flow, delay = result["throughput"], result["delay"]
@@ -331,6 +379,7 @@ def generators() -> dict[str, Callable[[], str | None]]:
         "proxy_overhead": single("proxy_overhead", proxy_overhead),
         "proxy_side_by_side": single("proxy_side_by_side", proxy_side_by_side),
         "proxy_ab": single("proxy_ab", proxy_ab),
+        "mcp_overhead": single("mcp_overhead", mcp_overhead),
         "budgets_ab": single("budgets_ab", budgets_ab),
         "recorder_throughput": single("recorder_throughput", recorder_throughput),
         "storage_size": single("storage_size", storage_size),
