@@ -76,7 +76,9 @@ def create_api_app(
     app.state.spend = service.Spend(pricing.load(settings.prices_file), groups.load(settings.groups_file))
     _add_error_handlers(app)
     app.include_router(router)
-    app.include_router(budget_routes.build_router(authenticate), responses=ERRORS)
+    app.include_router(
+        budget_routes.build_router(authenticate), responses=ERRORS, dependencies=[Depends(single_valued_query)]
+    )
     pages.install(app)  # the sessions web pages under /aibridge
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(_Metrics)
@@ -98,6 +100,14 @@ async def authenticate(
         raise Unauthorized(str(exc)) from exc
 
 
+def single_valued_query(request: Request) -> None:
+    """Every query parameter is single-valued: a repeated one (``q=a&q=b``) is ambiguous, so it is a 400."""
+    keys = [key for key, _ in request.query_params.multi_items()]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise BadRequest(f"query parameter {repeated[0]!r} is given more than once")
+
+
 def store_reader(request: Request) -> InterceptionReader:
     reader: InterceptionReader = request.app.state.reader
     return reader
@@ -106,7 +116,7 @@ def store_reader(request: Request) -> InterceptionReader:
 Caller = Annotated[Identity, Depends(authenticate)]
 Reader = Annotated[InterceptionReader, Depends(store_reader)]
 QParam = Annotated[str | None, Query(description=Q_DESCRIPTION, max_length=4096)]
-router = APIRouter(prefix=PREFIX, responses=ERRORS)
+router = APIRouter(prefix=PREFIX, responses=ERRORS, dependencies=[Depends(single_valued_query)])
 
 
 @router.get("/interceptions", response_model=models.InterceptionsPage)

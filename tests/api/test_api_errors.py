@@ -37,6 +37,10 @@ BAD_REQUESTS: list[tuple[str, dict[str, object], str]] = [
     ("usage", {"started_after": "yesterday"}, "started_after=yesterday"),
     ("usage", {"started_after": "2025-01-01T00:00:00Z", "q": "started_after:2025-01-02T00:00:00Z"}, "twice"),
     ("usage", {"started_after": "2025-02-01T00:00:00Z", "started_before": "2025-01-01T00:00:00Z"}, "earlier"),
+    ("interceptions", {"q": ["provider:openai", ""]}, "'q' is given more than once"),
+    ("sessions", {"q": ["provider:openai", "model:gpt-4o"]}, "'q' is given more than once"),
+    ("usage", {"group_by": ["user", "model"]}, "'group_by' is given more than once"),
+    ("budgets/me", {"x": ["1", "2"]}, "'x' is given more than once"),
 ]
 
 
