@@ -207,14 +207,19 @@ def spent(client: Any, now: datetime.datetime) -> Spent:
     )
 
 
-def stored_usages(client: Any, ids: Sequence[str], since: datetime.datetime) -> set[str]:
-    """Which of the token usage ids (created at or after ``since``) the store has."""
-    if not ids:
+def stored_usages(client: Any, users: Sequence[str], since: datetime.datetime) -> set[str]:
+    """The ids of the token usages of ``users`` the store has from ``since`` on.
+
+    Asked by user and time, not by sending the ids a replica waits for: that list grows while the recorder
+    lags, and formatting it into the query took the replica's CPU (14 ms for 2,000 ids). The answer holds
+    only rows the store has in the window, which is short while the recorder keeps up and empty while it is
+    down."""
+    if not users:
         return set()
     rows = client.query(
         f"SELECT toString(id) FROM {store.TOKEN_USAGES} "
-        "WHERE created_at >= {since:DateTime64(6, 'UTC')} AND id IN {ids:Array(UUID)}",
-        parameters={"since": since, "ids": list(ids)},
+        "WHERE created_at >= {since:DateTime64(6, 'UTC')} AND initiator_id IN {users:Array(String)}",
+        parameters={"since": since, "users": sorted(set(users))},
     ).result_rows
     return {row[0] for row in rows}
 

@@ -101,6 +101,7 @@ class _Period:
 
 
 AlertSink = Callable[[Identity, Standing, str], None]
+_STORED_TIME_MARGIN = 300.0  # seconds
 
 
 class BudgetGuard:
@@ -162,10 +163,9 @@ class BudgetGuard:
 
     async def refresh(self) -> bool:
         """Read budgets and spend from the store; False (counted, logged) when the store did not answer."""
-        pending = list(self._pending)
         started = self._clock()
         try:
-            book, spent, seen = await asyncio.to_thread(self._read, pending, self._now())
+            book, spent, seen = await asyncio.to_thread(self._read, self._waiting(), self._now())
         except Exception as exc:  # the driver raises many kinds; every one means "not read this time"
             metrics.BUDGET_REFRESH_FAILURES.inc()
             known = "the last figures read" if self.loaded else "nothing: requests are refused"
@@ -174,9 +174,21 @@ class BudgetGuard:
         self._apply(book, spent, seen, started)
         return True
 
-    def _read(self, pending: list[str], now: datetime.datetime) -> tuple[BudgetBook, budgets.Spent, set[str]]:
+    def _waiting(self) -> tuple[list[str], datetime.datetime]:
+        """The users with usages the store may not have yet, and since when (with a margin for the gap
+        between a usage's time in the store, set when it was recorded, and the time counted here)."""
+        if not self._pending:
+            return [], self._now()
+        users = {user for user, _, _ in self._pending.values()}
+        oldest = min(when for _, _, when in self._pending.values()) - _STORED_TIME_MARGIN
+        month_start = self._periods[Period.MONTH].start
+        return sorted(users), max(month_start, datetime.datetime.fromtimestamp(oldest, datetime.UTC))
+
+    def _read(
+        self, waiting: tuple[list[str], datetime.datetime], now: datetime.datetime
+    ) -> tuple[BudgetBook, budgets.Spent, set[str]]:
         # The ids first: a usage the store has now is in the sums read after, so dropping it loses nothing.
-        seen = budgets.stored_usages(self._client, pending, self._periods[Period.MONTH].start)
+        seen = budgets.stored_usages(self._client, *waiting)
         spent = budgets.spent(self._client, now)
         return BudgetBook.of(budgets.load(self._client)), spent, seen
 
