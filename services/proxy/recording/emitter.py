@@ -255,11 +255,10 @@ class EventEmitter:
         results = await producer.send_batch(self._topic, outgoing)
         failed = []
         for item, error in zip(batch, results, strict=True):
-            if error is None:
-                self._published()
-            else:
+            if error is not None:
                 self._failed(1, error)
                 failed.append(item)
+        self._published(len(batch) - len(failed))  # one increment a batch: with workers each costs a file write
         if failed:
             await asyncio.gather(*(self._send(item, first_attempt=2) for item in failed))
 
@@ -288,9 +287,10 @@ class EventEmitter:
             return True
         return False
 
-    def _published(self) -> None:
-        self.published += 1
-        PROXY_EVENTS_PUBLISHED.inc()
+    def _published(self, count: int = 1) -> None:
+        if count:
+            self.published += count
+            PROXY_EVENTS_PUBLISHED.inc(count)
 
     def _failed(self, attempt: int, error: BusError) -> None:
         PROXY_EVENT_SEND_FAILURES.inc()
