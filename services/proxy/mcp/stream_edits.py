@@ -21,10 +21,19 @@ terminal events once, after the last round, with the usage summed over every rou
   ``.in_progress`` go out once; the terminal event (``response.completed`` or its siblings) comes
   last, its ``output`` the rounds' visible items. Injected tool definitions are taken out of the
   ``tools`` the response echoes.
+
+Most events of an answer are text, and most answers call no injected tool: such an event is forwarded
+as the provider's bytes, decided on its data without decoding it (as the proxy's own stream parsers do;
+a member name such as ``"tool_calls"`` cannot occur unescaped inside a JSON string). Only when nothing
+about it needs rewriting: its index is the client's already (no block or item withheld before it), and
+for Responses its ``sequence_number`` is the one the client is due. The text still goes into the rebuilt
+answer, read from the string's own bytes. Anything else (an event of another shape, an escaped layout,
+a role, a call, a finish, usage) is decoded and edited as described above.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
@@ -35,6 +44,27 @@ from aibridge.proxy.mcp.registry import PREFIX, JsonObject
 from aibridge.proxy.mcp.shapes import ResponsesShape, summed_usage
 from aibridge.proxy.providers.records import as_int, mapping
 from aibridge.proxy.providers.sse import SSEEvent
+
+_STRING = r'"[^"\\]*(?:\\.[^"\\]*)*"'  # one JSON string literal, escapes and all
+# a text or thinking delta as Anthropic writes it
+_ANTHROPIC_TEXT = re.compile(
+    r'\{"type":"content_block_delta","index":(\d+),"delta":\{"type":"(text|thinking)_delta","\2":(' + _STRING + r")\}\}"
+)
+# a chat chunk whose one choice carries content only (no role, no call, no finish)
+_CHAT_CONTENT = re.compile(
+    r'"choices":\[\{"index":0,"delta":\{"content":(' + _STRING + r')\}(?:,"logprobs":null)?,"finish_reason":null\}\]'
+)
+_NULL_USAGE = (',"usage":null', '"usage":null,')
+_OUTPUT_INDEX = re.compile(r'"output_index":(\d+)')
+_SEQUENCE_NUMBER = re.compile(r'"sequence_number":(\d+)')
+
+
+def _string(literal: str) -> str:
+    """The text of a JSON string literal (decoded only when it has an escape)."""
+    if "\\" not in literal:
+        return literal[1:-1]
+    text = orjson.loads(literal)
+    return text if isinstance(text, str) else ""
 
 
 class StreamEdit(Protocol):
@@ -92,6 +122,8 @@ class AnthropicStreamEdit:
         self._final_delta: JsonObject | None = None
 
     def event(self, event: SSEEvent) -> bytes:
+        if event.event == "content_block_delta" and event.data is not None and self._verbatim(event.data):
+            return event.raw
         payload = _payload(event)
         if payload is None:
             return event.raw
@@ -107,6 +139,20 @@ class AnthropicStreamEdit:
         if kind == "message_stop":
             return b""
         return event.raw  # ping, error
+
+    def _verbatim(self, data: str) -> bool:
+        """A text or thinking delta of a block the client has under the same index: its text taken, the
+        event forwarded as it came."""
+        found = _ANTHROPIC_TEXT.fullmatch(data)
+        if found is None:
+            return False
+        index = int(found[1])
+        block = self._blocks.get(index)
+        if block is None or self._client_index.get(index) != index:
+            return False
+        key = found[2]
+        block[key] = str(block.get(key) or "") + _string(found[3])
+        return True
 
     def _start(self, event: SSEEvent, payload: JsonObject) -> bytes:
         self._message = dict(mapping(payload.get("message")))
@@ -203,6 +249,8 @@ class ChatStreamEdit:
         self._usage: Any = None
 
     def event(self, event: SSEEvent) -> bytes:
+        if self._base is not None and event.data is not None and (verbatim := self._verbatim(event)) is not None:
+            return verbatim
         chunk = _payload(event)
         if chunk is None:
             return b"" if event.data == "[DONE]" else event.raw
@@ -222,6 +270,25 @@ class ChatStreamEdit:
         if not self._client_usage:
             chunk = {key: value for key, value in chunk.items() if key != "usage"}
         return _sse(event.event, chunk | {"choices": [edited, *choices[1:]]})
+
+    def _verbatim(self, event: SSEEvent) -> bytes | None:
+        """A chunk of content only, its usage null: its text taken, the chunk forwarded as it came (less
+        its ``"usage":null`` when the client did not ask for usage)."""
+        data = cast("str", event.data)
+        if '"tool_calls"' in data:
+            return None
+        found = _CHAT_CONTENT.search(data)
+        if found is None or found[1] == '""':
+            return None
+        raw = event.raw
+        if '"usage"' in data:
+            null = next((pattern for pattern in _NULL_USAGE if pattern in data), None)
+            if null is None or data.count('"usage"') != 1:
+                return None  # a usage value: decoded
+            if not self._client_usage:
+                raw = raw.replace(null.encode(), b"", 1)
+        self._text.append(_string(found[1]))
+        return raw
 
     def _edit_choice(self, choice: JsonObject) -> JsonObject | None:
         delta = dict(mapping(choice.get("delta")))
@@ -318,6 +385,9 @@ class ResponsesStreamEdit:
         return self._numbered("error", event | {"error": error})
 
     def event(self, event: SSEEvent) -> bytes:
+        if event.event.endswith(".delta") and event.data is not None and self._verbatim(event.data):
+            self._sequence += 1
+            return event.raw
         payload = _payload(event)
         if payload is None:
             return event.raw
@@ -342,6 +412,16 @@ class ResponsesStreamEdit:
                 self._next_output += 1
             payload = payload | {"output_index": self._output_index[index]}
         return self._numbered(event.event or kind, payload)
+
+    def _verbatim(self, data: str) -> bool:
+        """A delta of an item the client has under the same output index, numbered as the client's next
+        event: nothing to rewrite (the answer is the terminal event's, so nothing to take either)."""
+        index = _OUTPUT_INDEX.search(data)
+        number = _SEQUENCE_NUMBER.search(data)
+        if index is None or number is None or int(number[1]) != self._sequence:
+            return False
+        output = int(index[1])
+        return self._output_index.get(output) == output
 
     def _numbered(self, name: str, payload: JsonObject) -> bytes:
         payload = payload | {"sequence_number": self._sequence}
