@@ -52,9 +52,10 @@ _ANTHROPIC_TEXT = re.compile(
 )
 # a chat chunk whose one choice carries content only (no role, no call, no finish)
 _CHAT_CONTENT = re.compile(
-    r'"choices":\[\{"index":0,"delta":\{"content":(' + _STRING + r')\}(?:,"logprobs":null)?,"finish_reason":null\}\]'
+    r'"choices":\[\{"index":0,"delta":\{"content":('
+    + _STRING
+    + r')\}(?:,"logprobs":null)?,"finish_reason":null\}\](,"usage":null)?'
 )
-_NULL_USAGE = (',"usage":null', '"usage":null,')
 _OUTPUT_INDEX = re.compile(r'"output_index":(\d+)')
 _SEQUENCE_NUMBER = re.compile(r'"sequence_number":(\d+)')
 
@@ -275,20 +276,16 @@ class ChatStreamEdit:
         """A chunk of content only, its usage null: its text taken, the chunk forwarded as it came (less
         its ``"usage":null`` when the client did not ask for usage)."""
         data = cast("str", event.data)
-        if '"tool_calls"' in data:
-            return None
         found = _CHAT_CONTENT.search(data)
-        if found is None or found[1] == '""':
+        if found is None or '"tool_calls"' in data:
             return None
-        raw = event.raw
-        if '"usage"' in data:
-            null = next((pattern for pattern in _NULL_USAGE if pattern in data), None)
-            if null is None or data.count('"usage"') != 1:
-                return None  # a usage value: decoded
-            if not self._client_usage:
-                raw = raw.replace(null.encode(), b"", 1)
-        self._text.append(_string(found[1]))
-        return raw
+        literal, null_usage = found.group(1, 2)
+        if literal == '""' or ('"usage"' in data if null_usage is None else data.count('"usage"') != 1):
+            return None  # nothing to say, or a usage value: decoded
+        self._text.append(_string(literal))
+        if null_usage is None or self._client_usage:
+            return event.raw
+        return event.raw.replace(b',"usage":null', b"", 1)
 
     def _edit_choice(self, choice: JsonObject) -> JsonObject | None:
         delta = dict(mapping(choice.get("delta")))
