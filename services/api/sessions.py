@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
+from uuid import UUID
 
 from aibridge import store
 from aibridge.api import sql, threads
@@ -41,6 +42,8 @@ _SUMMARY: Final = (
     "groupUniqArrayArray(providers), groupUniqArrayArray(models)"
 )
 _PAGE: Final = "LIMIT {limit:UInt32} OFFSET {offset:UInt64}"
+# Sessions read beyond a page after a cursor, for those that turn out to have been on an earlier page.
+_CURSOR_SLACK: Final = 10
 # A page's queries each read a few thousand rows and run side by side (count beside page, summaries beside
 # lanes): on one thread each they do not contend for the cores (on the 10 M store under load, summaries
 # took 5 ms instead of 30 and lanes 7 instead of 35).
@@ -70,59 +73,77 @@ def row_filters(criteria: sql.Criteria) -> tuple[str, dict[str, Any]]:
     return "WHERE " + " AND ".join(conditions), parameters
 
 
-def session_filters(criteria: sql.Criteria) -> tuple[str, dict[str, Any]]:
-    """HAVING on whole sessions ("1" when none): a session matches a provider or model when one of its
-    interceptions does, and a time range when its span (first to last start) overlaps it."""
-    having, parameters = ["1"], dict[str, Any]()
+def session_conditions(criteria: sql.Criteria) -> tuple[list[str], dict[str, Any]]:
+    """Whole-session filters, each a condition on one summary row: a session matches a provider or model when
+    one of its interceptions does, and a time range when its span (first to last start) overlaps it, so when
+    one of its rows (of the users and client asked) meets each condition."""
+    conditions, parameters = list[str](), dict[str, Any]()
     for name, column in (("provider", "providers"), ("model", "models")):
         value = getattr(criteria, name)
         if value is not None:
-            having.append(f"max(has({column}, {{{name}:String}}))")
+            conditions.append(f"has({column}, {{{name}:String}})")
             parameters[name] = value
     if criteria.started_after is not None:
-        having.append("max(last_started_at) >= {started_after:DateTime64(6, 'UTC')}")
+        conditions.append("last_started_at >= {started_after:DateTime64(6, 'UTC')}")
         parameters["started_after"] = sql.format_param_time(criteria.started_after)
     if criteria.started_before is not None:
-        having.append("min(first_started_at) < {started_before:DateTime64(6, 'UTC')}")
+        conditions.append("first_started_at < {started_before:DateTime64(6, 'UTC')}")
         parameters["started_before"] = sql.format_param_time(criteria.started_before)
-    return " AND ".join(having), parameters
+    return conditions, parameters
+
+
+def matching_filters(criteria: sql.Criteria, *, whole_rows: bool) -> tuple[str, dict[str, Any]]:
+    """WHERE on the summary rows of the sessions that match: each whole-session condition is a
+    ``session_id IN`` the sessions with a row meeting it (a set of a few thousand ids, cheaper than grouping
+    every session's rows). ``whole_rows``: every row of a matching session is kept (its newest row holds its
+    last start); otherwise the first condition is put on the rows themselves (enough to count sessions)."""
+    where, parameters = row_filters(criteria)
+    conditions, session_parameters = session_conditions(criteria)
+    if conditions and not whole_rows:
+        where += f" AND {conditions.pop(0)}"
+    for condition in conditions:
+        where += (
+            f" AND session_id IN (SELECT session_id FROM {store.SESSIONS} {row_filters(criteria)[0]} AND {condition})"
+        )
+    return where, parameters | session_parameters
+
+
+_BEFORE_CURSOR: Final = "(last_started_at, session_id) < ({after_at:DateTime64(6, 'UTC')}, {after_session:String})"
 
 
 def keys_statement(criteria: sql.Criteria, limit: int, offset: int, after: SessionPosition | None) -> sql.Statement:
     """The page's (session_id, last_started_at), newest activity first.
 
-    A session's newest summary row holds its last start, so without whole-session filters the page is the
-    first row of each session in last_started_at order (``LIMIT 1 BY``, a partial sort of the ~1 row per
-    session: 10 ms for 100k sessions); a cursor first leaves out every session with a row at or after it.
-    Whole-session filters need each session's rows grouped (30 ms).
+    A session's newest summary row holds its last start, so the page is the first row of each matching
+    session in last_started_at order (``LIMIT 1 BY``, a partial sort of the ~1 row per session: 10 ms for
+    100k sessions). After a cursor, only rows before it are read: a session with a row at or after the
+    cursor can then still show up by an older row (an unmerged part); :func:`later_statement` finds those.
     """
-    where, parameters = row_filters(criteria)
-    having, session_parameters = session_filters(criteria)
-    parameters |= session_parameters | {"limit": limit, "offset": offset}
+    where, parameters = matching_filters(criteria, whole_rows=True)
+    parameters |= {"limit": limit, "offset": offset}
     if after is not None:
-        parameters |= {"after_at": sql.format_param_time(after.last_started_at), "after_session": after.session_id}
-    if having != "1":
-        if after is not None:
-            having += (
-                " AND (max(last_started_at) < {after_at:DateTime64(6, 'UTC')} OR (max(last_started_at) = "
-                "{after_at:DateTime64(6, 'UTC')} AND session_id < {after_session:String}))"
-            )
-        return sql.Statement(
-            f"SELECT session_id, max(last_started_at) AS last_at FROM {store.SESSIONS} {where} GROUP BY session_id "
-            f"HAVING {having} ORDER BY last_at DESC, session_id DESC {_PAGE}",
-            parameters,
-        )
-    if after is not None:
-        where += (
-            f" AND session_id NOT IN (SELECT session_id FROM {store.SESSIONS} {where} AND (last_started_at > "
-            "{after_at:DateTime64(6, 'UTC')} OR (last_started_at = {after_at:DateTime64(6, 'UTC')} "
-            "AND session_id >= {after_session:String})))"
-        )
+        where += f" AND {_BEFORE_CURSOR}"
+        parameters |= _cursor_parameters(after)
     return sql.Statement(
         f"SELECT session_id, last_started_at FROM {store.SESSIONS} {where} "
         f"ORDER BY last_started_at DESC, session_id DESC LIMIT 1 BY session_id {_PAGE}",
         parameters,
     )
+
+
+def later_statement(session_ids: Sequence[str], criteria: sql.Criteria, after: SessionPosition) -> sql.Statement:
+    """Which of the sessions have a row at or after the cursor (they were on an earlier page): a primary key
+    read of the few sessions."""
+    where, parameters = row_filters(criteria)
+    return sql.Statement(
+        f"SELECT DISTINCT session_id FROM {store.SESSIONS} {where} AND session_id IN {{sessions:Array(String)}} "
+        f"AND NOT {_BEFORE_CURSOR}",
+        parameters | _cursor_parameters(after) | {"sessions": list(session_ids)},
+    )
+
+
+def _cursor_parameters(after: SessionPosition) -> dict[str, Any]:
+    return {"after_at": sql.format_param_time(after.last_started_at), "after_session": after.session_id}
 
 
 def summaries_statement(session_ids: Sequence[str], criteria: sql.Criteria) -> sql.Statement:
@@ -135,14 +156,8 @@ def summaries_statement(session_ids: Sequence[str], criteria: sql.Criteria) -> s
 
 
 def count_statement(criteria: sql.Criteria) -> sql.Statement:
-    where, parameters = row_filters(criteria)
-    having, session_parameters = session_filters(criteria)
-    if having == "1":
-        return sql.Statement(f"SELECT uniqExact(session_id) FROM {store.SESSIONS} {where}", parameters)
-    return sql.Statement(
-        f"SELECT count() FROM (SELECT session_id FROM {store.SESSIONS} {where} GROUP BY session_id HAVING {having})",
-        parameters | session_parameters,
-    )
+    where, parameters = matching_filters(criteria, whole_rows=False)
+    return sql.Statement(f"SELECT uniqExact(session_id) FROM {store.SESSIONS} {where}", parameters)
 
 
 def position_statement(session_id: str, initiator_ids: tuple[str, ...] | None) -> sql.Statement:
@@ -157,7 +172,7 @@ def position_statement(session_id: str, initiator_ids: tuple[str, ...] | None) -
 REASONING_COLUMNS: Final = ("interception_id", "id", "provider_response_id", "kind", "text", "metadata", "created_at")
 
 
-def reasoning_statement(interception_ids: Sequence[str]) -> sql.Statement:
+def reasoning_statement(interception_ids: Sequence[UUID]) -> sql.Statement:
     """The reasoning of the interceptions (the table is ordered by interception: one short read each)."""
     return sql.Statement(
         f"SELECT {', '.join(REASONING_COLUMNS)} FROM {store.REASONING} "
@@ -230,7 +245,7 @@ class SessionReader:
     def page(self, criteria: sql.Criteria, limit: int, offset: int, after: SessionPosition | None) -> list[Row]:
         if criteria.matches_nothing:
             return []
-        keys = self._query("sessions", keys_statement(criteria, limit, offset, after))
+        keys = self._keys(criteria, limit, offset, after)
         if not keys:
             return []
         session_ids = [str(row[0]) for row in keys]
@@ -248,11 +263,28 @@ class SessionReader:
             if session_id in by_id
         ]
 
+    def _keys(
+        self, criteria: sql.Criteria, limit: int, offset: int, after: SessionPosition | None
+    ) -> Sequence[Sequence[Any]]:
+        if after is None:
+            return self._query("sessions", keys_statement(criteria, limit, offset, None))
+        fetched = limit + _CURSOR_SLACK
+        while True:  # ends: each round fetches more, until fewer sessions than asked are left before the cursor
+            candidates = self._query("sessions", keys_statement(criteria, fetched, 0, after))
+            if not candidates:
+                return []
+            ids = [str(row[0]) for row in candidates]
+            seen = {str(row[0]) for row in self._query("sessions_seen", later_statement(ids, criteria, after))}
+            kept = [row for row in candidates if str(row[0]) not in seen]
+            if len(kept) >= limit or len(candidates) < fetched:
+                return kept[:limit]
+            fetched *= 4
+
     def detail(self, session_id: str, initiator_ids: tuple[str, ...] | None) -> Row | None:
         rows = self._query("session", detail_statement(session_id, initiator_ids))
         if not rows:
             return None
-        ids = [str(row[0]) for row in rows]
+        ids = [row[0] for row in rows]
         reasoning = self._reader.concurrently(lambda: self._query("reasoning", reasoning_statement(ids)))
         interceptions = self._reader.rendered(rows, with_threads=False)
         by_interception: dict[str, list[Row]] = {}

@@ -228,7 +228,7 @@ def children(table: str, page: PageSpan) -> Statement:
             "initiator_ids": sorted(page.initiator_ids),
             "since": format_param_time(since),
             "until": format_param_time(until),
-            "ids": [str(i) for i in page.interception_ids],
+            "ids": list(page.interception_ids),  # UUIDs bind as they are; strings are escaped char by char
         },
     )
 

@@ -18,8 +18,13 @@ from api_rows import api_settings, new_database, user_id
 from clickhouse_connect.driver.client import Client
 
 from aibridge import cli, store
+from aibridge.api import service
 from aibridge.api.app import create_api_app
-from aibridge.auth import Role, TokenVerifier
+from aibridge.api.pool import ClientSource
+from aibridge.api.query import parse_q
+from aibridge.api.repository import InterceptionReader
+from aibridge.api.sessions import SessionReader, list_sessions
+from aibridge.auth import Identity, Role, TokenVerifier
 from aibridge.events import Event, InterceptionContext, ReasoningKind, Status
 from aibridge.recorder.rows import process_event
 from aibridge.testing.server import serve_in_thread
@@ -269,3 +274,27 @@ def test_interceptions_filter_by_thread(get: Callable[..., httpx.Response]) -> N
     assert get("audrey", "/interceptions", q="thread_id:nope").status_code == 400
     usage = get("audrey", "/usage", q="session_id:bob-only").json()
     assert [(row["interceptions"], row["input_tokens"]) for row in usage["results"]] == [(3, 20 + 21 + 22)]
+
+
+def test_a_cursor_skips_sessions_shown_before_it_that_also_have_older_rows(chdb_url: str) -> None:
+    """Sessions active on both sides of a cursor (a summary row after it, older rows before it, unmerged)
+    were on an earlier page: left out, however many there are before the next one."""
+    client = new_database(chdb_url)
+    client.command(f"SYSTEM STOP MERGES {store.SESSIONS}")  # each insert's summary row stays apart
+    straddling = [f"both-{index:02d}" for index in range(15)]  # more than a page and its slack
+    for index, session in enumerate(straddling):
+        write(client, events_of(session, "alice", "o3", 50 + index, "prompt"))
+        write(client, events_of(session, "alice", "o3", 200 + index, "tool_result"))
+    write(client, events_of("older", "bob", "o3", 10, "prompt"))
+    reader = InterceptionReader(ClientSource(api_settings(chdb_url, client), client))
+    auditor = Identity(user_id("audrey"), "audrey", Role.AUDITOR, "jti", BASE.timestamp() + 3600)
+
+    def page(after_id: str, q: str = "") -> list[str]:
+        criteria = service.resolve(parse_q(q), auditor, reader)
+        found = list_sessions(SessionReader(reader), criteria, None, limit=1, offset=None, after_id=after_id)
+        return [row["id"] for row in found["results"]]
+
+    assert page("both-01") == ["both-00"]
+    assert page("both-00") == ["older"]
+    assert page("both-00", "model:o3") == ["older"]
+    assert page("older") == []
