@@ -267,8 +267,7 @@ def in_process(large: dict[str, Any], rounds: int = 300) -> dict[str, float]:
     60-word stream through the stream editor and the round settled (streamed)."""
     from aibridge.proxy.mcp import McpInjector, McpSettings, ToolFormat, load_servers
     from aibridge.proxy.mcp.loop import McpRun
-    from aibridge.proxy.mcp.streamed import prepare_streamed, stream_edit
-    from aibridge.proxy.providers.sse import SSEDecoder
+    from aibridge.proxy.mcp.streamed import RoundReader, prepare_streamed, stream_edit
     from aibridge.testing.mcp_server import McpTestServer
 
     chat = ToolFormat.OPENAI_CHAT
@@ -287,11 +286,12 @@ def in_process(large: dict[str, Any], rounds: int = 300) -> dict[str, float]:
         assert run is not None
         prepare_streamed(run, chat)
         run.request_body()
-        edit, decoder = stream_edit(chat, body), SSEDecoder()
+        edit = stream_edit(chat, body)
         edit.begin_round()
+        reader = RoundReader(edit)
         for data in stream:
-            for event in decoder.feed(data):
-                edit.event(event)
+            reader.feed(data)
+        reader.close()
         answer = edit.answer()
         await run.settle(orjson.dumps(answer))
         edit.release([current.answer for current in run.rounds])

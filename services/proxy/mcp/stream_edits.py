@@ -45,31 +45,41 @@ from aibridge.proxy.mcp.shapes import ResponsesShape, summed_usage
 from aibridge.proxy.providers.records import as_int, mapping
 from aibridge.proxy.providers.sse import SSEEvent
 
-_STRING = r'"[^"\\]*(?:\\.[^"\\]*)*"'  # one JSON string literal, escapes and all
-# a text or thinking delta as Anthropic writes it
+_STRING = rb'"[^"\\\n]*(?:\\.[^"\\\n]*)*"'  # one JSON string literal on one line, escapes and all
+# a text or thinking delta as Anthropic writes it, one event
 _ANTHROPIC_TEXT = re.compile(
-    r'\{"type":"content_block_delta","index":(\d+),"delta":\{"type":"(text|thinking)_delta","\2":(' + _STRING + r")\}\}"
+    rb'event: content_block_delta\ndata: \{"type":"content_block_delta","index":(\d+),'
+    rb'"delta":\{"type":"(text|thinking)_delta","\2":(' + _STRING + rb")\}\}\n\n"
 )
 # a chat chunk whose one choice carries content only (no role, no call, no finish)
 _CHAT_CONTENT = re.compile(
-    r'"choices":\[\{"index":0,"delta":\{"content":('
+    rb'"choices":\[\{"index":0,"delta":\{"content":('
     + _STRING
-    + r')\}(?:,"logprobs":null)?,"finish_reason":null\}\](,"usage":null)?'
+    + rb')\}(?:,"logprobs":null)?,"finish_reason":null\}\](,"usage":null)?'
 )
-_OUTPUT_INDEX = re.compile(r'"output_index":(\d+)')
-_SEQUENCE_NUMBER = re.compile(r'"sequence_number":(\d+)')
+_OUTPUT_INDEX = re.compile(rb'"output_index":(\d+)')
+_SEQUENCE_NUMBER = re.compile(rb'"sequence_number":(\d+)')
 
 
-def _string(literal: str) -> str:
-    """The text of a JSON string literal (decoded only when it has an escape)."""
-    if "\\" not in literal:
-        return literal[1:-1]
+def _string(literal: bytes) -> str:
+    """The text of a JSON string literal (decoded as JSON only when it has an escape)."""
+    if b"\\" not in literal:
+        return literal[1:-1].decode("utf-8", "replace")
     text = orjson.loads(literal)
     return text if isinstance(text, str) else ""
 
 
+def _one_data_line(raw: bytes, lines: int) -> bool:
+    """``raw`` is one event of ``lines`` LF-ended lines and its blank line (so one ``data:`` line)."""
+    return raw.count(b"\n") == lines + 1 and b"\r" not in raw
+
+
 class StreamEdit(Protocol):
     def begin_round(self) -> None: ...
+
+    def verbatim(self, raw: bytes) -> bytes | None:
+        """The bytes the client gets for the one whole event ``raw`` when it is content that needs no
+        rewriting (its text taken for the answer), decided without decoding it; None: :meth:`event`."""
 
     def event(self, event: SSEEvent) -> bytes:
         """The bytes the client gets for this upstream event now (b"" when withheld)."""
@@ -123,8 +133,6 @@ class AnthropicStreamEdit:
         self._final_delta: JsonObject | None = None
 
     def event(self, event: SSEEvent) -> bytes:
-        if event.event == "content_block_delta" and event.data is not None and self._verbatim(event.data):
-            return event.raw
         payload = _payload(event)
         if payload is None:
             return event.raw
@@ -141,19 +149,18 @@ class AnthropicStreamEdit:
             return b""
         return event.raw  # ping, error
 
-    def _verbatim(self, data: str) -> bool:
-        """A text or thinking delta of a block the client has under the same index: its text taken, the
-        event forwarded as it came."""
-        found = _ANTHROPIC_TEXT.fullmatch(data)
-        if found is None:
-            return False
+    def verbatim(self, raw: bytes) -> bytes | None:
+        """A text or thinking delta of a block the client has under the same index."""
+        found = _ANTHROPIC_TEXT.match(raw)
+        if found is None or found.end() != len(raw):
+            return None
         index = int(found[1])
         block = self._blocks.get(index)
         if block is None or self._client_index.get(index) != index:
-            return False
-        key = found[2]
+            return None
+        key = found[2].decode()
         block[key] = str(block.get(key) or "") + _string(found[3])
-        return True
+        return raw
 
     def _start(self, event: SSEEvent, payload: JsonObject) -> bytes:
         self._message = dict(mapping(payload.get("message")))
@@ -250,8 +257,6 @@ class ChatStreamEdit:
         self._usage: Any = None
 
     def event(self, event: SSEEvent) -> bytes:
-        if self._base is not None and event.data is not None and (verbatim := self._verbatim(event)) is not None:
-            return verbatim
         chunk = _payload(event)
         if chunk is None:
             return b"" if event.data == "[DONE]" else event.raw
@@ -272,20 +277,21 @@ class ChatStreamEdit:
             chunk = {key: value for key, value in chunk.items() if key != "usage"}
         return _sse(event.event, chunk | {"choices": [edited, *choices[1:]]})
 
-    def _verbatim(self, event: SSEEvent) -> bytes | None:
-        """A chunk of content only, its usage null: its text taken, the chunk forwarded as it came (less
-        its ``"usage":null`` when the client did not ask for usage)."""
-        data = cast("str", event.data)
-        found = _CHAT_CONTENT.search(data)
-        if found is None or '"tool_calls"' in data:
+    def verbatim(self, raw: bytes) -> bytes | None:
+        """A chunk of content only, its usage null, after the first: forwarded as it came (less its
+        ``"usage":null`` when the client did not ask for usage)."""
+        if self._base is None or not raw.startswith(b"data: ") or not _one_data_line(raw, 1):
+            return None
+        found = _CHAT_CONTENT.search(raw)  # one choice, its delta content alone (no call, no role)
+        if found is None:
             return None
         literal, null_usage = found.group(1, 2)
-        if literal == '""' or ('"usage"' in data if null_usage is None else data.count('"usage"') != 1):
+        if literal == b'""' or (b'"usage"' in raw if null_usage is None else raw.count(b'"usage"') != 1):
             return None  # nothing to say, or a usage value: decoded
         self._text.append(_string(literal))
         if null_usage is None or self._client_usage:
-            return event.raw
-        return event.raw.replace(b',"usage":null', b"", 1)
+            return raw
+        return raw[: found.start(2)] + raw[found.end(2) :]
 
     def _edit_choice(self, choice: JsonObject) -> JsonObject | None:
         delta = dict(mapping(choice.get("delta")))
@@ -382,9 +388,6 @@ class ResponsesStreamEdit:
         return self._numbered("error", event | {"error": error})
 
     def event(self, event: SSEEvent) -> bytes:
-        if event.event.endswith(".delta") and event.data is not None and self._verbatim(event.data):
-            self._sequence += 1
-            return event.raw
         payload = _payload(event)
         if payload is None:
             return event.raw
@@ -410,15 +413,23 @@ class ResponsesStreamEdit:
             payload = payload | {"output_index": self._output_index[index]}
         return self._numbered(event.event or kind, payload)
 
-    def _verbatim(self, data: str) -> bool:
+    def verbatim(self, raw: bytes) -> bytes | None:
         """A delta of an item the client has under the same output index, numbered as the client's next
         event: nothing to rewrite (the answer is the terminal event's, so nothing to take either)."""
-        index = _OUTPUT_INDEX.search(data)
-        number = _SEQUENCE_NUMBER.search(data)
+        name_end = raw.find(b"\n")
+        if not raw.startswith(b"event: ") or not raw.endswith(b".delta", 0, name_end) or not _one_data_line(raw, 2):
+            return None
+        if not raw.startswith(b"data: ", name_end + 1):
+            return None
+        index = _OUTPUT_INDEX.search(raw, name_end)
+        number = _SEQUENCE_NUMBER.search(raw, name_end)
         if index is None or number is None or int(number[1]) != self._sequence:
-            return False
+            return None
         output = int(index[1])
-        return self._output_index.get(output) == output
+        if self._output_index.get(output) != output:
+            return None
+        self._sequence += 1
+        return raw
 
     def _numbered(self, name: str, payload: JsonObject) -> bytes:
         payload = payload | {"sequence_number": self._sequence}

@@ -23,7 +23,7 @@ from aibridge.proxy.mcp.loop import McpRun, Round
 from aibridge.proxy.mcp.registry import PREFIX, ToolFormat
 from aibridge.proxy.mcp.stream_edits import AnthropicStreamEdit, ChatStreamEdit, ResponsesStreamEdit, StreamEdit
 from aibridge.proxy.providers.records import ResponseSummary, Usage
-from aibridge.proxy.providers.sse import SSEDecoder
+from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
 from aibridge.proxy.upstream.client import UpstreamResponse
 
 NextRound = Callable[[bytes], Awaitable[UpstreamResponse]]
@@ -52,6 +52,44 @@ def prepare_streamed(run: McpRun, tool_format: ToolFormat) -> None:
         run.body = run.body | {
             "stream_options": (options if isinstance(options, dict) else {}) | {"include_usage": True}
         }
+
+
+class RoundReader:
+    """One round's stream through its editor. Whole LF-ended events are offered to the editor as bytes
+    first (:meth:`StreamEdit.verbatim`: content passes undecoded); the others, and every event once a CR
+    line end is seen, go through the SSE decoder to :meth:`StreamEdit.event`. The decoder only ever gets
+    whole events, so the two paths keep the stream's order."""
+
+    def __init__(self, edit: StreamEdit) -> None:
+        self._edit = edit
+        self._decoder = SSEDecoder()
+        self._pending = b""  # the start of an event not yet whole
+        self._by_bytes = True
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self._by_bytes:
+            return self._decoded(self._decoder.feed(chunk))
+        data = self._pending + chunk if self._pending else chunk
+        if b"\r" in data:  # CR line ends: the decoder reads the rest of the round
+            self._by_bytes, self._pending = False, b""
+            return self._decoded(self._decoder.feed(data))
+        forwarded = []
+        position = 0
+        while (end := data.find(b"\n\n", position)) >= 0:
+            raw = data[position : end + 2]
+            verbatim = self._edit.verbatim(raw)
+            forwarded.append(self._decoded(self._decoder.feed(raw)) if verbatim is None else verbatim)
+            position = end + 2
+        self._pending = data[position:]
+        return b"".join(forwarded)
+
+    def close(self) -> bytes:
+        events = self._decoder.feed(self._pending) if self._pending else []
+        self._pending = b""
+        return self._decoded([*events, *self._decoder.close()])
+
+    def _decoded(self, events: list[SSEEvent]) -> bytes:
+        return b"".join([self._edit.event(event) for event in events])
 
 
 class InjectedRounds:
@@ -85,11 +123,11 @@ class InjectedRounds:
         while True:
             self.edit.begin_round()
             self._settled = False
-            decoder = SSEDecoder()
+            reader = RoundReader(self.edit)
             async for chunk in self._response.chunks():
-                if forwarded := b"".join([self.edit.event(event) for event in decoder.feed(chunk)]):
+                if forwarded := reader.feed(chunk):
                     yield forwarded
-            if tail := b"".join([self.edit.event(event) for event in decoder.close()]):
+            if tail := reader.close():
                 yield tail
             self._settled = True
             answer = self.edit.answer()

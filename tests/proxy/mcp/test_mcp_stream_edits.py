@@ -11,14 +11,10 @@ import pytest
 
 from aibridge.proxy.mcp import stream_edits
 from aibridge.proxy.mcp.stream_edits import AnthropicStreamEdit, ChatStreamEdit, ResponsesStreamEdit, StreamEdit
-from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
+from aibridge.proxy.mcp.streamed import RoundReader
+from aibridge.proxy.providers.sse import SSEEvent
 
 CAFE = 'caf\\u00e9 \\"ok\\" '  # escaped in the provider's bytes: a re-encoded event would differ
-
-
-def events(raw: bytes) -> list[SSEEvent]:
-    decoder = SSEDecoder()
-    return [*decoder.feed(raw), *decoder.close()]
 
 
 @pytest.fixture
@@ -71,8 +67,12 @@ def anthropic_round(blocks: list[dict[str, Any]], words: int) -> tuple[list[byte
 
 
 def run_round(edit: StreamEdit, raw: list[bytes]) -> dict[bytes, bytes]:
+    """What the client gets for each event, read as the proxy reads a round."""
     edit.begin_round()
-    return {event.raw: edit.event(event) for event in events(b"".join(raw))}
+    reader = RoundReader(edit)
+    out = {event: reader.feed(event) for event in raw}
+    assert reader.close() == b""
+    return out
 
 
 def test_anthropic_text_deltas_pass_undecoded_in_round_one(decoded: list[bytes]) -> None:
@@ -180,3 +180,30 @@ def test_responses_deltas_renumbered_after_a_withheld_item(decoded: list[bytes])
     assert [(event["output_index"], event["sequence_number"]) for event in sent] == [(0, 1), (0, 2), (0, 3)]
     assert sent[0]["delta"] == 'café "ok" 0'
     assert set(deltas) <= set(decoded)
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 100_000])
+def test_a_round_read_in_any_chunks_gives_the_same_bytes(size: int) -> None:
+    whole = ChatStreamEdit(client_usage=False)
+    expected = b"".join(run_round(whole, [*CHAT_STREAM, b"\n\n"]).values())
+    edit = ChatStreamEdit(client_usage=False)
+    reader = RoundReader(edit)
+    stream = b"".join([*CHAT_STREAM, b"\n\n"])
+    got = b"".join([reader.feed(stream[i : i + size]) for i in range(0, len(stream), size)]) + reader.close()
+    assert got == expected
+    assert edit.answer() == whole.answer()
+
+
+def test_cr_line_ends_are_read_by_the_decoder() -> None:
+    edit = ChatStreamEdit(client_usage=False)
+    reader = RoundReader(edit)
+    stream = b"".join(CHAT_STREAM).replace(b"\n", b"\r\n")
+    got = reader.feed(stream) + reader.close()
+    sent = [orjson.loads(line[len(b"data: ") :]) for line in got.split(b"\n\n") if line.startswith(b"data: {")]
+    assert [chunk["choices"][0]["delta"].get("content") for chunk in sent] == [
+        "",
+        *[f'café "ok" {i}' for i in range(4)],
+    ]
+    answer = edit.answer()
+    assert answer is not None
+    assert answer["choices"][0]["message"]["content"] == "".join(f'café "ok" {i}' for i in range(4))
