@@ -383,12 +383,12 @@ def list_sessions(
     """A page of sessions and how many match. ``scope``: the users the caller may see (None: everyone)."""
     if after_id is not None and offset is not None:
         raise BadRequest("after_id and offset cannot be used together: page with one or the other")
+    counted = reader.concurrently(lambda: reader.count(criteria))  # independent of the page and its cursor
     after = None
     if after_id is not None:
         after = reader.position(after_id, scope)
         if after is None:
             raise BadRequest(f"unknown after_id {after_id!r}: no session with that id is visible to you")
-    counted = reader.concurrently(lambda: reader.count(criteria))  # independent of the page
     results = reader.page(criteria, limit, offset or 0, after)
     return {"count": counted.result(), "results": results}
 
