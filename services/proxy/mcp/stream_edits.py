@@ -23,12 +23,13 @@ terminal events once, after the last round, with the usage summed over every rou
   ``tools`` the response echoes.
 
 Most events of an answer are text, and most answers call no injected tool: such an event is forwarded
-as the provider's bytes, decided on its data without decoding it (as the proxy's own stream parsers do;
-a member name such as ``"tool_calls"`` cannot occur unescaped inside a JSON string). Only when nothing
-about it needs rewriting: its index is the client's already (no block or item withheld before it), and
-for Responses its ``sequence_number`` is the one the client is due. The text still goes into the rebuilt
-answer, read from the string's own bytes. Anything else (an event of another shape, an escaped layout,
-a role, a call, a finish, usage) is decoded and edited as described above.
+as the provider's bytes (:meth:`StreamEdit.verbatim`), recognised on its bytes in the layout the provider
+writes, without SSE or JSON decoding (as the proxy's own stream parsers do; a quote inside a JSON string
+is escaped, so a member name cannot be faked by text). Only when nothing about it needs rewriting: its
+index is the client's already (no block or item withheld before it; in a later round after a withheld
+one, indexes are renumbered), and for Responses its ``sequence_number`` is the one the client is due.
+Its text still goes into the rebuilt answer, read from the string's bytes. Anything else (another
+layout, a role, a call, a finish, usage, the terminal events) is decoded and edited as described above.
 """
 
 from __future__ import annotations
@@ -69,17 +70,13 @@ def _string(literal: bytes) -> str:
     return text if isinstance(text, str) else ""
 
 
-def _one_data_line(raw: bytes, lines: int) -> bool:
-    """``raw`` is one event of ``lines`` LF-ended lines and its blank line (so one ``data:`` line)."""
-    return raw.count(b"\n") == lines + 1 and b"\r" not in raw
-
-
 class StreamEdit(Protocol):
     def begin_round(self) -> None: ...
 
     def verbatim(self, raw: bytes) -> bytes | None:
-        """The bytes the client gets for the one whole event ``raw`` when it is content that needs no
-        rewriting (its text taken for the answer), decided without decoding it; None: :meth:`event`."""
+        """The bytes the client gets for the one whole LF-ended event ``raw`` (no CR in it) when it is
+        content that needs no rewriting (its text taken for the answer), decided without decoding it;
+        None: :meth:`event`."""
 
     def event(self, event: SSEEvent) -> bytes:
         """The bytes the client gets for this upstream event now (b"" when withheld)."""
@@ -280,7 +277,7 @@ class ChatStreamEdit:
     def verbatim(self, raw: bytes) -> bytes | None:
         """A chunk of content only, its usage null, after the first: forwarded as it came (less its
         ``"usage":null`` when the client did not ask for usage)."""
-        if self._base is None or not raw.startswith(b"data: ") or not _one_data_line(raw, 1):
+        if self._base is None or not raw.startswith(b"data: ") or raw.count(b"\n") != 2:  # one data line
             return None
         found = _CHAT_CONTENT.search(raw)  # one choice, its delta content alone (no call, no role)
         if found is None:
@@ -288,7 +285,7 @@ class ChatStreamEdit:
         literal, null_usage = found.group(1, 2)
         if literal == b'""' or (b'"usage"' in raw if null_usage is None else raw.count(b'"usage"') != 1):
             return None  # nothing to say, or a usage value: decoded
-        self._text.append(_string(literal))
+        self._text.append(literal[1:-1].decode("utf-8", "replace") if b"\\" not in literal else _string(literal))
         if null_usage is None or self._client_usage:
             return raw
         return raw[: found.start(2)] + raw[found.end(2) :]
@@ -417,7 +414,7 @@ class ResponsesStreamEdit:
         """A delta of an item the client has under the same output index, numbered as the client's next
         event: nothing to rewrite (the answer is the terminal event's, so nothing to take either)."""
         name_end = raw.find(b"\n")
-        if not raw.startswith(b"event: ") or not raw.endswith(b".delta", 0, name_end) or not _one_data_line(raw, 2):
+        if not raw.startswith(b"event: ") or not raw.endswith(b".delta", 0, name_end) or raw.count(b"\n") != 3:
             return None
         if not raw.startswith(b"data: ", name_end + 1):
             return None

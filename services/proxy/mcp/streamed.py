@@ -1,7 +1,8 @@
 """The injection loop for a streamed request: the rounds' streams joined into the one stream the client gets.
 
 :class:`InjectedRounds` stands in for the upstream response the relay reads: it reads one round's
-stream, forwards what :mod:`.stream_edits` lets through as it comes, then hands the round (rebuilt as a
+stream (through a :class:`RoundReader`: content events as the provider's bytes, the rest decoded),
+forwards what :mod:`.stream_edits` lets through as it comes, then hands the round (rebuilt as a
 blocking answer) to :meth:`McpRun.settle <aibridge.proxy.mcp.loop.McpRun.settle>`. Another round due:
 the injected calls have run, the next request goes upstream and its stream continues the client's.
 Otherwise the withheld terminal events go out, with the usage summed over the rounds. A later round the
