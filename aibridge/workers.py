@@ -11,12 +11,14 @@ whole proxy on its own: its own event loop, upstream client, producer and spool 
   between the workers, so the replica as a whole keeps the configured figure.
 - **Shutdown**: SIGTERM or SIGINT is passed to every worker, and the supervisor waits for each to
   finish its in-flight requests and flush its events (``AIBRIDGE_SHUTDOWN_GRACE``, then a kill).
+- **A dead supervisor** (even killed with SIGKILL) takes its workers with it: each gets SIGTERM.
 - **A crashed worker** is started again after a back-off (1 s, doubling up to 30 s, back to 1 s once
   a worker has run a minute); a worker that exits with a configuration error (code 2) stops the lot.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import multiprocessing
@@ -40,6 +42,7 @@ _BACKOFF_MAX = 30.0
 _HEALTHY_AFTER = 60.0
 _STOP_SLACK = 10.0
 _SPAWN = multiprocessing.get_context("spawn")
+_PR_SET_PDEATHSIG = 1
 
 
 def cpu_limit(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
@@ -147,7 +150,8 @@ class Supervisor:
             self._stopping = signum
 
     def _start(self, worker: _Worker) -> None:
-        process = _SPAWN.Process(target=_run_worker, args=(self.target, worker.index, self.count), daemon=False)
+        arguments = (self.target, worker.index, self.count, os.getpid())
+        process = _SPAWN.Process(target=_run_worker, args=arguments, daemon=False)
         process.start()
         worker.process, worker.started, worker.restart_at = process, time.monotonic(), None
 
@@ -197,8 +201,21 @@ class Supervisor:
                 self._exit_code = 1
 
 
-def _run_worker(target: Target, index: int, count: int) -> None:
+def _run_worker(target: Target, index: int, count: int, supervisor: int) -> None:
+    _stop_with_parent(supervisor)
     raise SystemExit(target(index, count))
+
+
+def _stop_with_parent(supervisor: int) -> None:
+    """Get SIGTERM when the supervisor dies, however it dies (even SIGKILL): a worker never outlives it
+    to hold the port and its memory. Linux's ``PR_SET_PDEATHSIG``; elsewhere nothing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _mark_dead(pid: int | None, directory: Path) -> None:

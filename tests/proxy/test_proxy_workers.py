@@ -49,10 +49,12 @@ def workers(
         yield process, url, log_path
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        for pid in worker_pids(process.pid):
-            os.kill(pid, signal.SIGKILL)
+            process.terminate()
+            try:
+                process.wait(40)
+            except subprocess.TimeoutExpired:
+                process.kill()  # its workers follow it (they get SIGTERM when it dies)
+                process.wait(10)
 
 
 def answering_workers(process: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float = 60.0) -> set[int]:
@@ -135,6 +137,20 @@ async def test_sigterm_drains_an_open_stream_on_each_worker_and_publishes_their_
     assert [e["status"] for e in events if e["type"] == "interception.ended"] == ["completed", "completed"]
     assert log_path.read_text().count("Application shutdown complete.") == 2
     assert token not in log_path.read_text()
+
+
+def test_workers_end_when_the_supervisor_is_killed(workers: tuple[subprocess.Popen[bytes], str, Path]) -> None:
+    process, url, _ = workers
+    pids = worker_pids(process.pid)
+    assert len(pids) == 2
+    process.kill()
+    process.wait(10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        time.sleep(0.1)
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()], "workers outlived their supervisor"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/healthz", timeout=2)
 
 
 def test_a_killed_worker_is_started_again_and_the_port_keeps_answering(
