@@ -43,6 +43,7 @@ import orjson
 from aibridge.proxy.errors import ProxyError, openai_error
 from aibridge.proxy.mcp.registry import PREFIX, JsonObject
 from aibridge.proxy.mcp.shapes import ResponsesShape, summed_usage
+from aibridge.proxy.providers.openai import ChatStream
 from aibridge.proxy.providers.records import as_int, mapping
 from aibridge.proxy.providers.sse import SSEEvent
 
@@ -71,7 +72,15 @@ def _string(literal: bytes) -> str:
 
 
 class StreamEdit(Protocol):
+    unedited_first_round: bool
+    """The first round may go to the client as the provider wrote it while no injected name is seen
+    (:class:`~aibridge.proxy.mcp.streamed.UneditedRound`); False when even its opening needs editing."""
+
     def begin_round(self) -> None: ...
+
+    def unedited(self, raw: bytes) -> bytes:
+        """The bytes the client gets for whole LF-ended events ``raw`` when nothing is edited: those a
+        stream without injection gets."""
 
     def verbatim(self, raw: bytes) -> bytes | None:
         """The bytes the client gets for the one whole LF-ended event ``raw`` (no CR in it) when it is
@@ -116,6 +125,8 @@ def _without_injected_tools(response: JsonObject) -> JsonObject:
 
 
 class AnthropicStreamEdit:
+    unedited_first_round = True
+
     def __init__(self) -> None:
         self._opened = False  # the client has its message_start
         self._next_index = 0  # the client's next content block index
@@ -145,6 +156,9 @@ class AnthropicStreamEdit:
         if kind == "message_stop":
             return b""
         return event.raw  # ping, error
+
+    def unedited(self, raw: bytes) -> bytes:
+        return raw
 
     def verbatim(self, raw: bytes) -> bytes | None:
         """A text or thinking delta of a block the client has under the same index."""
@@ -238,6 +252,8 @@ def _json_value(text: str) -> Any:
 
 
 class ChatStreamEdit:
+    unedited_first_round = True
+
     def __init__(self, *, client_usage: bool) -> None:
         self._client_usage = client_usage  # the client asked for include_usage itself
         self._opened = False  # the client has its role chunk
@@ -273,6 +289,10 @@ class ChatStreamEdit:
         if not self._client_usage:
             chunk = {key: value for key, value in chunk.items() if key != "usage"}
         return _sse(event.event, chunk | {"choices": [edited, *choices[1:]]})
+
+    def unedited(self, raw: bytes) -> bytes:
+        """As the proxy relays any chat stream: the usage it asked for itself hidden from the client."""
+        return raw if self._client_usage else ChatStream.hidden_usage(raw)
 
     def verbatim(self, raw: bytes) -> bytes | None:
         """A chunk of content only, its usage null, after the first: forwarded as it came (less its
@@ -366,6 +386,8 @@ _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.fa
 
 
 class ResponsesStreamEdit:
+    unedited_first_round = False  # response.created echoes the tools, the injected ones among them
+
     def __init__(self) -> None:
         self._sequence = 0  # the client's next sequence_number
         self._next_output = 0  # the client's next output_index
@@ -409,6 +431,9 @@ class ResponsesStreamEdit:
                 self._next_output += 1
             payload = payload | {"output_index": self._output_index[index]}
         return self._numbered(event.event or kind, payload)
+
+    def unedited(self, raw: bytes) -> bytes:
+        return raw
 
     def verbatim(self, raw: bytes) -> bytes | None:
         """A delta of an item the client has under the same output index, numbered as the client's next

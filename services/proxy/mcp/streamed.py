@@ -9,6 +9,14 @@ Otherwise the withheld terminal events go out, with the usage summed over the ro
 provider refuses (or that cannot be reached) ends the stream with an error event in the provider's
 shape. :class:`RoundsTee` is the relay's tee: the bytes are already edited, it only reports the end.
 Only requests with injected tools take this path; every other stream is relayed as before.
+
+Most answers call no injected tool, so the first round starts unedited (:class:`UneditedRound`): its
+whole events go to the client as a stream without injection gets them, each chunk only searched for
+``bmcp_``. Nothing seen by the round's end: the terminal events went out as the provider wrote them,
+there is no other round, and the round is read for the record only after the answer is out. Seen (the
+start of an injected call, or text that happens to name one): the round's earlier events are read into
+the editor without being sent again (the editor would have forwarded them as they were, nothing having
+been withheld yet), and the rest of the round and every later one go through the editor.
 """
 
 from __future__ import annotations
@@ -93,6 +101,63 @@ class RoundReader:
         return b"".join([self._edit.event(event) for event in events])
 
 
+_INJECTED = PREFIX.encode()
+
+
+class UneditedRound:
+    """The first round as the client would get it without injection, while no ``bmcp_`` is seen.
+
+    Only whole events are forwarded (the start of one waits for its end), so an event naming an
+    injected tool, even with the name split across chunks, has not reached the client when it is seen.
+    """
+
+    def __init__(self, edit: StreamEdit) -> None:
+        self._edit = edit
+        self._sent: list[bytes] = []  # the round's bytes forwarded so far, whole events
+        self._held = b""  # the start of an event not yet whole
+        self.editing = False  # an injected name (or a CR line end) was seen: the editor takes over
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._held + chunk if self._held else chunk
+        if _INJECTED in data or b"\r" in data:
+            self._held, self.editing = data, True
+            return b""
+        cut = data.rfind(b"\n\n") + 2
+        if cut < 2:
+            self._held = data
+            return b""
+        if cut < len(data):
+            data, self._held = data[:cut], data[cut:]
+        else:
+            self._held = b""
+        self._sent.append(data)
+        return self._edit.unedited(data)
+
+    def end(self) -> bytes:
+        """The upstream finished: a last event without its blank line goes out as it is."""
+        held, self._held = self._held, b""
+        if not held:
+            return b""
+        self._sent.append(held)
+        return self._edit.unedited(held)
+
+    def editor(self) -> tuple[RoundReader, bytes]:
+        """The round's reader, the events already sent read into the editor (their bytes dropped: the
+        client has them), and what it forwards of the rest seen so far."""
+        reader = RoundReader(self._edit)
+        for sent in self._sent:
+            reader.feed(sent)
+        held, self._held = self._held, b""
+        return reader, reader.feed(held)
+
+    def read(self) -> None:
+        """The whole round into the editor, for its answer (nothing is forwarded)."""
+        reader = RoundReader(self._edit)
+        for sent in self._sent:
+            reader.feed(sent)
+        reader.close()
+
+
 class InjectedRounds:
     """Reads like an upstream response (``ready``, ``chunks``, ``close``), over every round of the loop."""
 
@@ -113,6 +178,7 @@ class InjectedRounds:
         self._active = active  # the interception's span as the current one (the calls' spans are its children)
         self.complete = False  # the terminal events were released
         self._settled = True  # the current round went to the loop (False while it streams)
+        self._unedited: UneditedRound | None = None  # the first round, while (or since) it went unedited
 
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self.chunks()])
@@ -121,32 +187,66 @@ class InjectedRounds:
         return b""  # read with the first chunk
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        first = self.edit.unedited_first_round
         while True:
             self.edit.begin_round()
             self._settled = False
-            reader = RoundReader(self.edit)
-            async for chunk in self._response.chunks():
-                if forwarded := reader.feed(chunk):
+            async for forwarded in self._first_round() if first else self._round(RoundReader(self.edit)):
+                if forwarded:
                     yield forwarded
-            if tail := reader.close():
-                yield tail
-            self._settled = True
-            answer = self.edit.answer()
-            with self._active():
-                again = await self.run.settle(orjson.dumps(answer) if answer is not None else b"")
-            if not again:
+            if first and self._unedited is not None:  # no injected name: the client has the whole answer
+                self.complete = True
+                return
+            first = False
+            if not await self._settle():
                 break
-            await self._response.close()
-            self._response = await self._next_round(self.run.request_body())
+            await self._next()
         self.complete = True
         if final := self.edit.release([current.answer for current in self.run.rounds]):
             yield final
 
+    async def _round(self, reader: RoundReader, chunks: AsyncIterator[bytes] | None = None) -> AsyncIterator[bytes]:
+        """The round's (remaining) chunks through its editor."""
+        async for chunk in chunks or self._response.chunks():
+            yield reader.feed(chunk)
+        yield reader.close()
+
+    async def _first_round(self) -> AsyncIterator[bytes]:
+        """The first round's bytes unedited until an injected name shows, then the rest through the editor."""
+        unedited = self._unedited = UneditedRound(self.edit)
+        chunks = self._response.chunks()
+        async for chunk in chunks:
+            yield unedited.feed(chunk)
+            if unedited.editing:
+                break
+        else:
+            yield unedited.end()
+            return
+        self._unedited = None
+        reader, forwarded = unedited.editor()
+        yield forwarded
+        async for rest in self._round(reader, chunks):
+            yield rest
+
+    async def _settle(self) -> bool:
+        """The round to the loop; True: another round is due."""
+        self._settled = True
+        answer = self.edit.answer()
+        with self._active():
+            return await self.run.settle(orjson.dumps(answer) if answer is not None else b"")
+
+    async def _next(self) -> None:
+        await self._response.close()
+        self._response = await self._next_round(self.run.request_body())
+
     def unsettled(self) -> None:
-        """A round cut short (the client left, the provider failed) still counts for the record."""
+        """A round cut short (the client left, the provider failed) still counts for the record, as does
+        a first round that went unedited (read now, the answer being out)."""
         if self._settled:
             return
         self._settled = True
+        if self._unedited is not None:
+            self._unedited.read()
         answer = self.edit.answer()
         if answer is not None:
             self.run.rounds.append(Round(orjson.dumps(answer), answer, []))

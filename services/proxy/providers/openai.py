@@ -197,13 +197,13 @@ class ChatStream:
                 return b""
             complete, self._held = data[:cut], data[cut:]
             self._unparsed.append(complete)
-            return self._hide(complete)
+            return self.hidden_usage(complete)
         if self._events is None:  # from here on, event by event; the parsing side has whole events so far
             self._events = SSEDecoder()
             chunk, self._held = self._held + chunk, b""
         events = self._events.feed(chunk)
         self._unobserved += events
-        return b"".join([self._hide(event.raw) for event in events])
+        return b"".join([self.hidden_usage(event.raw) for event in events])
 
     def settle(self) -> None:
         unparsed, self._unparsed = self._unparsed, []
@@ -221,11 +221,11 @@ class ChatStream:
         if self._events is not None:
             events = self._events.close()
             self._unobserved += events
-            return b"".join([self._hide(event.raw) for event in events])
+            return b"".join([self.hidden_usage(event.raw) for event in events])
         if self._held:  # a last event without its blank line
             held, self._held = self._held, b""
             self._unparsed.append(held)
-            return self._hide(held)
+            return self.hidden_usage(held)
         return b""
 
     def close(self) -> bytes:
@@ -242,7 +242,7 @@ class ChatStream:
         return forwarded
 
     @staticmethod
-    def _hide(raw: bytes) -> bytes:
+    def hidden_usage(raw: bytes) -> bytes:
         """``raw`` (whole events) without the ``"usage":null`` members and the usage-only chunk."""
         if b'"usage"' not in raw:
             return raw

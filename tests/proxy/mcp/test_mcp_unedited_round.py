@@ -1,0 +1,171 @@
+"""The first round of a streamed injection goes to the client as a stream without injection gets it until an
+injected tool's name shows: then the editor takes over, knowing the events already sent. Read through
+:class:`InjectedRounds` as the proxy reads it, the provider's stream given in chunks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import nullcontext
+from typing import Any
+
+import orjson
+import pytest
+from test_mcp_stream_edits import CHAT_STREAM, anthropic_round, chat_chunk, chat_content, named
+
+from aibridge.proxy.mcp.loop import McpRun
+from aibridge.proxy.mcp.shapes import AnthropicShape, ChatShape
+from aibridge.proxy.mcp.stream_edits import AnthropicStreamEdit, ChatStreamEdit, StreamEdit
+from aibridge.proxy.mcp.streamed import InjectedRounds, RoundReader, RoundsTee
+from aibridge.proxy.providers.openai import ChatStream
+from aibridge.proxy.providers.records import ResponseSummary
+
+ADD = "bmcp_tools_add"
+
+
+class Chunks:
+    """A provider's streamed response, as the upstream client hands it over: these chunks, in order."""
+
+    status = 200
+    headers: dict[str, str] = {}
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for chunk in self._chunks:
+            yield chunk
+
+    async def close(self) -> None:
+        return None
+
+
+class OneRound:
+    """The injector as the loop sees it at the round cap: no injected call is run, no other round follows."""
+
+    max_rounds = 1
+
+
+def rounds_over(edit: StreamEdit, shape: Any, chunks: list[bytes]) -> InjectedRounds:
+    run = McpRun(OneRound(), shape, {"stream": True}, [], user="u", headers={})  # type: ignore[arg-type]
+
+    async def no_next_round(body: bytes) -> Any:
+        raise AssertionError("no second round is due")
+
+    return InjectedRounds(run, edit, Chunks(chunks), no_next_round, nullcontext)
+
+
+async def client_bytes(rounds: InjectedRounds) -> bytes:
+    forwarded = await rounds.read()
+    RoundsTee(rounds, lambda raw: ResponseSummary()).close()  # the record's reading, after the answer is out
+    return forwarded
+
+
+def edited(edit: StreamEdit, stream: list[bytes]) -> bytes:
+    """What the editor alone makes of a round (the path every event took before)."""
+    reader = RoundReader(edit)
+    out = b"".join(reader.feed(event) for event in stream) + reader.close()
+    return out + edit.release([answer] if (answer := edit.answer()) else [])
+
+
+def split(stream: bytes, size: int) -> list[bytes]:
+    return [stream[i : i + size] for i in range(0, len(stream), size)]
+
+
+@pytest.mark.parametrize("size", [7, 64, 100_000])
+async def test_anthropic_round_without_injected_call_is_the_providers_bytes(size: int) -> None:
+    stream, _ = anthropic_round([], 6)
+    rounds = rounds_over(AnthropicStreamEdit(), AnthropicShape(), split(b"".join(stream), size))
+    assert await client_bytes(rounds) == b"".join(stream)
+    [recorded] = rounds.run.rounds
+    assert recorded.answer["content"][0]["text"].startswith("café")
+    assert recorded.answer["stop_reason"] == "end_turn" and not recorded.injected
+
+
+@pytest.mark.parametrize("client_usage", [True, False])
+@pytest.mark.parametrize("size", [5, 100_000])
+async def test_chat_round_without_injected_call_is_what_the_plain_relay_sends(client_usage: bool, size: int) -> None:
+    upstream = split(b"".join(CHAT_STREAM), size)
+    plain = ChatStream(hide_usage=not client_usage)
+    expected = b"".join(plain.feed(chunk) for chunk in upstream) + plain.end()
+    rounds = rounds_over(ChatStreamEdit(client_usage=client_usage), ChatShape(), upstream)
+    forwarded = await client_bytes(rounds)
+    assert forwarded == expected
+    assert (b'"usage"' in forwarded) is client_usage
+    [recorded] = rounds.run.rounds
+    assert recorded.answer["usage"]["total_tokens"] == 9
+    assert recorded.answer["choices"][0]["message"]["content"] == "".join(f'café "ok" {i}' for i in range(4))
+
+
+def anthropic_with_injected_call() -> list[bytes]:
+    """Text, then a call of an injected tool, as the provider writes it."""
+    stream, _ = anthropic_round([], 3)
+    call = {"type": "tool_use", "id": "toolu_1", "name": ADD, "input": {}}
+    tool = [
+        named("content_block_start", {"type": "content_block_start", "index": 1, "content_block": call}),
+        named(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{}"}},
+        ),
+        named("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    ]
+    tail = [
+        named(
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 3}},
+        ),
+        named("message_stop", {"type": "message_stop"}),
+    ]
+    return [*stream[:-2], *tool, *tail]
+
+
+async def test_anthropic_injected_name_split_across_chunks_is_still_withheld() -> None:
+    stream = b"".join(anthropic_with_injected_call())
+    cut = stream.index(b"bmcp_") + 2  # "bm" | "cp_tools_add"
+    upstream = [*split(stream[:cut], 50), stream[cut:]]
+    rounds = rounds_over(AnthropicStreamEdit(), AnthropicShape(), upstream)
+    forwarded = await client_bytes(rounds)
+    assert b"bmcp_" not in forwarded
+    assert forwarded == edited(AnthropicStreamEdit(), anthropic_with_injected_call())
+    assert b'"stop_reason":"end_turn"' in forwarded  # only the injected call, not run at the cap
+    [recorded] = rounds.run.rounds
+    assert [call.name for call in recorded.injected] == [ADD]
+
+
+async def test_chat_injected_name_split_across_chunks_is_still_withheld() -> None:
+    call = '{"index":0,"id":"call_1","type":"function","function":{"name":"' + ADD + '","arguments":""}}'
+    stream = [
+        *CHAT_STREAM[:3],
+        chat_chunk('{"index":0,"delta":{"tool_calls":[' + call + ']},"logprobs":null,"finish_reason":null}'),
+        chat_chunk('{"index":0,"delta":{},"logprobs":null,"finish_reason":"tool_calls"}'),
+        *CHAT_STREAM[-2:],
+    ]
+    raw = b"".join(stream)
+    cut = raw.index(b"bmcp_") + 3
+    rounds = rounds_over(ChatStreamEdit(client_usage=False), ChatShape(), [raw[:cut], raw[cut:]])
+    forwarded = await client_bytes(rounds)
+    assert b"bmcp_" not in forwarded and b'"usage"' not in forwarded
+    assert b'"finish_reason":"stop"' in forwarded and forwarded.endswith(b"data: [DONE]\n\n")
+    assert forwarded.startswith(b"".join(ChatStream.hidden_usage(chunk) for chunk in CHAT_STREAM[:3]))
+    [recorded] = rounds.run.rounds
+    assert [call.name for call in recorded.injected] == [ADD]
+
+
+async def test_text_that_names_an_injected_tool_is_answered_whole() -> None:
+    stream = [
+        *CHAT_STREAM[:2],
+        chat_content("call bmcp_tools_add yourself"),
+        *CHAT_STREAM[2:],
+    ]
+    rounds = rounds_over(ChatStreamEdit(client_usage=False), ChatShape(), stream)
+    forwarded = await client_bytes(rounds)
+    texts = []
+    for line in forwarded.split(b"\n\n"):
+        if line.startswith(b"data: {"):
+            chunk = orjson.loads(line[6:])
+            texts += [choice["delta"].get("content") or "" for choice in chunk["choices"]]
+    words = [f'café "ok" {i}' for i in range(4)]
+    assert "".join(texts) == words[0] + "call bmcp_tools_add yourself" + "".join(words[1:])
+    assert b'"finish_reason":"stop"' in forwarded and forwarded.endswith(b"data: [DONE]\n\n")
+    [recorded] = rounds.run.rounds
+    assert not recorded.injected
+    assert "bmcp_tools_add yourself" in recorded.answer["choices"][0]["message"]["content"]
