@@ -423,6 +423,7 @@ def run(args: argparse.Namespace) -> None:
             "side_connections",
             "rounds",
             "workers",
+            "prompt_words",
         )
     }
     run_record = bench_results.Run("proxy_overhead", params)
@@ -521,6 +522,9 @@ def main() -> None:
         default=None,
         metavar="NAME:VAR=VALUE",
         help="another one-worker AI Bridge in the side-by-side table (default: the aiokafka producer)",
+    )
+    parser.add_argument(
+        "--prompt-words", type=int, default=0, help="pad the side-by-side table's prompt with this many words"
     )
     parser.add_argument("--no-side-by-side", dest="side_by_side", action="store_false")
     parser.add_argument("--side-by-side-only", action="store_true", help="only the side-by-side table")

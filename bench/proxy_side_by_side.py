@@ -98,8 +98,9 @@ def side_by_side(
     targets: dict[str, tuple[str, dict[str, str], int | None]], others: dict[str, int], args: argparse.Namespace
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    padded = {"messages": [{"role": "user", "content": "word " * args.prompt_words}]} if args.prompt_words else {}
     for kind, body in (("blocking", po.BLOCKING), ("streaming", po.STREAMING)):
-        raw = orjson.dumps(body)
+        raw = orjson.dumps(body | padded)  # padded: a prompt of an agent's size, which the events carry
         for connections in args.side_connections:
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
             for _ in range(args.rounds):
@@ -171,4 +172,4 @@ def measure_side_by_side(  # noqa: PLR0917
     print_table(rows, args.rounds, args.wrk_duration)
     variants = {name: settings for name, settings in args.variant}
     return {"rounds": args.rounds, "seconds": args.wrk_duration, "workers": args.workers, "variants": variants,
-            "rows": rows}  # fmt: skip
+            "prompt_bytes": len(orjson.dumps(po.BLOCKING)) + 5 * args.prompt_words, "rows": rows}  # fmt: skip

@@ -140,7 +140,9 @@ def proxy_side_by_side(run: Results) -> str:
     lines.append(
         f"`wrk -t1`, {result['seconds']:.0f} s per run, the median of {result['rounds']} alternating rounds; "
         "CPU per request of the serving proxy process (a supervisor and its workers together), of the "
-        "simulated upstream, of the broker, of wrk, and of the whole machine:\n"
+        "simulated upstream, of the broker, of wrk, and of the whole machine"
+        + (f"; a prompt of {result['prompt_bytes'] / 1024:.0f} KiB" if result.get("prompt_bytes", 0) > 1024 else "")
+        + ":\n"
     )
     columns = "request | c | target | req/s | p50 | of bare proxy | proxy | upstream | broker | wrk | machine"
     lines.append(f"| {columns} | errors |")
@@ -378,6 +380,7 @@ def generators() -> dict[str, Callable[[], str | None]]:
     return {
         "proxy_overhead": single("proxy_overhead", proxy_overhead),
         "proxy_side_by_side": single("proxy_side_by_side", proxy_side_by_side),
+        "proxy_side_by_side_large": single("proxy_side_by_side_large", proxy_side_by_side),
         "proxy_ab": single("proxy_ab", proxy_ab),
         "mcp_overhead": single("mcp_overhead", mcp_overhead),
         "budgets_ab": single("budgets_ab", budgets_ab),
