@@ -191,28 +191,6 @@ def _add_sessions_commands(commands: argparse._SubParsersAction[argparse.Argumen
         parser.set_defaults(handler=_lazy("aibridge.api.session_report", "main"))
 
 
-def _add_sessions_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sessions = commands.add_parser("sessions", help="list sessions and show one with its threads")
-    sub = sessions.add_subparsers(dest="sessions_command", required=True)
-    listing = sub.add_parser("list", help="sessions, newest activity first, as JSON (or jsonl, csv, table)")
-    listing.add_argument("--initiator", help="user id, username, or 'me'")
-    listing.add_argument("--provider")
-    listing.add_argument("--model")
-    listing.add_argument("--client")
-    listing.add_argument("--started-after", help="RFC 3339 time")
-    listing.add_argument("--started-before", help="RFC 3339 time")
-    listing.add_argument("--limit", type=int, default=50, help="page size, 1 to 200 (default 50)")
-    listing.add_argument("--after-id", help="the id of the last session of the previous page")
-    listing.add_argument("--all", action="store_true", help="page through every matching session")
-    show = sub.add_parser("show", help="one session: its threads and their interceptions")
-    show.add_argument("id", help="the session id")
-    for parser in (listing, show):
-        parser.add_argument("--output", "-o", choices=["json", "jsonl", "csv", "table"], default="json")
-        parser.add_argument("--url", help="API base URL (default AIBRIDGE_URL)")
-        parser.add_argument("--token", help="bridge token (default AIBRIDGE_TOKEN)")
-        parser.set_defaults(handler=_lazy("aibridge.api.session_report", "main"))
-
-
 def _add_dlq_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dlq = commands.add_parser("dlq", help="list and replay the recorder's dead letters (Kafka)")
     sub = dlq.add_subparsers(dest="dlq_command", required=True)
@@ -236,7 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_token_commands(commands)
     _add_export_commands(commands)
     _add_usage_command(commands)
-    _add_sessions_commands(commands)
     _add_sessions_commands(commands)
     _add_budget_commands(commands)
     _add_dlq_commands(commands)
