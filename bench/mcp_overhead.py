@@ -12,9 +12,10 @@ Three proxies' worth of targets share one open-loop generator (``proxy_overhead.
 
 Every request carries ``x-simulator-mcp-rounds: 0``, so the simulated model never calls an injected tool:
 ``on`` minus ``off`` is what adding the tools costs (the tool list merged into the body, the body
-re-encoded, the answer read by the loop; streamed: every event read by the stream editor). This is
-measured for a small chat body and for a Claude Code-sized one (about 200 KB: a long system prompt,
-40 client tools, 60 messages), blocking and streamed.
+re-encoded, the answer read by the loop; streamed: the stream searched for an injected name as it is
+relayed, the round read for the record after the answer is out). This is measured for a small chat
+body and for a Claude Code-sized one (about 200 KB: a long system prompt, 40 client tools, 60 messages),
+blocking and streamed.
 
 Then the cost of one round: the same small request with the model calling one injected tool once
 (``bmcp_tools_add``) against ``off``. Its parts: the MCP call (the proxy's own
@@ -23,8 +24,8 @@ p50 for the same request); the rest is the bridge's loop (reading the answer, th
 
 Last, in this process, where microseconds are measurable: re-encoding the large body with ``orjson.dumps``
 (what the proxy does once tools are added), and what injection adds to one request's own work with no
-injected call (the run begun, the answer read by the loop; streamed: a 60-word stream through the stream
-editor), p50 in microseconds.
+injected call (the run begun, the answer read by the loop; streamed: a 60-word stream read as the proxy
+reads it, and with the round's reading for the record, done after the answer is out), p50 in microseconds.
 
 Rerun:  .venv/bin/python bench/mcp_overhead.py --duration 10   # about 5 minutes
 """
@@ -38,7 +39,8 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -261,13 +263,20 @@ def chat_stream(words: int = 60) -> list[bytes]:
     return [*events, b"data: [DONE]\n\n"]
 
 
+async def no_round(body: bytes) -> Any:
+    raise AssertionError("the model calls no injected tool: no second round")
+
+
 def in_process(large: dict[str, Any], rounds: int = 300) -> dict[str, float]:
     """What injection adds to one request in the proxy's own code, no injected call made, p50 in µs: the
-    run begun (tools merged, body re-encoded), the answer read by the loop (blocking), or every event of a
-    60-word stream through the stream editor and the round settled (streamed)."""
+    run begun (tools merged, body re-encoded), the answer read by the loop (blocking), or a 60-word stream
+    read as the proxy reads it until the client has it (streamed; streamed_off: the same stream relayed
+    without injection, for comparison), then also the round read for the record, which the proxy does
+    after the answer is out (streamed_recorded)."""
     from aibridge.proxy.mcp import McpInjector, McpSettings, ToolFormat, load_servers
     from aibridge.proxy.mcp.loop import McpRun
-    from aibridge.proxy.mcp.streamed import RoundReader, prepare_streamed, stream_edit
+    from aibridge.proxy.mcp.streamed import InjectedRounds, prepare_streamed, stream_edit
+    from aibridge.proxy.providers.openai import ChatStream
     from aibridge.testing.mcp_server import McpTestServer
 
     chat = ToolFormat.OPENAI_CHAT
@@ -280,21 +289,43 @@ def in_process(large: dict[str, Any], rounds: int = 300) -> dict[str, float]:
         await run.settle(CHAT_ANSWER)
         run.merged(CHAT_ANSWER)
 
-    async def streamed(injector: McpInjector, body: dict[str, Any]) -> None:
+    class Upstream:
+        """The 60-word stream as the upstream client hands it over, one event a chunk."""
+
+        status = 200
+        headers: dict[str, str] = {}
+
+        async def chunks(self) -> AsyncIterator[bytes]:
+            for data in stream:
+                yield data
+
+        async def close(self) -> None:
+            return None
+
+    async def streamed(injector: McpInjector, body: dict[str, Any]) -> InjectedRounds:
+        """Until the client has the answer: the run begun, the stream read as the proxy reads it."""
         body = body | {"stream": True}
         run = McpRun.begin(injector, chat, body, "bench", {})
         assert run is not None
         prepare_streamed(run, chat)
         run.request_body()
-        edit = stream_edit(chat, body)
-        edit.begin_round()
-        reader = RoundReader(edit)
-        for data in stream:
-            reader.feed(data)
-        reader.close()
-        answer = edit.answer()
-        await run.settle(orjson.dumps(answer))
-        edit.release([current.answer for current in run.rounds])
+        rounds = InjectedRounds(run, stream_edit(chat, body), Upstream(), no_round, nullcontext)  # type: ignore[arg-type]
+        async for _ in rounds.chunks():
+            pass
+        return rounds
+
+    async def streamed_off(injector: McpInjector, body: dict[str, Any]) -> None:
+        """For comparison, the same stream relayed without injection (the chat tee's forwarding, the
+        usage the proxy asked for hidden), until the client has it."""
+        tee = ChatStream(hide_usage=True)
+        async for data in Upstream().chunks():
+            tee.feed(data)
+        tee.end()
+
+    async def streamed_recorded(injector: McpInjector, body: dict[str, Any]) -> None:
+        """The same, and the round read for the record (after the answer is out, off the client's path)."""
+        rounds = await streamed(injector, body)
+        rounds.unsettled()
 
     async def measure_all() -> dict[str, float]:
         with McpTestServer() as server, tempfile.TemporaryDirectory() as folder:
@@ -305,7 +336,12 @@ def in_process(large: dict[str, Any], rounds: int = 300) -> dict[str, float]:
             try:
                 found = {}
                 for size, body in (("small", po.BLOCKING), ("large", large)):
-                    for kind, step in (("blocking", blocking), ("streamed", streamed)):
+                    for kind, step in (
+                        ("blocking", blocking),
+                        ("streamed", streamed),
+                        ("streamed_off", streamed_off),
+                        ("streamed_recorded", streamed_recorded),
+                    ):
                         found[f"{kind}_{size}_us"] = await timed(partial(step, injector, body), rounds)
                 return found
             finally:

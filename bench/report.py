@@ -232,15 +232,23 @@ def mcp_overhead(run: Results) -> str:
         f"merging) | {ms(rest)} |",
         f"| for scale: one request to the simulated provider directly (p50) | {ms(one['direct_p50_ms'])} |",
         "",
-        "In process, what injection adds to one request's own work when no injected call is made (median):",
+        "In process, one request's own work with injection on when no injected call is made (median); blocking: "
+        "what injection adds, streamed: the whole relaying of a 60-event answer, and the same with injection off:",
         "",
         "| request | small body | large body |",
         "|---|---|---|",
     ]
     timing = result["in_process"]
+    kinds = {
+        "blocking": "blocking",
+        "streamed": "streamed, until the client has the answer",
+        "streamed_off": "for comparison: the same stream relayed with injection off",
+        "streamed_recorded": "streamed, with the round read for the record (after the answer is out)",
+    }
     lines += [
-        f"| {kind} | {timing[f'{kind}_small_us']:.1f} µs | {timing[f'{kind}_large_us']:.1f} µs |"
-        for kind in ("blocking", "streamed")
+        f"| {label} | {timing[f'{kind}_small_us']:.1f} µs | {timing[f'{kind}_large_us']:.1f} µs |"
+        for kind, label in kinds.items()
+        if f"{kind}_small_us" in timing
     ]
     lines.append(
         f"\nOf which re-encoding the {result['encode']['body_kib']:.0f} KiB body with `orjson.dumps`: "
