@@ -89,7 +89,11 @@ def lanes_statement(session_ids: Sequence[str], initiator_ids: Iterable[str] | N
     parameters: dict[str, Any] = {"sessions": list(session_ids)}
     if initiator_ids is not None:
         parameters["initiator_ids"] = sorted(initiator_ids)
-    leading = "countIf(turn = 'prompt') = 0 OR minIf(started_at, turn != 'prompt') < minIf(started_at, turn = 'prompt')"
+    # minIf over no rows is the epoch, not NULL: without its countIf, a lane of prompts only had a leading thread
+    leading = (
+        "countIf(turn = 'prompt') = 0 OR (countIf(turn != 'prompt') > 0 "
+        "AND minIf(started_at, turn != 'prompt') < minIf(started_at, turn = 'prompt'))"
+    )
     return sql.Statement(
         f"SELECT session_id, initiator_id, client, uniqExact(id), uniqExactIf(id, turn = 'prompt') + ({leading}), "
         f"min(started_at), max(started_at) FROM {store.INTERCEPTIONS_BY_SESSION} "

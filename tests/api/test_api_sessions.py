@@ -298,3 +298,15 @@ def test_a_cursor_skips_sessions_shown_before_it_that_also_have_older_rows(chdb_
     assert page("both-00") == ["older"]
     assert page("both-00", "model:o3") == ["older"]
     assert page("older") == []
+
+
+def test_a_session_of_prompts_only_counts_one_thread_per_prompt(chdb_url: str) -> None:
+    """No interception before the first prompt, so no leading thread (in the list as in the detail)."""
+    client = new_database(chdb_url)
+    write(client, events_of("prompts-only", "alice", "o3", 5, "prompt"))
+    write(client, events_of("prompts-only", "alice", "o3", 6, "prompt"))
+    reader = InterceptionReader(ClientSource(api_settings(chdb_url, client), client))
+    auditor = Identity(user_id("audrey"), "audrey", Role.AUDITOR, "jti", BASE.timestamp() + 3600)
+    criteria = service.resolve(parse_q(""), auditor, reader)
+    found = list_sessions(SessionReader(reader), criteria, None, limit=10, offset=None, after_id=None)
+    assert [(row["id"], row["threads"], row["interceptions"]) for row in found["results"]] == [("prompts-only", 2, 2)]
