@@ -18,7 +18,15 @@ from aibridge.identity import verify
 from aibridge.proxy.errors import RequestTooLarge
 from aibridge.proxy.upstream.client import HOP_BY_HOP
 
-DROPPED_REQUEST_HEADERS = HOP_BY_HOP | {"host", "content-length", "authorization", "x-api-key", "accept-encoding"}
+# coder-session-token: the bridge credential in Coder's header (the API accepts it), never for the provider
+DROPPED_REQUEST_HEADERS = HOP_BY_HOP | {
+    "host",
+    "content-length",
+    "authorization",
+    "x-api-key",
+    "coder-session-token",
+    "accept-encoding",
+}
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
 
