@@ -111,6 +111,12 @@ def _add_service_commands(commands: argparse._SubParsersAction[argparse.Argument
         parser.add_argument("--trace-logs", action="store_true", default=None, help="attach logs to spans")
 
 
+def _add_api_options(parser: argparse.ArgumentParser) -> None:
+    """Where the commands that read through the API find it, and with which token."""
+    parser.add_argument("--url", help="API base URL (default AIBRIDGE_URL)")
+    parser.add_argument("--token", help="bridge token (default AIBRIDGE_TOKEN)")
+
+
 def _add_export_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     interceptions = commands.add_parser("interceptions", help="list recorded interceptions")
     sub = interceptions.add_subparsers(dest="interceptions_command", required=True)
@@ -125,8 +131,7 @@ def _add_export_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     listing.add_argument("--after-id", help="the id of the last result of the previous page")
     listing.add_argument("--all", action="store_true", help="page through every matching interception")
     listing.add_argument("--output", "-o", choices=["json", "jsonl", "csv", "table"], default="json")
-    listing.add_argument("--url", help="API base URL (default AIBRIDGE_URL)")
-    listing.add_argument("--token", help="bridge token (default AIBRIDGE_TOKEN)")
+    _add_api_options(listing)
     listing.set_defaults(handler=_lazy("aibridge.api.export", "main"))
 
 
@@ -143,8 +148,7 @@ def _add_usage_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     usage.add_argument("--client")
     usage.add_argument("--unpriced", action="store_true", help="list the models whose usages have no price")
     usage.add_argument("--output", "-o", choices=["table", "csv", "json"], default="table")
-    usage.add_argument("--url", help="API base URL (default AIBRIDGE_URL)")
-    usage.add_argument("--token", help="bridge token (default AIBRIDGE_TOKEN)")
+    _add_api_options(usage)
     usage.set_defaults(handler=_lazy("aibridge.api.usage_report", "main"))
 
 
@@ -164,8 +168,7 @@ def _add_budget_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     listing.add_argument("--mine", action="store_true", help="the budgets that apply to you and what you spent")
     listing.add_argument("--output", "-o", choices=["table", "json"], default="table")
     for parser in (setting, removing, listing):
-        parser.add_argument("--url", help="API base URL (default AIBRIDGE_URL)")
-        parser.add_argument("--token", help="bridge token (default AIBRIDGE_TOKEN)")
+        _add_api_options(parser)
         parser.set_defaults(handler=_lazy("aibridge.api.budget_cli", "main"))
 
 
@@ -186,8 +189,7 @@ def _add_sessions_commands(commands: argparse._SubParsersAction[argparse.Argumen
     show.add_argument("id", help="the session id")
     for parser in (listing, show):
         parser.add_argument("--output", "-o", choices=["json", "jsonl", "csv", "table"], default="json")
-        parser.add_argument("--url", help="API base URL (default AIBRIDGE_URL)")
-        parser.add_argument("--token", help="bridge token (default AIBRIDGE_TOKEN)")
+        _add_api_options(parser)
         parser.set_defaults(handler=_lazy("aibridge.api.session_report", "main"))
 
 
