@@ -20,7 +20,7 @@ terminal events once, after the last round, with the usage summed over every rou
   ``function_call`` item and every event of its output index are withheld; ``response.created`` and
   ``.in_progress`` go out once; the terminal event (``response.completed`` or its siblings) comes
   last, its ``output`` the rounds' visible items. Injected tool definitions are taken out of the
-  ``tools`` the response echoes.
+  ``tools`` the response echoes (also in a first round that goes unedited: :meth:`StreamEdit.unedited`).
 
 Most events of an answer are text, and most answers call no injected tool: such an event is forwarded
 as the provider's bytes (:meth:`StreamEdit.verbatim`), recognised on its bytes in the layout the provider
@@ -45,7 +45,7 @@ from aibridge.proxy.mcp.registry import PREFIX, JsonObject
 from aibridge.proxy.mcp.shapes import ResponsesShape, summed_usage
 from aibridge.proxy.providers.openai import ChatStream
 from aibridge.proxy.providers.records import as_int, mapping
-from aibridge.proxy.providers.sse import SSEEvent
+from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
 
 _STRING = rb'"[^"\\\n]*(?:\\.[^"\\\n]*)*"'  # one JSON string literal on one line, escapes and all
 # a text or thinking delta as Anthropic writes it, one event
@@ -60,6 +60,7 @@ _CHAT_CONTENT = re.compile(
     + rb')\}(?:,"logprobs":null)?,"finish_reason":null\}\](,"usage":null)?'
 )
 _OUTPUT_INDEX = re.compile(rb'"output_index":(\d+)')
+_INJECTED = PREFIX.encode()
 _SEQUENCE_NUMBER = re.compile(rb'"sequence_number":(\d+)')
 
 
@@ -72,15 +73,12 @@ def _string(literal: bytes) -> str:
 
 
 class StreamEdit(Protocol):
-    unedited_first_round: bool
-    """The first round may go to the client as the provider wrote it while no injected name is seen
-    (:class:`~aibridge.proxy.mcp.streamed.UneditedRound`); False when even its opening needs editing."""
-
     def begin_round(self) -> None: ...
 
-    def unedited(self, raw: bytes) -> bytes:
-        """The bytes the client gets for whole LF-ended events ``raw`` when nothing is edited: those a
-        stream without injection gets."""
+    def unedited(self, raw: bytes) -> bytes | None:
+        """The bytes the client gets for whole LF-ended events ``raw`` of a first round that goes
+        unedited (:class:`~aibridge.proxy.mcp.streamed.UneditedRound`): those a stream without injection
+        gets. None: an injected name shows, the editor takes the round over (``raw`` not yet sent)."""
 
     def verbatim(self, raw: bytes) -> bytes | None:
         """The bytes the client gets for the one whole LF-ended event ``raw`` (no CR in it) when it is
@@ -125,8 +123,6 @@ def _without_injected_tools(response: JsonObject) -> JsonObject:
 
 
 class AnthropicStreamEdit:
-    unedited_first_round = True
-
     def __init__(self) -> None:
         self._opened = False  # the client has its message_start
         self._next_index = 0  # the client's next content block index
@@ -157,8 +153,8 @@ class AnthropicStreamEdit:
             return b""
         return event.raw  # ping, error
 
-    def unedited(self, raw: bytes) -> bytes:
-        return raw
+    def unedited(self, raw: bytes) -> bytes | None:
+        return None if _INJECTED in raw else raw
 
     def verbatim(self, raw: bytes) -> bytes | None:
         """A text or thinking delta of a block the client has under the same index."""
@@ -252,8 +248,6 @@ def _json_value(text: str) -> Any:
 
 
 class ChatStreamEdit:
-    unedited_first_round = True
-
     def __init__(self, *, client_usage: bool) -> None:
         self._client_usage = client_usage  # the client asked for include_usage itself
         self._opened = False  # the client has its role chunk
@@ -290,8 +284,10 @@ class ChatStreamEdit:
             chunk = {key: value for key, value in chunk.items() if key != "usage"}
         return _sse(event.event, chunk | {"choices": [edited, *choices[1:]]})
 
-    def unedited(self, raw: bytes) -> bytes:
+    def unedited(self, raw: bytes) -> bytes | None:
         """As the proxy relays any chat stream: the usage it asked for itself hidden from the client."""
+        if _INJECTED in raw:
+            return None
         return raw if self._client_usage else ChatStream.hidden_usage(raw)
 
     def verbatim(self, raw: bytes) -> bytes | None:
@@ -386,8 +382,6 @@ _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.fa
 
 
 class ResponsesStreamEdit:
-    unedited_first_round = False  # response.created echoes the tools, the injected ones among them
-
     def __init__(self) -> None:
         self._sequence = 0  # the client's next sequence_number
         self._next_output = 0  # the client's next output_index
@@ -432,8 +426,21 @@ class ResponsesStreamEdit:
             payload = payload | {"output_index": self._output_index[index]}
         return self._numbered(event.event or kind, payload)
 
-    def unedited(self, raw: bytes) -> bytes:
-        return raw
+    def unedited(self, raw: bytes) -> bytes | None:
+        """The provider's bytes, but for the opening and terminal events, which echo the request's tools
+        (the injected ones among them): those are decoded and sent without the injected tools, their
+        ``sequence_number`` the provider's (nothing was withheld before them). Any other event naming an
+        injected tool (a call's ``response.output_item.added``, text naming one) hands the round over."""
+        if _INJECTED not in raw:
+            return raw
+        decoder = SSEDecoder()
+        sent = []
+        for event in decoder.feed(raw) + decoder.close():
+            edited = _without_echoed_tools(event) if _INJECTED in event.raw else event.raw
+            if edited is None:
+                return None
+            sent.append(edited)
+        return b"".join(sent)
 
     def verbatim(self, raw: bytes) -> bytes | None:
         """A delta of an item the client has under the same output index, numbered as the client's next
@@ -472,3 +479,13 @@ class ResponsesStreamEdit:
         if "id" in answers[0]:
             merged["id"] = answers[0]["id"]  # the response the client saw created
         return self._numbered(kind, payload | {"response": merged})
+
+
+def _without_echoed_tools(event: SSEEvent) -> bytes | None:
+    """An opening or terminal event without the injected tools its response echoes; None when the event
+    is another or still names an injected tool once they are out (its output calls one)."""
+    payload = _payload(event)
+    if payload is None or str(payload.get("type") or event.event) not in _OPENING | _TERMINAL:
+        return None
+    edited = _sse(event.event, payload | {"response": _without_injected_tools(mapping(payload.get("response")))})
+    return None if _INJECTED in edited else edited

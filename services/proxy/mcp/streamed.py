@@ -12,11 +12,12 @@ Only requests with injected tools take this path; every other stream is relayed 
 
 Most answers call no injected tool, so the first round starts unedited (:class:`UneditedRound`): its
 whole events go to the client as a stream without injection gets them, each chunk only searched for
-``bmcp_``. Nothing seen by the round's end: the terminal events went out as the provider wrote them,
-there is no other round, and the round is read for the record only after the answer is out. Seen (the
-start of an injected call, or text that happens to name one): the round's earlier events are read into
-the editor without being sent again (the editor would have forwarded them as they were, nothing having
-been withheld yet), and the rest of the round and every later one go through the editor.
+``bmcp_`` (a Responses stream's opening and terminal events, which echo the tools, have the injected
+ones taken out). Nothing seen by the round's end: the terminal events went out as the provider wrote
+them, there is no other round, and the round is read for the record only after the answer is out.
+Seen (the start of an injected call, or text that happens to name one): the round's earlier events are
+read into the editor without being sent again (the editor would have forwarded them as they were,
+nothing having been withheld yet), and the rest of the round and every later one go through the editor.
 """
 
 from __future__ import annotations
@@ -119,27 +120,33 @@ class UneditedRound:
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._held + chunk if self._held else chunk
-        if _INJECTED in data or b"\r" in data:
+        if b"\r" in data:
             self._held, self.editing = data, True
             return b""
         cut = data.rfind(b"\n\n") + 2
         if cut < 2:
             self._held = data
             return b""
-        if cut < len(data):
-            data, self._held = data[:cut], data[cut:]
-        else:
-            self._held = b""
-        self._sent.append(data)
-        return self._edit.unedited(data)
+        whole = data[:cut] if cut < len(data) else data
+        forwarded = self._edit.unedited(whole)
+        if forwarded is None:
+            self._held, self.editing = data, True
+            return b""
+        self._held = data[cut:] if cut < len(data) else b""
+        self._sent.append(whole)
+        return forwarded
 
     def end(self) -> bytes:
-        """The upstream finished: a last event without its blank line goes out as it is."""
-        held, self._held = self._held, b""
-        if not held:
+        """The upstream finished: a last event without its blank line goes out (or hands the round over)."""
+        if not self._held:
             return b""
-        self._sent.append(held)
-        return self._edit.unedited(held)
+        forwarded = self._edit.unedited(self._held)
+        if forwarded is None:
+            self.editing = True
+            return b""
+        self._sent.append(self._held)
+        self._held = b""
+        return forwarded
 
     def editor(self) -> tuple[RoundReader, bytes]:
         """The round's reader, the events already sent read into the editor (their bytes dropped: the
@@ -187,7 +194,7 @@ class InjectedRounds:
         return b""  # read with the first chunk
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        first = self.edit.unedited_first_round
+        first = True
         while True:
             self.edit.begin_round()
             self._settled = False
@@ -220,8 +227,10 @@ class InjectedRounds:
             if unedited.editing:
                 break
         else:
-            yield unedited.end()
-            return
+            tail = unedited.end()
+            if not unedited.editing:
+                yield tail
+                return
         self._unedited = None
         reader, forwarded = unedited.editor()
         yield forwarded

@@ -197,3 +197,74 @@ async def test_responses_raw_events_numbered_and_contiguous(mcp_proxy: Proxy, to
     added = [event.output_index for event in events if event.type == "response.output_item.added"]
     assert added == [0, 1, 2, 3]
     no_injected([event.model_dump() for event in events])
+
+
+NO_CALL = {"x-simulator-mcp-rounds": "0"}  # the model calls no injected tool (it calls the client's)
+RESPONSES_READ_FILE = {"type": "function", "name": "read_file", "parameters": CHAT_READ_FILE["function"]["parameters"]}
+
+
+def stream_with_a_client_tool(api: str, client: Any) -> list[Any]:
+    """The API's streamed request with one client tool, read by the official SDK: the events it parsed."""
+    prompt = "read the file a.py"
+    if api == "anthropic":
+        messages: Any = [{"role": "user", "content": prompt}]
+        with client.messages.stream(
+            model="claude-sonnet-4-5", max_tokens=200, messages=messages, tools=[READ_FILE]
+        ) as s:
+            events = list(s)
+            s.get_final_message()
+        return events
+    if api == "openai_responses":
+        with client.responses.stream(model="gpt-5", input=prompt, tools=[RESPONSES_READ_FILE], store=False) as s:
+            events = list(s)
+            s.get_final_response()
+        return events
+    messages = [{"role": "user", "content": prompt}]
+    return list(client.chat.completions.create(model="gpt-4o", stream=True, messages=messages, tools=[CHAT_READ_FILE]))
+
+
+def recorded(events: list[Any], interception: str) -> dict[str, list[Any]]:
+    """What an interception's rounds recorded, less what differs between two requests (ids, times, and the
+    input tokens, which count the offered tools)."""
+    mine = [event for event in events if event["interception_id"] == interception]
+    usage_fields = ("output_tokens", "cache_read_input_tokens", "cache_write_input_tokens", "metadata")
+    return {
+        "token_usage": [{key: u[key] for key in usage_fields} for u in of_type(mine, "token_usage")],
+        "tool_usage": [
+            {key: t[key] for key in ("tool", "input", "injected", "invocation_error", "server_name", "metadata")}
+            for t in of_type(mine, "tool_usage")
+        ],
+        "reasoning": [r["text"] for r in of_type(mine, "reasoning")],
+        "ended": [(e["status"], e["http_status"]) for e in of_type(mine, "interception.ended")],
+    }
+
+
+@pytest.fixture
+def on_and_off(start_proxy: ProxyFactory, mcp_server: McpTestServer, tmp_path: Path) -> tuple[Proxy, Proxy]:
+    """A proxy with injection and one without, publishing to the same topic."""
+    return start_proxy(mcp_servers_file=servers_file(tmp_path, mcp_server)), start_proxy()
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai_chat", "openai_responses"])
+async def test_stream_without_injected_call_is_recorded_as_without_injection(
+    on_and_off: tuple[Proxy, Proxy], token: str, events_of: Callable[..., Any], simulator: Any, api: str
+) -> None:
+    """The first round goes unedited (a Responses stream's echoed tools less the injected ones), and its
+    record is the same request's record without injection."""
+    on, off = on_and_off
+    client = anthropic_client if api == "anthropic" else openai_client
+    earlier = len(simulator.state.requests)
+    parsed = stream_with_a_client_tool(api, client(on, token, **NO_CALL))
+    stream_with_a_client_tool(api, client(off, token, **NO_CALL))
+    no_injected([event.model_dump() for event in parsed])
+    if api == "openai_responses":
+        assert [event.sequence_number for event in parsed] == list(range(len(parsed)))
+        assert [tool.name for tool in parsed[-1].response.tools] == ["read_file"]
+    offered = [request.body for request in list(simulator.state.requests)[earlier:]]
+    assert [b"bmcp_tools_add" in body for body in offered] == [True, False]  # injection was on, then off
+    events = await events_of(2)
+    on_id, off_id = (event["interception_id"] for event in of_type(events, "interception.started"))
+    with_injection, without = recorded(events, on_id), recorded(events, off_id)
+    assert with_injection == without
+    assert [tool["tool"] for tool in with_injection["tool_usage"]] == ["read_file"]
+    assert len(with_injection["token_usage"]) == 1 and with_injection["ended"] == [("completed", 200)]

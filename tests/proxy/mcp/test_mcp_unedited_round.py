@@ -10,16 +10,17 @@ from typing import Any
 
 import orjson
 import pytest
-from test_mcp_stream_edits import CHAT_STREAM, anthropic_round, chat_chunk, chat_content, named
+from test_mcp_stream_edits import CHAT_STREAM, anthropic_round, chat_chunk, chat_content, decoded, named
 
 from aibridge.proxy.mcp.loop import McpRun
-from aibridge.proxy.mcp.shapes import AnthropicShape, ChatShape
-from aibridge.proxy.mcp.stream_edits import AnthropicStreamEdit, ChatStreamEdit, StreamEdit
+from aibridge.proxy.mcp.shapes import AnthropicShape, ChatShape, ResponsesShape
+from aibridge.proxy.mcp.stream_edits import AnthropicStreamEdit, ChatStreamEdit, ResponsesStreamEdit, StreamEdit
 from aibridge.proxy.mcp.streamed import InjectedRounds, RoundReader, RoundsTee
 from aibridge.proxy.providers.openai import ChatStream
 from aibridge.proxy.providers.records import ResponseSummary
 
 ADD = "bmcp_tools_add"
+__all__ = ["decoded"]  # the fixture: the events the editor decoded
 
 
 class Chunks:
@@ -169,3 +170,85 @@ async def test_text_that_names_an_injected_tool_is_answered_whole() -> None:
     [recorded] = rounds.run.rounds
     assert not recorded.injected
     assert "bmcp_tools_add yourself" in recorded.answer["choices"][0]["message"]["content"]
+
+
+CLIENT_TOOL = {"type": "function", "name": "read_file", "description": None, "parameters": None, "strict": True}
+INJECTED_TOOL = CLIENT_TOOL | {"name": ADD, "description": "Add two numbers"}
+
+
+def responses_round(output: list[dict[str, Any]]) -> list[bytes]:
+    """A Responses stream as the API writes it: the opening events and the terminal one echo the tools
+    (the injected one among them), then each output item's events, numbered from 0."""
+    response = {"id": "resp_1", "object": "response", "model": "gpt-5", "tools": [CLIENT_TOOL, INJECTED_TOOL]}
+    opening = response | {"status": "in_progress", "output": [], "usage": None}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"response": opening}),
+        ("response.in_progress", {"response": opening}),
+    ]
+    for index, item in enumerate(output):
+        events.append(("response.output_item.added", {"output_index": index, "item": item | {"status": "in_progress"}}))
+        if item["type"] == "message":
+            where = {"item_id": item["id"], "output_index": index, "content_index": 0}
+            events += [("response.output_text.delta", where | {"delta": f'café "ok" {i} '}) for i in range(4)]
+        events.append(("response.output_item.done", {"output_index": index, "item": item}))
+    usage = {"input_tokens": 7, "output_tokens": 5, "total_tokens": 12}
+    final = response | {"status": "completed", "output": output, "usage": usage}
+    events.append(("response.completed", {"response": final}))
+    return [named(kind, {"type": kind, "sequence_number": n} | payload) for n, (kind, payload) in enumerate(events)]
+
+
+MESSAGE_ITEM = {
+    "type": "message",
+    "id": "msg_1",
+    "role": "assistant",
+    "content": [{"type": "output_text", "text": "".join(f'café "ok" {i} ' for i in range(4)), "annotations": []}],
+}
+CLIENT_CALL = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "read_file", "arguments": "{}"}
+
+
+def sse_payloads(stream: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(block.split(b"data: ", 1)[1]) for block in stream.split(b"\n\n") if block]
+
+
+@pytest.mark.parametrize("size", [7, 64, 100_000])
+async def test_responses_round_without_injected_call_is_the_providers_bytes_less_the_injected_tools(
+    decoded: list[bytes], size: int
+) -> None:
+    stream = responses_round([MESSAGE_ITEM, CLIENT_CALL])
+    rounds = rounds_over(ResponsesStreamEdit(), ResponsesShape(), split(b"".join(stream), size))
+    forwarded = await rounds.read()
+    echoing = {0, 1, len(stream) - 1}  # created, in_progress, completed: the tools taken out
+    assert decoded == [stream[number] for number in sorted(echoing)]  # the only events decoded on the way
+    RoundsTee(rounds, lambda raw: ResponseSummary()).close()  # the record's reading, after the answer is out
+    assert b"bmcp_" not in forwarded
+    sent = sse_payloads(forwarded)
+    assert [event["sequence_number"] for event in sent] == list(range(len(stream)))
+    for number, (event, raw) in enumerate(zip(sent, stream, strict=True)):
+        if number in echoing:
+            expected = orjson.loads(raw.split(b"data: ", 1)[1])
+            expected["response"]["tools"] = [CLIENT_TOOL]
+            assert event == expected
+        else:
+            assert raw in forwarded  # the provider's bytes, not re-encoded
+    [recorded] = rounds.run.rounds
+    assert not recorded.injected
+    assert recorded.answer["usage"]["output_tokens"] == 5
+
+
+async def test_responses_injected_call_hands_the_round_to_the_editor() -> None:
+    """The call's item shows after text was sent: the editor takes over knowing the events already sent,
+    and the client gets exactly what the editor alone makes of the round (one stream, numbered on)."""
+    injected = CLIENT_CALL | {"id": "fc_2", "call_id": "call_2", "name": ADD}
+    stream = responses_round([MESSAGE_ITEM, injected])
+    raw = b"".join(stream)
+    cut = raw.index(b'"name":"' + ADD.encode()) + 10  # the call's name split across two chunks
+    rounds = rounds_over(ResponsesStreamEdit(), ResponsesShape(), [*split(raw[:cut], 50), raw[cut:]])
+    forwarded = await client_bytes(rounds)
+    assert b"bmcp_" not in forwarded
+    assert forwarded == edited(ResponsesStreamEdit(), stream)
+    sent = sse_payloads(forwarded)
+    assert [event["sequence_number"] for event in sent] == list(range(len(sent)))
+    assert [event["type"] for event in sent].count("response.created") == 1
+    assert sent[-1]["type"] == "response.completed" and sent[-1]["response"]["tools"] == [CLIENT_TOOL]
+    [recorded] = rounds.run.rounds
+    assert [call.name for call in recorded.injected] == [ADD]
