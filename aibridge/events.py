@@ -68,14 +68,30 @@ class ReasoningKind(StrEnum):
     ENCRYPTED = "encrypted"  # a Responses reasoning item with only encrypted_content: no text
 
 
+# the types as plain strings, for the builders (an enum's ``.value`` is a property lookup)
+_STARTED: Final = EventType.INTERCEPTION_STARTED._value_
+_PROMPT: Final = EventType.PROMPT._value_
+_TOKEN_USAGE: Final = EventType.TOKEN_USAGE._value_
+_TOOL_USAGE: Final = EventType.TOOL_USAGE._value_
+_REASONING: Final = EventType.REASONING._value_
+_ENDED: Final = EventType.INTERCEPTION_ENDED._value_
+
+
 class InvalidEvent(ValueError):
     """An event failed to decode or to validate against the schema; the message says why."""
 
 
+_second: list[Any] = [None, ""]  # the last second formatted (its fields) and its text up to the "."
+
+
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with microseconds, e.g. ``2026-11-27T10:15:30.123456Z``."""
-    if moment.tzinfo is UTC and moment.year >= 1000:  # the common case (utcnow), a third of the time
-        return moment.isoformat(timespec="microseconds")[:-6] + "Z"
+    if moment.tzinfo is UTC and moment.year >= 1000:  # the common case (utcnow): the second's text is reused
+        second = (moment.second, moment.minute, moment.hour, moment.day, moment.month, moment.year)
+        if second != _second[0]:
+            _second[1] = moment.replace(microsecond=0, tzinfo=None).isoformat() + "."
+            _second[0] = second
+        return f"{_second[1]}{moment.microsecond:06d}Z"
     moment = moment.astimezone(UTC)
     if moment.year < 1000:  # strftime's %Y does not pad there; isoformat (twice as fast) does
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -139,12 +155,14 @@ class InterceptionContext:
     # (the ended event's replaces the started one's) keeps them.
     session_id: str = ""
     turn: str = ""
+    _started_text: str | None = field(default=None, init=False, repr=False, compare=False)
 
-    def _base(self, event_type: EventType, occurred_at: datetime | None) -> Event:
+    def _base(self, event_type: str, occurred_at: datetime | None) -> Event:
+        """The members every event has, in the contract's order (a new dict per event: sinks may keep it)."""
         return {
             "schema_version": SCHEMA_VERSION,
             "event_id": new_id(),
-            "type": event_type.value,
+            "type": event_type,
             "occurred_at": format_time(occurred_at or utcnow()),
             "interception_id": self.interception_id,
             "initiator": {"id": self.initiator_id, "username": self.initiator_username},
@@ -153,18 +171,20 @@ class InterceptionContext:
             "client": self.client,
         }
 
-    def _interception_fields(self) -> Event:
-        return {
-            "started_at": format_time(self.started_at),
-            "streaming": self.streaming,
-            "api_key_id": self.api_key_id,
-            "route": self.route,
-            "user_agent": self.user_agent,
-            "capture": self.capture.mode.value,
-            "session_id": self.session_id,
-            "turn": self.turn,
-            "metadata": self.metadata,
-        }
+    def _interception_fields(self, event: Event) -> Event:
+        """``event`` with the members both interception events carry (the start time formatted once)."""
+        if self._started_text is None:
+            self._started_text = format_time(self.started_at)
+        event["started_at"] = self._started_text
+        event["streaming"] = self.streaming
+        event["api_key_id"] = self.api_key_id
+        event["route"] = self.route
+        event["user_agent"] = self.user_agent
+        event["capture"] = self.capture.mode._value_
+        event["session_id"] = self.session_id
+        event["turn"] = self.turn
+        event["metadata"] = self.metadata
+        return event
 
     def started(self, *, session_id: str | None = None, turn: str | None = None) -> Event:
         """The ``interception.started`` event; ``session_id`` and ``turn``, when given, are kept for the
@@ -173,17 +193,17 @@ class InterceptionContext:
             self.session_id = session_id[:SESSION_ID_LIMIT]
         if turn is not None:
             self.turn = Turn(turn).value
-        return self._base(EventType.INTERCEPTION_STARTED, self.started_at) | self._interception_fields()
+        return self._interception_fields(self._base(_STARTED, self.started_at))
 
     def prompt(self, text: str, provider_response_id: str = "", metadata: dict[str, Any] | None = None) -> Event:
         kept, redactions = self.capture.user_text(text)
-        return self._base(EventType.PROMPT, None) | {
-            "provider_response_id": provider_response_id,
-            "prompt": kept,
-            "capture": self.capture.mode.value,
-            "redactions": redactions,
-            "metadata": metadata or {},
-        }
+        event = self._base(_PROMPT, None)
+        event["provider_response_id"] = provider_response_id
+        event["prompt"] = kept
+        event["capture"] = self.capture.mode._value_
+        event["redactions"] = redactions
+        event["metadata"] = metadata or {}
+        return event
 
     def token_usage(
         self,
@@ -195,14 +215,14 @@ class InterceptionContext:
         cache_write_input_tokens: int = 0,
         metadata: dict[str, Any] | None = None,
     ) -> Event:
-        return self._base(EventType.TOKEN_USAGE, None) | {
-            "provider_response_id": provider_response_id,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cache_read_input_tokens": cache_read_input_tokens,
-            "cache_write_input_tokens": cache_write_input_tokens,
-            "metadata": metadata or {},
-        }
+        event = self._base(_TOKEN_USAGE, None)
+        event["provider_response_id"] = provider_response_id
+        event["input_tokens"] = input_tokens
+        event["output_tokens"] = output_tokens
+        event["cache_read_input_tokens"] = cache_read_input_tokens
+        event["cache_write_input_tokens"] = cache_write_input_tokens
+        event["metadata"] = metadata or {}
+        return event
 
     def tool_usage(
         self,
@@ -222,7 +242,7 @@ class InterceptionContext:
         if invocation_error is not None:
             invocation_error, scrubbed = self.capture.scrub(invocation_error)
             redactions += scrubbed
-        return self._base(EventType.TOOL_USAGE, None) | {
+        return self._base(_TOOL_USAGE, None) | {
             "provider_response_id": provider_response_id,
             "tool": tool,
             "call_id": call_id,
@@ -246,7 +266,7 @@ class InterceptionContext:
     ) -> Event:
         """The model's reasoning, captured as a prompt is (empty in ``metadata`` mode, else scrubbed)."""
         kept, redactions = self.capture.user_text(text)
-        return self._base(EventType.REASONING, None) | {
+        return self._base(_REASONING, None) | {
             "provider_response_id": provider_response_id,
             "kind": kind.value,
             "text": kept,
@@ -265,17 +285,13 @@ class InterceptionContext:
         if error is not None:
             error, redactions = self.capture.scrub(error)
             error = error[:ERROR_LIMIT]
-        return (
-            self._base(EventType.INTERCEPTION_ENDED, ended_at)
-            | self._interception_fields()
-            | {
-                "ended_at": format_time(ended_at),
-                "status": status.value,
-                "http_status": http_status,
-                "error": error,
-                "redactions": redactions,
-            }
-        )
+        event = self._interception_fields(self._base(_ENDED, ended_at))
+        event["ended_at"] = event["occurred_at"]
+        event["status"] = status._value_
+        event["http_status"] = http_status
+        event["error"] = error
+        event["redactions"] = redactions
+        return event
 
 
 def encode_event(event: Event) -> bytes:

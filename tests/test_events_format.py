@@ -29,6 +29,18 @@ def test_format_time_matches_strftime_in_every_zone_and_year() -> None:
     assert format_time(datetime(2026, 11, 27, 10, 15, 30, tzinfo=UTC)) == "2026-11-27T10:15:30.000000Z"
 
 
+def test_format_time_reuses_a_seconds_text_only_within_that_second() -> None:
+    """UTC times come in runs within one second (the text up to the second is kept) and cross seconds,
+    minutes and years, back and forth: each text is still the standard library's."""
+    rng = random.Random(5)
+    start = datetime(2026, 12, 31, 23, 59, 58, 999_990, tzinfo=UTC)
+    moments = [start + timedelta(microseconds=step) for step in range(0, 40)]  # across a second and a year
+    moments += [start + timedelta(microseconds=rng.randrange(-3_000_000, 3_000_000)) for _ in range(3000)]
+    moments += [moment.replace(year=1970) for moment in moments[:50]] + moments[:50]  # same second, other year
+    for moment in moments:
+        assert format_time(moment) == moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
     new_id()  # the parent holds a batch of randomness now
     read_end, write_end = os.pipe()

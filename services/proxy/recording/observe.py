@@ -63,6 +63,8 @@ _TOKEN_FIELDS: tuple[tuple[metrics.TokenType, str], ...] = (
     ("cache_write", "cache_write_input_tokens"),
 )
 _FAILED = frozenset({Outcome.UPSTREAM_ERROR, Outcome.BRIDGE_ERROR})
+_UNCOUNTED = frozenset({EventType.INTERCEPTION_STARTED, EventType.INTERCEPTION_ENDED, EventType.REASONING})
+_PROMPT, _TOOL_USAGE = EventType.PROMPT.value, EventType.TOOL_USAGE.value
 
 
 class _Spans:
@@ -318,12 +320,24 @@ def _describe(span: Span, context: InterceptionContext) -> None:
     )
 
 
+_USAGE_COUNTERS: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
+
+
+def _usage_counters(labels: tuple[str, str, str, str]) -> tuple[Any, ...]:
+    """The prompt counter and the four token counters of one label set (looked up once, then remembered)."""
+    found = _USAGE_COUNTERS.get(labels)
+    if found is None:
+        tokens = tuple(metrics.child(metrics.PROXY_TOKENS, *labels, token_type) for token_type, _ in _TOKEN_FIELDS)
+        found = _USAGE_COUNTERS[labels] = (metrics.child(metrics.PROXY_PROMPTS, *labels), *tokens)
+    return found
+
+
 def _count(event: Event, include_initiator: bool, prices: PriceTable) -> None:
     kind = event["type"]
-    if kind in (EventType.INTERCEPTION_STARTED, EventType.INTERCEPTION_ENDED, EventType.REASONING):
+    if kind in _UNCOUNTED:
         return
     provider, model, client = event["provider"], metrics.model_label(event["model"]), event["client"]
-    if kind == EventType.TOOL_USAGE:
+    if kind == _TOOL_USAGE:
         metrics.child(metrics.PROXY_TOOL_SELECTIONS, provider, model, client).inc()
         return
     labels = metrics.usage_labels(
@@ -333,17 +347,21 @@ def _count(event: Event, include_initiator: bool, prices: PriceTable) -> None:
         initiator=event["initiator"]["username"],
         include_initiator=include_initiator,
     )
-    if kind == EventType.PROMPT:
-        metrics.child(metrics.PROXY_PROMPTS, *labels).inc()
+    prompts, *tokens = _usage_counters(labels)
+    if kind == _PROMPT:
+        prompts.inc()
         return
-    for token_type, field in _TOKEN_FIELDS:
-        metrics.child(metrics.PROXY_TOKENS, *labels, token_type).inc(event[field])
+    for counter, (_, field) in zip(tokens, _TOKEN_FIELDS, strict=True):
+        if count := event[field]:  # the series exists from the lookup; adding 0 changes nothing
+            counter.inc(count)
     _count_cost(event, model, labels[-1], prices)
 
 
 def _count_cost(event: Event, model_label: str, initiator_label: str, prices: PriceTable) -> None:
     provider = event["provider"]
-    tokens = Tokens(*(event[field] for _, field in _TOKEN_FIELDS))
+    tokens = Tokens(
+        event["input_tokens"], event["output_tokens"], event["cache_read_input_tokens"], event["cache_write_input_tokens"]
+    )
     cost = prices.cost(provider, event["model"], tokens)
     if cost is None:
         metrics.child(metrics.PROXY_UNPRICED_INTERCEPTIONS, provider, model_label).inc()
