@@ -1,11 +1,16 @@
-"""Log set-up for every process: human-readable lines on a terminal, JSON lines otherwise."""
+"""Log set-up for every process: human-readable lines on a terminal, JSON lines otherwise.
+
+:class:`DirectLines` writes a hot logger's JSON line without the logging machinery (no ``LogRecord``,
+no formatter call, one write per batch of lines) when that gives exactly the line logging would write.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -15,6 +20,7 @@ _STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
     "taskName",
     "color_message",
 }
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,7 +28,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "time": self.formatTime(record, TIME_FORMAT) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -33,6 +39,125 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(payload, default=str).decode()
 
 
+class UtcTime:
+    """The JSON line's ``time`` field for now, as :class:`JsonFormatter` writes it with UTC: the text up
+    to the second is made once per second (``strftime`` is most of a field's cost), the milliseconds per call."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = time.strftime(TIME_FORMAT, time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+
+
+class DirectLines:
+    """JSON lines written straight to the handler :func:`configure_logging` installed.
+
+    :meth:`handler_for` says whether a logger's INFO record would reach exactly that handler and nothing
+    else (no handler or filter on the way, propagation as by default, no other root handler, the
+    formatter unchanged, the standard record factory); it is checked on every line, so a handler added
+    later (pytest's ``caplog``, ``--trace-logs``, a user's own logging set-up) turns it off at once. When
+    it returns ``None`` the caller logs as usual. Inside :meth:`held` a thread's lines are kept and
+    written together, in one write, when the outermost block ends.
+    """
+
+    def __init__(self) -> None:
+        self.handler: logging.StreamHandler[TextIO] | None = None
+        self.formatter: JsonFormatter | None = None
+        self.time = UtcTime()
+        self._held = threading.local()
+        self._block = HeldLines(self)
+
+    def install(self, handler: logging.StreamHandler[TextIO] | None) -> None:
+        """The JSON handler now on the root logger (``None``: lines are not JSON, nothing goes direct)."""
+        formatter = handler.formatter if handler is not None else None
+        self.handler = handler if isinstance(formatter, JsonFormatter) else None
+        self.formatter = formatter if isinstance(formatter, JsonFormatter) else None
+
+    def handler_for(self, logger: logging.Logger) -> logging.StreamHandler[TextIO] | None:
+        handler = self.handler
+        if handler is None or logger.disabled or logging.getLogRecordFactory() is not logging.LogRecord:
+            return None
+        current: logging.Logger | None = logger
+        while current is not None and not current.handlers:
+            if current.filters or not current.propagate:
+                return None
+            current = current.parent
+        if current is not logging.root or current.filters or current.handlers != [handler] or handler.filters:
+            return None
+        formatter = self.formatter
+        if handler.formatter is not formatter or formatter is None or formatter.converter is not time.gmtime:
+            return None
+        return handler if handler.level <= logging.INFO else None
+
+    def write(
+        self, handler: logging.StreamHandler[TextIO], level: str, logger: str, message: str, fields: dict[str, Any]
+    ) -> None:
+        """One JSON line as :class:`JsonFormatter` makes it (time, level, logger, message, then ``fields``),
+        written now or, inside :meth:`held`, at the end of the block."""
+        payload = {"time": self.time.now(), "level": level, "logger": logger, "message": message} | fields
+        line = orjson.dumps(payload, default=str).decode() + "\n"
+        held: list[str] | None = getattr(self._held, "lines", None)
+        if held is None:
+            self._write(handler, line)
+            return
+        if held and self._held.handler is not handler:
+            self._write_held()
+        held.append(line)
+        self._held.handler = handler
+
+    def held(self) -> HeldLines:
+        """A block in which this thread's lines are kept and written in one write when the (outermost)
+        block ends."""
+        return self._block
+
+    def _write_held(self) -> None:
+        lines: list[str] = self._held.lines
+        if lines:
+            self._write(self._held.handler, "".join(lines))
+            lines.clear()
+
+    @staticmethod
+    def _write(handler: logging.StreamHandler[TextIO], text: str) -> None:
+        """As :meth:`logging.StreamHandler.emit` writes: under the handler's lock, so each line stays whole."""
+        handler.acquire()
+        try:
+            stream = handler.stream
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError):
+            handler.handleError(logging.makeLogRecord({"msg": text.rstrip("\n")}))
+        finally:
+            handler.release()
+
+
+class HeldLines:
+    """``with``: see :meth:`DirectLines.held` (a plain object, cheaper to enter than a generator's block)."""
+
+    def __init__(self, lines: DirectLines) -> None:
+        self._lines = lines
+
+    def __enter__(self) -> None:
+        held = self._lines._held
+        if getattr(held, "lines", None) is None:
+            held.lines, held.depth = [], 0
+        held.depth += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        held = self._lines._held
+        held.depth -= 1
+        if held.depth == 0:
+            self._lines._write_held()
+            held.lines = None
+
+
+direct_lines = DirectLines()
 _SOURCE_FILE = logging._srcfile  # where logging looks for the caller's frame; None skips the walk
 
 
@@ -57,6 +182,7 @@ def configure_logging(level: str = "INFO", *, json_lines: bool | None = None) ->
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    direct_lines.install(handler)
     root.setLevel(level.upper())
     for noisy in ("aiokafka", "kafka", "httpx", "httpcore", "httpx2", "mcp", "clickhouse_connect"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

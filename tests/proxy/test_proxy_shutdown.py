@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from proxy_support import ANTHROPIC_KEY, OPENAI_KEY, Simulator, ended_count, read_events
 
@@ -108,4 +109,6 @@ async def test_sigterm_mid_stream_finishes_the_stream_publishes_its_events_and_e
     log = log_path.read_text()
     assert "Application shutdown complete." in log
     assert "alice (Unknown) openai/gpt-4o completed 200 in=" in log, log
+    [line] = [orjson.loads(text) for text in log.splitlines() if '"logger":"aibridge.interceptions"' in text]
+    assert (line["level"], line["status"], line["http_status"], line["username"]) == ("info", "completed", 200, "alice")
     assert token not in log

@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from aibridge.logs import direct_lines
+
 log = logging.getLogger("aibridge.proxy")
 
 DELAY = 0.001  # seconds: long enough for the loop to sleep, short enough to change nothing observable
@@ -50,9 +52,10 @@ class Deferred:
     def _run(self) -> None:
         self._timer = None
         jobs = self._jobs
-        while jobs:
-            job, args = jobs.popleft()
-            try:
-                job(*args)
-            except Exception:
-                log.exception("recording an interception failed")
+        with direct_lines.held():  # the batch's interception log lines go out in one write
+            while jobs:
+                job, args = jobs.popleft()
+                try:
+                    job(*args)
+                except Exception:
+                    log.exception("recording an interception failed")

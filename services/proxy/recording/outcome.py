@@ -2,19 +2,26 @@
 
 It names who, which client, which provider and model, how it ended, the token counts, the number of
 tool calls and the duration. It never contains a prompt, a token or a key.
+
+When the line would go, unchanged and only, to the process's JSON handler, it is written directly
+(:class:`aibridge.logs.DirectLines`: the same fields, without a ``LogRecord``); otherwise (a terminal,
+pytest's ``caplog``, spans that attach log records, a logging set-up of one's own) through ``log.info``.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from aibridge.events import InterceptionContext, Status, utcnow
+from aibridge.logs import direct_lines
 from aibridge.proxy.providers.records import ResponseSummary, Usage
 
 log = logging.getLogger("aibridge.interceptions")
 
 _NO_USAGE = Usage()
+MESSAGE = "%s (%s) %s/%s %s %d in=%d out=%d cache_read=%d cache_write=%d tools=%d%s %.3fs"
 
 
 def log_interception(
@@ -33,13 +40,13 @@ def log_interception(
     usage = summary.usage if summary is not None and summary.usage is not None else _NO_USAGE
     tools = len(summary.tool_calls) if summary is not None else 0
     seconds = ((ended_at or utcnow()) - context.started_at).total_seconds()
-    log.info(
-        "%s (%s) %s/%s %s %d in=%d out=%d cache_read=%d cache_write=%d tools=%d%s %.3fs",
+    outcome = status.value
+    arguments = (
         context.initiator_username,
         context.client,
         context.provider,
         context.model or "-",
-        status.value,
+        outcome,
         http_status,
         usage.input_tokens,
         usage.output_tokens,
@@ -48,21 +55,26 @@ def log_interception(
         tools,
         f" mcp={mcp_calls}" if mcp_calls else "",
         seconds,
-        extra={
-            "interception_id": context.interception_id,
-            "user_id": context.initiator_id,
-            "username": context.initiator_username,
-            "client": context.client,
-            "provider": context.provider,
-            "model": context.model,
-            "status": status.value,
-            "http_status": http_status,
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "cache_read_input_tokens": usage.cache_read_input_tokens,
-            "cache_write_input_tokens": usage.cache_write_input_tokens,
-            "tool_calls": tools,
-            "mcp_calls": mcp_calls,
-            "duration_ms": round(seconds * 1000, 1),
-        },
     )
+    fields: dict[str, Any] = {
+        "interception_id": context.interception_id,
+        "user_id": context.initiator_id,
+        "username": context.initiator_username,
+        "client": context.client,
+        "provider": context.provider,
+        "model": context.model,
+        "status": outcome,
+        "http_status": http_status,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_input_tokens": usage.cache_read_input_tokens,
+        "cache_write_input_tokens": usage.cache_write_input_tokens,
+        "tool_calls": tools,
+        "mcp_calls": mcp_calls,
+        "duration_ms": round(seconds * 1000, 1),
+    }
+    handler = direct_lines.handler_for(log)
+    if handler is None:
+        log.info(MESSAGE, *arguments, extra=fields)
+        return
+    direct_lines.write(handler, "info", log.name, MESSAGE % arguments, fields)
