@@ -40,7 +40,9 @@ NOT_RUN_ROUND_CAP = "not run: the round cap (AIBRIDGE_MCP_MAX_ROUNDS) was reache
 
 @dataclass(slots=True)
 class Round:
-    """One upstream answer: its summary (for the record) and the injected calls it made."""
+    """One upstream answer: its summary (for the record) and the injected calls it made. A streamed first
+    round that went to the client unedited has only its ``summary`` (from the provider's stream parser):
+    no call to run, nothing to merge, so no ``raw`` answer is rebuilt for it."""
 
     raw: bytes
     answer: JsonObject

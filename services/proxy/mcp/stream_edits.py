@@ -43,9 +43,12 @@ import orjson
 from aibridge.proxy.errors import ProxyError, openai_error
 from aibridge.proxy.mcp.registry import PREFIX, JsonObject
 from aibridge.proxy.mcp.shapes import ResponsesShape, summed_usage
+from aibridge.proxy.providers.anthropic import MessageStream
 from aibridge.proxy.providers.openai import ChatStream
 from aibridge.proxy.providers.records import as_int, mapping
+from aibridge.proxy.providers.responses import ResponsesStream
 from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
+from aibridge.proxy.relay import Tee
 
 _STRING = rb'"[^"\\\n]*(?:\\.[^"\\\n]*)*"'  # one JSON string literal on one line, escapes and all
 # a text or thinking delta as Anthropic writes it, one event
@@ -79,6 +82,10 @@ class StreamEdit(Protocol):
         """The bytes the client gets for whole LF-ended events ``raw`` of a first round that goes
         unedited (:class:`~aibridge.proxy.mcp.streamed.UneditedRound`): those a stream without injection
         gets. None: an injected name shows, the editor takes the round over (``raw`` not yet sent)."""
+
+    def parser(self) -> Tee:
+        """The provider's own stream parser, the one a stream without injection is recorded by: a round
+        that went to the client unedited is read by it for the record, as it would be without injection."""
 
     def verbatim(self, raw: bytes) -> bytes | None:
         """The bytes the client gets for the one whole LF-ended event ``raw`` (no CR in it) when it is
@@ -155,6 +162,9 @@ class AnthropicStreamEdit:
 
     def unedited(self, raw: bytes) -> bytes | None:
         return None if _INJECTED in raw else raw
+
+    def parser(self) -> Tee:
+        return MessageStream()
 
     def verbatim(self, raw: bytes) -> bytes | None:
         """A text or thinking delta of a block the client has under the same index."""
@@ -289,6 +299,9 @@ class ChatStreamEdit:
         if _INJECTED in raw:
             return None
         return raw if self._client_usage else ChatStream.hidden_usage(raw)
+
+    def parser(self) -> Tee:
+        return ChatStream(hide_usage=False)  # reads only: what the client got is already sent
 
     def verbatim(self, raw: bytes) -> bytes | None:
         """A chunk of content only, its usage null, after the first: forwarded as it came (less its
@@ -433,14 +446,16 @@ class ResponsesStreamEdit:
         injected tool (a call's ``response.output_item.added``, text naming one) hands the round over."""
         if _INJECTED not in raw:
             return raw
-        decoder = SSEDecoder()
         sent = []
-        for event in decoder.feed(raw) + decoder.close():
+        for event in _events(raw):
             edited = _without_echoed_tools(event) if _INJECTED in event.raw else event.raw
             if edited is None:
                 return None
             sent.append(edited)
         return b"".join(sent)
+
+    def parser(self) -> Tee:
+        return ResponsesStream()
 
     def verbatim(self, raw: bytes) -> bytes | None:
         """A delta of an item the client has under the same output index, numbered as the client's next
@@ -481,11 +496,28 @@ class ResponsesStreamEdit:
         return self._numbered(kind, payload | {"response": merged})
 
 
+def _events(raw: bytes) -> list[SSEEvent]:
+    """Whole LF-ended events. One event written as the API writes it (an ``event:`` line, one ``data:``
+    line: three line ends in all, counted at memchr speed) is taken as it is; anything else goes through
+    the SSE decoder."""
+    if raw.endswith(b"\n\n") and raw.startswith(b"event: ") and raw.count(b"\n") == 3:
+        head, found, data = raw[:-2].partition(b"\ndata: ")
+        if found:
+            return [SSEEvent(head[7:].decode("utf-8", "replace"), data.decode("utf-8", "replace"), raw)]
+    decoder = SSEDecoder()
+    return decoder.feed(raw) + decoder.close()
+
+
 def _without_echoed_tools(event: SSEEvent) -> bytes | None:
     """An opening or terminal event without the injected tools its response echoes; None when the event
-    is another or still names an injected tool once they are out (its output calls one)."""
+    is another, or names an injected tool elsewhere (every ``bmcp_`` in its bytes must be a removed tool's
+    name: an output item calling one, or text naming one, leaves more)."""
     payload = _payload(event)
     if payload is None or str(payload.get("type") or event.event) not in _OPENING | _TERMINAL:
         return None
-    edited = _sse(event.event, payload | {"response": _without_injected_tools(mapping(payload.get("response")))})
-    return None if _INJECTED in edited else edited
+    response = mapping(payload.get("response"))
+    kept = _without_injected_tools(response)
+    removed = len(response.get("tools") or ()) - len(kept.get("tools") or ())
+    if event.raw.count(_INJECTED) != removed:
+        return None
+    return _sse(event.event, payload | {"response": kept})

@@ -14,10 +14,11 @@ Most answers call no injected tool, so the first round starts unedited (:class:`
 whole events go to the client as a stream without injection gets them, each chunk only searched for
 ``bmcp_`` (a Responses stream's opening and terminal events, which echo the tools, have the injected
 ones taken out). Nothing seen by the round's end: the terminal events went out as the provider wrote
-them, there is no other round, and the round is read for the record only after the answer is out.
-Seen (the start of an injected call, or text that happens to name one): the round's earlier events are
-read into the editor without being sent again (the editor would have forwarded them as they were,
-nothing having been withheld yet), and the rest of the round and every later one go through the editor.
+them, there is no other round, and after the answer is out the round is read for the record by the
+provider's own stream parser, as a stream without injection is. Seen (the start of an injected call,
+or text that happens to name one): the round's earlier events are read into the editor without being
+sent again (the editor would have forwarded them as they were, nothing having been withheld yet), and
+the rest of the round and every later one go through the editor.
 """
 
 from __future__ import annotations
@@ -119,6 +120,13 @@ class UneditedRound:
         self.editing = False  # an injected name (or a CR line end) was seen: the editor takes over
 
     def feed(self, chunk: bytes) -> bytes:
+        if not self._held and chunk.endswith(b"\n\n") and b"\r" not in chunk:  # whole events, as most chunks are
+            forwarded = self._edit.unedited(chunk)
+            if forwarded is None:
+                self._held, self.editing = chunk, True
+                return b""
+            self._sent.append(chunk)
+            return forwarded
         data = self._held + chunk if self._held else chunk
         if b"\r" in data:
             self._held, self.editing = data, True
@@ -157,12 +165,12 @@ class UneditedRound:
         held, self._held = self._held, b""
         return reader, reader.feed(held)
 
-    def read(self) -> None:
-        """The whole round into the editor, for its answer (nothing is forwarded)."""
-        reader = RoundReader(self._edit)
-        for sent in self._sent:
-            reader.feed(sent)
-        reader.close()
+    def recorded(self) -> Round:
+        """The round for the record, read by the provider's own stream parser (the client has it)."""
+        parser = self._edit.parser()
+        parser.feed(b"".join([*self._sent, self._held]))
+        parser.close()
+        return Round(b"", {}, [], summary=parser.summary)
 
 
 class InjectedRounds:
@@ -194,48 +202,49 @@ class InjectedRounds:
         return b""  # read with the first chunk
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        first = True
-        while True:
-            self.edit.begin_round()
-            self._settled = False
-            async for forwarded in self._first_round() if first else self._round(RoundReader(self.edit)):
-                if forwarded:
-                    yield forwarded
-            if first and self._unedited is not None:  # no injected name: the client has the whole answer
-                self.complete = True
-                return
-            first = False
-            if not await self._settle():
-                break
-            await self._next()
-        self.complete = True
-        if final := self.edit.release([current.answer for current in self.run.rounds]):
-            yield final
-
-    async def _round(self, reader: RoundReader, chunks: AsyncIterator[bytes] | None = None) -> AsyncIterator[bytes]:
-        """The round's (remaining) chunks through its editor."""
-        async for chunk in chunks or self._response.chunks():
-            yield reader.feed(chunk)
-        yield reader.close()
-
-    async def _first_round(self) -> AsyncIterator[bytes]:
-        """The first round's bytes unedited until an injected name shows, then the rest through the editor."""
+        """The first round unedited (its chunks read here, no generator in between: the common path) until
+        an injected name shows; then the rest of it, and every later round, through the editor."""
+        self.edit.begin_round()
+        self._settled = False
         unedited = self._unedited = UneditedRound(self.edit)
-        chunks = self._response.chunks()
-        async for chunk in chunks:
-            yield unedited.feed(chunk)
+        upstream = self._response.chunks()
+        async for chunk in upstream:
+            if forwarded := unedited.feed(chunk):
+                yield forwarded
             if unedited.editing:
                 break
         else:
             tail = unedited.end()
-            if not unedited.editing:
-                yield tail
+            if not unedited.editing:  # no injected name: the client has the whole answer
+                if tail:
+                    yield tail
+                self.complete = True
                 return
         self._unedited = None
-        reader, forwarded = unedited.editor()
-        yield forwarded
-        async for rest in self._round(reader, chunks):
-            yield rest
+        reader, sent = unedited.editor()
+        async for forwarded in self._edited(reader, sent, upstream):
+            yield forwarded
+
+    async def _edited(self, reader: RoundReader, sent: bytes, upstream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The first round's rest through its editor (``sent``: what the editor forwards of it so far), then
+        the later rounds while injected calls are due, then the terminal events."""
+        if sent:
+            yield sent
+        while True:
+            async for chunk in upstream:
+                if forwarded := reader.feed(chunk):
+                    yield forwarded
+            if forwarded := reader.close():
+                yield forwarded
+            if not await self._settle():
+                break
+            await self._next()
+            self.edit.begin_round()
+            self._settled = False
+            reader, upstream = RoundReader(self.edit), self._response.chunks()
+        self.complete = True
+        if final := self.edit.release([current.answer for current in self.run.rounds]):
+            yield final
 
     async def _settle(self) -> bool:
         """The round to the loop; True: another round is due."""
@@ -255,7 +264,8 @@ class InjectedRounds:
             return
         self._settled = True
         if self._unedited is not None:
-            self._unedited.read()
+            self.run.rounds.append(self._unedited.recorded())
+            return
         answer = self.edit.answer()
         if answer is not None:
             self.run.rounds.append(Round(orjson.dumps(answer), answer, []))
@@ -296,7 +306,7 @@ class RoundsTee:
 
     def close(self) -> bytes:
         self._rounds.unsettled()
-        summaries = [self._parse(current.raw) for current in self._rounds.run.rounds]
+        summaries = [self._summary(current) for current in self._rounds.run.rounds]
         if summaries:
             last = summaries[-1]
             self.summary = ResponseSummary(response_id=last.response_id, model=last.model, error=last.error)
@@ -307,3 +317,9 @@ class RoundsTee:
         if not self._rounds.complete and self.summary.error is None:
             self.summary.error = INCOMPLETE
         return b""
+
+    def _summary(self, current: Round) -> ResponseSummary:
+        """The round's summary, parsed once (the round's events are made from it later)."""
+        if current.summary is None:
+            current.summary = self._parse(current.raw)
+        return current.summary

@@ -16,8 +16,11 @@ from aibridge.proxy.mcp.loop import McpRun
 from aibridge.proxy.mcp.shapes import AnthropicShape, ChatShape, ResponsesShape
 from aibridge.proxy.mcp.stream_edits import AnthropicStreamEdit, ChatStreamEdit, ResponsesStreamEdit, StreamEdit
 from aibridge.proxy.mcp.streamed import InjectedRounds, RoundReader, RoundsTee
+from aibridge.proxy.providers.anthropic import MessageStream
 from aibridge.proxy.providers.openai import ChatStream
 from aibridge.proxy.providers.records import ResponseSummary
+from aibridge.proxy.providers.responses import ResponsesStream
+from aibridge.proxy.relay import Tee
 
 ADD = "bmcp_tools_add"
 __all__ = ["decoded"]  # the fixture: the events the editor decoded
@@ -72,14 +75,26 @@ def split(stream: bytes, size: int) -> list[bytes]:
     return [stream[i : i + size] for i in range(0, len(stream), size)]
 
 
+def plain_summary(tee: Tee, chunks: list[bytes]) -> ResponseSummary:
+    """What the proxy records of this stream without injection: its tee fed as the relay feeds it."""
+    for chunk in chunks:
+        tee.feed(chunk)
+        tee.settle()
+    tee.end()
+    tee.close()
+    return tee.summary
+
+
 @pytest.mark.parametrize("size", [7, 64, 100_000])
 async def test_anthropic_round_without_injected_call_is_the_providers_bytes(size: int) -> None:
     stream, _ = anthropic_round([], 6)
     rounds = rounds_over(AnthropicStreamEdit(), AnthropicShape(), split(b"".join(stream), size))
     assert await client_bytes(rounds) == b"".join(stream)
     [recorded] = rounds.run.rounds
-    assert recorded.answer["content"][0]["text"].startswith("café")
-    assert recorded.answer["stop_reason"] == "end_turn" and not recorded.injected
+    assert not recorded.injected
+    assert recorded.summary == plain_summary(MessageStream(), stream)
+    assert recorded.summary.response_id == "msg_1"
+    assert recorded.summary.usage is not None and recorded.summary.usage.output_tokens == 3
 
 
 @pytest.mark.parametrize("client_usage", [True, False])
@@ -93,8 +108,9 @@ async def test_chat_round_without_injected_call_is_what_the_plain_relay_sends(cl
     assert forwarded == expected
     assert (b'"usage"' in forwarded) is client_usage
     [recorded] = rounds.run.rounds
-    assert recorded.answer["usage"]["total_tokens"] == 9
-    assert recorded.answer["choices"][0]["message"]["content"] == "".join(f'café "ok" {i}' for i in range(4))
+    assert recorded.summary == plain_summary(ChatStream(hide_usage=True), upstream)
+    assert recorded.summary is not None and recorded.summary.usage is not None
+    assert (recorded.summary.usage.input_tokens, recorded.summary.usage.output_tokens) == (5, 4)
 
 
 def anthropic_with_injected_call() -> list[bytes]:
@@ -232,7 +248,10 @@ async def test_responses_round_without_injected_call_is_the_providers_bytes_less
             assert raw in forwarded  # the provider's bytes, not re-encoded
     [recorded] = rounds.run.rounds
     assert not recorded.injected
-    assert recorded.answer["usage"]["output_tokens"] == 5
+    assert recorded.summary == plain_summary(ResponsesStream(), stream)
+    assert recorded.summary is not None and recorded.summary.usage is not None
+    assert recorded.summary.usage.output_tokens == 5
+    assert [call.name for call in recorded.summary.tool_calls] == ["read_file"]
 
 
 async def test_responses_injected_call_hands_the_round_to_the_editor() -> None:
