@@ -19,7 +19,6 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -113,18 +112,40 @@ class ConfluentProducer:
         if producer is None:
             error = BusError("the Kafka producer is not started")
             return [error for _ in messages]
-        batch = _Batch(asyncio.get_running_loop(), len(messages))
-        for index, (key, value, headers) in enumerate(messages):
-            try:
-                report = partial(batch.report, index)
-                producer.produce(topic, value, key, headers=list(headers) or None, on_delivery=report)
-            except (BufferError, KafkaException) as exc:
-                batch.refused(index, BusError(f"Kafka did not accept the message: {_describe(exc)}"))
+        batch = _Batch(asyncio.get_running_loop(), messages)
+        if any(headers for _, _, headers in messages):  # librdkafka's batch call takes no headers
+            self._produce_each(producer, topic, messages, batch)
+        else:
+            self._produce_batch(producer, topic, messages, batch)
         try:
             await asyncio.wait_for(asyncio.shield(batch.done), self._timeout + _REPORT_SLACK)
         except TimeoutError:
             return batch.results_so_far(f"Kafka did not acknowledge the message within {self._timeout:g}s")
         return batch.results
+
+    @staticmethod
+    def _produce_batch(producer: Producer, topic: str, messages: Sequence[OutgoingMessage], batch: _Batch) -> None:
+        """One call for the whole batch (about half the CPU of a call per message), each message placed by
+        its key as :meth:`Producer.produce` places it; one delivery report callback for all of them."""
+        entries = [{"value": value, "key": key} for key, value, _ in messages]
+        try:
+            queued = producer.produce_batch(topic, entries, on_delivery=batch.report)
+        except (BufferError, KafkaException) as exc:  # nothing was queued
+            for index in range(len(messages)):
+                batch.refused(index, BusError(f"Kafka did not accept the message: {_describe(exc)}"))
+            return
+        if queued < len(entries):  # the ones librdkafka did not queue say why; they get no report
+            for index, entry in enumerate(entries):
+                if (error := entry.get("_error")) is not None:
+                    batch.refused(index, BusError(f"Kafka did not accept the message: {_describe_error(error)}"))
+
+    @staticmethod
+    def _produce_each(producer: Producer, topic: str, messages: Sequence[OutgoingMessage], batch: _Batch) -> None:
+        for index, (key, value, headers) in enumerate(messages):
+            try:
+                producer.produce(topic, value, key, headers=list(headers) or None, on_delivery=batch.report)
+            except (BufferError, KafkaException) as exc:
+                batch.refused(index, BusError(f"Kafka did not accept the message: {_describe(exc)}"))
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
@@ -140,30 +161,38 @@ class ConfluentProducer:
 
 class _Batch:
     """The delivery reports of one ``send_batch``: written by the reports thread, read on the loop
-    once ``done`` resolves (or the wait timed out)."""
+    once ``done`` resolves (or the wait timed out).
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+    One callback serves every message of the batch. A report names its message by key and value, not
+    by position, so a failed one is found among the batch's messages by its value (an event's value
+    holds its unique id); a success only counts.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, messages: Sequence[OutgoingMessage]) -> None:
         self._loop = loop
+        self._messages = messages
+        size = len(messages)
         self.results: list[BusError | None] = [None] * size
-        self._reported = [False] * size
+        self._failed: list[tuple[bytes | None, BusError]] = []  # reported failures: the message's value
+        self._refused: set[int] = set()
         self._waiting = size
         self._lock = threading.Lock()
         self.done: asyncio.Future[None] = loop.create_future()
         if size == 0:
             self.done.set_result(None)
 
-    def report(self, index: int, error: KafkaError | None, message: Message) -> None:
+    def report(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            self.results[index] = BusError(f"Kafka did not accept the message: {error.str()}")
-        self._settle(index, threadsafe=True)
+            self._failed.append((message.value(), BusError(f"Kafka did not accept the message: {error.str()}")))
+        self._settle(threadsafe=True)
 
     def refused(self, index: int, error: BusError) -> None:
+        self._refused.add(index)
         self.results[index] = error
-        self._settle(index, threadsafe=False)
+        self._settle(threadsafe=False)
 
-    def _settle(self, index: int, *, threadsafe: bool) -> None:
+    def _settle(self, *, threadsafe: bool) -> None:
         with self._lock:  # a refusal on the loop and a report on the reports thread can meet here
-            self._reported[index] = True
             self._waiting -= 1
             last = self._waiting == 0
         if last:
@@ -173,14 +202,40 @@ class _Batch:
                 self._finish()
 
     def _finish(self) -> None:
+        self._place_failures()
         if not self.done.done():
             self.done.set_result(None)
 
+    def _place_failures(self) -> None:
+        """The reported failures into ``results``, each at its message's index."""
+        failed, self._failed = self._failed, []
+        if not failed:
+            return
+        by_value: dict[bytes | None, list[int]] = {}
+        for index, (_, value, _) in enumerate(self._messages):
+            if index not in self._refused and self.results[index] is None:
+                by_value.setdefault(value, []).append(index)
+        for reported, error in failed:
+            indexes = by_value.get(reported)
+            if indexes:
+                self.results[indexes.pop(0)] = error
+
     def results_so_far(self, missing: str) -> list[BusError | None]:
-        pairs = zip(self.results, self._reported, strict=True)
-        return [result if reported else BusError(missing) for result, reported in pairs]
+        """After the wait timed out: the failures reported so far where they belong, and every other
+        message as missing. Acknowledgements are counted, not named, so which ones are missing cannot be
+        told: the emitter sends them all again (a duplicate, which sinks drop by event id, not a loss)."""
+        with self._lock:
+            self._place_failures()
+            complete = self._waiting == 0
+        if complete:
+            return self.results
+        return [result if result is not None else BusError(missing) for result in self.results]
 
 
 def _describe(exc: BaseException) -> str:
     error = exc.args[0] if exc.args else None
     return error.str() if isinstance(error, KafkaError) else repr(exc)
+
+
+def _describe_error(error: object) -> str:
+    return error.str() if isinstance(error, KafkaError) else str(error)

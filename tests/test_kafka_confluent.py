@@ -112,3 +112,56 @@ def test_tls_and_sasl_settings_map_to_librdkafka(tmp_path: pytest.TempPathFactor
         "sasl.username": "proxy",
         "sasl.password": "s3cret",
     }
+
+
+class _Report:
+    """What a delivery report callback reads of librdkafka's message: its value."""
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def value(self) -> bytes:
+        return self._value
+
+
+class _Error:
+    def str(self) -> str:  # as librdkafka's KafkaError names it
+        return "Local: Message timed out"
+
+
+async def test_one_callback_for_a_batch_puts_each_failure_at_its_own_message() -> None:
+    """Reports come in any order, named by value: a failure lands on its message, refusals stay theirs."""
+    import asyncio
+
+    from aibridge.kafka_confluent import _Batch
+
+    messages = [(b"k", f"v{i}".encode(), ()) for i in range(5)]
+    batch = _Batch(asyncio.get_running_loop(), messages)
+    batch.refused(1, BusError("queue full"))
+    for value, error in ((b"v4", _Error()), (b"v0", None), (b"v2", _Error()), (b"v3", None)):
+        batch.report(error, _Report(value))  # type: ignore[arg-type]
+    await asyncio.wait_for(batch.done, 1)
+    assert [str(result) if result else None for result in batch.results] == [
+        None,
+        "queue full",
+        "Kafka did not accept the message: Local: Message timed out",
+        None,
+        "Kafka did not accept the message: Local: Message timed out",
+    ]
+
+
+async def test_a_batch_whose_reports_did_not_all_come_sends_every_unfailed_message_again() -> None:
+    import asyncio
+
+    from aibridge.kafka_confluent import _Batch
+
+    messages = [(b"k", f"v{i}".encode(), ()) for i in range(3)]
+    batch = _Batch(asyncio.get_running_loop(), messages)
+    batch.report(_Error(), _Report(b"v1"))  # type: ignore[arg-type]
+    batch.report(None, _Report(b"v0"))  # type: ignore[arg-type]
+    results = batch.results_so_far("not acknowledged in time")
+    assert [str(result) for result in results] == [
+        "not acknowledged in time",
+        "Kafka did not accept the message: Local: Message timed out",
+        "not acknowledged in time",
+    ]
