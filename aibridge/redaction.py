@@ -33,6 +33,8 @@ from typing import Any, Final
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aibridge.redaction_prefilter import Prefilter
+
 _MARKER: Final = "[REDACTED:"
 
 
@@ -210,12 +212,18 @@ BUILTIN_RULES: Final[tuple[Rule, ...]] = (
 
 
 class Redactor:
-    """Applies ``rules`` in order to a text; compiled once, shared by every request."""
+    """Applies ``rules`` in order to a text; compiled once, shared by every request.
 
-    __slots__ = ("rules",)
+    A rule runs only when its :class:`Prefilter` literals are in the text (as it stands when the rule's
+    turn comes): the result is that of running every rule, at the cost of one pass when nothing matches.
+    """
+
+    __slots__ = ("_lowered", "_prefilter", "rules")
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
+        self._prefilter = Prefilter(self.rules)
+        self._lowered = frozenset(index for index, rule in enumerate(self.rules) if rule.lowered)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -223,6 +231,27 @@ class Redactor:
 
     def redact(self, text: str) -> tuple[str, int]:
         """``text`` with every secret the rules recognise replaced by its marker, and how many were."""
+        if not text:
+            return text, 0
+        opened = self._prefilter.open(text)
+        if not opened:
+            return text, 0
+        original, needs_lowered = text, not opened.isdisjoint(self._lowered)
+        lowered = aligned_lower(text) if needs_lowered else None
+        total = 0
+        for index, rule in enumerate(self.rules):
+            if index not in opened:
+                continue
+            if rule.lowered and not needs_lowered:  # opened by an earlier replacement: rare, start over
+                return self.redact_every_rule(original)
+            text, lowered, count = rule.redact(text, lowered)
+            if count:
+                total += count
+                opened = self._prefilter.open(text)  # the text changed: what may match in it now
+        return text, total
+
+    def redact_every_rule(self, text: str) -> tuple[str, int]:
+        """What :meth:`redact` returns, by running every rule over the text (no prefilter)."""
         if not text:
             return text, 0
         lowered = aligned_lower(text)
