@@ -214,8 +214,9 @@ BUILTIN_RULES: Final[tuple[Rule, ...]] = (
 class Redactor:
     """Applies ``rules`` in order to a text; compiled once, shared by every request.
 
-    A rule runs only when its :class:`Prefilter` literals are in the text (as it stands when the rule's
-    turn comes): the result is that of running every rule, at the cost of one pass when nothing matches.
+    A rule runs only when its :class:`Prefilter` literals are in the text; once one finds a secret, every
+    rule runs over the text as before. The result is that of running every rule, at the cost of one pass
+    when the text holds no secret.
     """
 
     __slots__ = ("_lowered", "_prefilter", "rules")
@@ -236,19 +237,12 @@ class Redactor:
         opened = self._prefilter.open(text)
         if not opened:
             return text, 0
-        original, needs_lowered = text, not opened.isdisjoint(self._lowered)
-        lowered = aligned_lower(text) if needs_lowered else None
-        total = 0
-        for index, rule in enumerate(self.rules):
-            if index not in opened:
-                continue
-            if rule.lowered and not needs_lowered:  # opened by an earlier replacement: rare, start over
-                return self.redact_every_rule(original)
-            text, lowered, count = rule.redact(text, lowered)
-            if count:
-                total += count
-                opened = self._prefilter.open(text)  # the text changed: what may match in it now
-        return text, total
+        lowered = aligned_lower(text) if not opened.isdisjoint(self._lowered) else None
+        for index in sorted(opened):
+            _, lowered, count = self.rules[index].redact(text, lowered)
+            if count:  # a secret: the text changes, so every rule runs over it as it always has
+                return self.redact_every_rule(text)
+        return text, 0
 
     def redact_every_rule(self, text: str) -> tuple[str, int]:
         """What :meth:`redact` returns, by running every rule over the text (no prefilter)."""
