@@ -231,7 +231,7 @@ class Interceptor:
             if flow.mcp is not None:
                 if flow.parsed.stream:
                     prepare_streamed(flow.mcp, self.spec.tool_format)
-                body = flow.mcp.request_body()
+                body = flow.mcp.first_body(flow.raw)
         query = flow.request.scope["query_string"]
         url = f"{self.spec.url}?{query.decode('latin-1')}" if query else self.spec.url
         headers = forward_headers(flow.request.scope["headers"], self.spec.key_headers)

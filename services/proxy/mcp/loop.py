@@ -30,6 +30,7 @@ from aibridge.proxy.mcp.client import CallResult
 from aibridge.proxy.mcp.injector import McpInjector, ToolCall
 from aibridge.proxy.mcp.registry import JsonObject, ToolFormat
 from aibridge.proxy.mcp.shapes import SHAPES, ModelCall, Shape, ToolOutput
+from aibridge.proxy.mcp.splice import with_tools
 from aibridge.proxy.providers.records import ResponseSummary
 
 log = logging.getLogger("aibridge.proxy.mcp")
@@ -73,6 +74,8 @@ class McpRun:
     ) -> None:
         self.injector = injector
         self.shape = shape
+        self.client_body = body
+        self.tools = tools
         self.body = shape.inject(body, tools)
         self.user = user
         self.headers = headers
@@ -93,6 +96,20 @@ class McpRun:
 
     def request_body(self) -> bytes:
         return orjson.dumps(self.body)
+
+    def first_body(self, raw: bytes) -> bytes:
+        """The first request: the client's bytes ``raw`` with the injected tools spliced in where that is
+        provably the same body (:mod:`.splice`), and the usage a streamed chat completion asks for (added
+        first, as the proxy adds it without injection); else the body encoded."""
+        spliced = with_tools(raw, self.client_body, self.tools)
+        if spliced is None:
+            return self.request_body()
+        options = self.body.get("stream_options")
+        if options == self.client_body.get("stream_options"):
+            return spliced
+        if "stream_options" in self.client_body:
+            return self.request_body()
+        return b'{"stream_options":' + orjson.dumps(options) + b"," + spliced.lstrip()[1:]
 
     async def settle(self, raw: bytes, context: Context | None = None) -> bool:
         """Take one round's answer; run its injected calls when they are due. True: another round follows."""

@@ -1,0 +1,75 @@
+"""The first request of an injection as the client's own bytes with the injected tools spliced in.
+
+Encoding a coding agent's body again (hundreds of KB, most of it ``messages``) costs more than the rest of
+the injection together; the client's bytes already hold it. :func:`with_tools` writes the injected tools
+into them only where the result provably parses to the body the bridge means to send (the client's body,
+its ``tools`` extended):
+
+- no ``tools`` member: one is added before the closing brace (the body has no such key, so there is
+  nothing it could clash with);
+- a ``tools`` array after ``messages`` (``input`` for the Responses API), as the agents and SDKs write
+  it: every top-level member but that large one is encoded and found at its place in the client's bytes
+  (the start for those before it, the end for those after), which holds only when the client wrote the
+  body compactly with orjson's escapes (``JSON.stringify``'s and orjson's form). The array's end is then
+  known to the byte, and the tools go in before its ``]``. A key repeated inside the skipped region is
+  harmless: a JSON object's last value wins, and the ``tools`` written at the end is the last one.
+
+Anything else (whitespace, other escapes or number forms, ``tools`` first, ``tools`` not an array) is
+answered None: the caller encodes the body, which is always right.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from aibridge.proxy.mcp.registry import JsonObject
+
+_LARGE = ("messages", "input")  # the member not encoded again (the conversation: most of the body)
+
+
+def with_tools(raw: bytes, body: JsonObject, tools: list[JsonObject]) -> bytes | None:
+    """``raw`` (the bytes ``body`` was parsed from) with ``tools`` after the client's own; None: encode instead."""
+    raw = raw.rstrip(b" \t\r\n")
+    if not raw.endswith(b"}") or not body:
+        return None
+    if "tools" not in body:
+        return b"".join([memoryview(raw)[:-1], b',"tools":', orjson.dumps(tools), b"}"])
+    client_tools = body["tools"]
+    end = _tools_end(raw, body) if isinstance(client_tools, list) else None
+    if end is None:
+        return None
+    injected = orjson.dumps(tools)[1:-1]
+    separator = b"," if client_tools and injected else b""
+    whole = memoryview(raw)  # slices without copies: the body is copied once, by the join
+    return b"".join([whole[:end], separator, injected, whole[end:]])
+
+
+def _tools_end(raw: bytes, body: JsonObject) -> int | None:
+    """Where the ``]`` closing the top-level ``tools`` array is in ``raw``, when ``raw`` is ``body`` written
+    compactly and ``tools`` comes after the large member (checked as the module says)."""
+    keys = list(body)
+    large = next((index for index, key in enumerate(keys) if key in _LARGE), None)
+    if large is None or keys.index("tools") < large:
+        return None
+    try:
+        before = [_member(key, body[key]) for key in keys[:large]]
+        after = [_member(key, body[key]) for key in keys[large + 1 :]]
+    except orjson.JSONEncodeError:
+        return None
+    head = b"{" + b"".join([member + b"," for member in before]) + orjson.dumps(keys[large]) + b":"
+    tail = b"," + b",".join(after) + b"}"
+    if len(head) + len(tail) >= len(raw) or not raw.startswith(head) or not raw.endswith(tail):
+        return None
+    offset = len(raw) - len(tail)
+    for key, member in zip(keys[large + 1 :], after, strict=True):
+        offset += 1  # the comma before the member
+        if key == "tools":
+            return offset + len(member) - 1
+        offset += len(member)
+    return None
+
+
+def _member(key: str, value: Any) -> bytes:
+    return orjson.dumps(key) + b":" + orjson.dumps(value)
