@@ -214,17 +214,16 @@ BUILTIN_RULES: Final[tuple[Rule, ...]] = (
 class Redactor:
     """Applies ``rules`` in order to a text; compiled once, shared by every request.
 
-    A rule runs only when its :class:`Prefilter` literals are in the text; once one finds a secret, every
-    rule runs over the text as before. The result is that of running every rule, at the cost of one pass
+    A rule runs only when its :class:`Prefilter` literals are in the text; once one has replaced a secret,
+    every later rule runs, as before. The result is that of running every rule, at the cost of one pass
     when the text holds no secret.
     """
 
-    __slots__ = ("_lowered", "_prefilter", "rules")
+    __slots__ = ("_prefilter", "rules")
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
         self._prefilter = Prefilter(self.rules)
-        self._lowered = frozenset(index for index, rule in enumerate(self.rules) if rule.lowered)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -237,22 +236,12 @@ class Redactor:
         opened = self._prefilter.open(text)
         if not opened:
             return text, 0
-        lowered = aligned_lower(text) if not opened.isdisjoint(self._lowered) else None
-        for index in sorted(opened):
-            _, lowered, count = self.rules[index].redact(text, lowered)
-            if count:  # a secret: the text changes, so every rule runs over it as it always has
-                return self.redact_every_rule(text)
-        return text, 0
-
-    def redact_every_rule(self, text: str) -> tuple[str, int]:
-        """What :meth:`redact` returns, by running every rule over the text (no prefilter)."""
-        if not text:
-            return text, 0
         lowered = aligned_lower(text)
         total = 0
-        for rule in self.rules:
-            text, lowered, count = rule.redact(text, lowered)
-            total += count
+        for index, rule in enumerate(self.rules):
+            if total or index in opened:  # the prefilter spoke of the text before any replacement
+                text, lowered, count = rule.redact(text, lowered)
+                total += count
         return text, total
 
 

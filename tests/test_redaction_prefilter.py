@@ -192,8 +192,8 @@ def test_no_other_character_folds_to_ascii() -> None:
     )
 
 
-def test_a_secret_replaced_first_can_open_a_later_rule() -> None:
-    """After a replacement the prefilter looks again at the text as it now stands."""
+def test_after_a_replacement_every_later_rule_runs() -> None:
+    """After a replacement every later rule runs over the text as it now stands."""
     text = "ghp_16C7e42F292c6912E7710c838347Ae178B4a password=hunter2!"
     assert REDACTED.redact(text) == every_rule(REDACTED.rules, text)
     assert REDACTED.redact(text)[1] == 2
