@@ -59,7 +59,7 @@ class UtcTime:
 class DirectLines:
     """JSON lines written straight to the handler :func:`configure_logging` installed.
 
-    :meth:`handler_for` says whether a logger's INFO record would reach exactly that handler and nothing
+    :meth:`handler_for` says whether a logger's record would reach exactly that handler and nothing
     else (no handler or filter on the way, propagation as by default, no other root handler, the
     formatter unchanged, the standard record factory); it is checked on every line, so a handler added
     later (pytest's ``caplog``, ``--trace-logs``, a user's own logging set-up) turns it off at once. When
@@ -80,7 +80,8 @@ class DirectLines:
         self.handler = handler if isinstance(formatter, JsonFormatter) else None
         self.formatter = formatter if isinstance(formatter, JsonFormatter) else None
 
-    def handler_for(self, logger: logging.Logger) -> logging.StreamHandler[TextIO] | None:
+    def handler_for(self, logger: logging.Logger, level: int = logging.INFO) -> logging.StreamHandler[TextIO] | None:
+        """The JSON handler, when a ``level`` record of ``logger`` would reach it and nothing else."""
         handler = self.handler
         if handler is None or logger.disabled or logging.getLogRecordFactory() is not logging.LogRecord:
             return None
@@ -94,7 +95,7 @@ class DirectLines:
         formatter = self.formatter
         if handler.formatter is not formatter or formatter is None or formatter.converter is not time.gmtime:
             return None
-        return handler if handler.level <= logging.INFO else None
+        return handler if handler.level <= level else None
 
     def write(
         self, handler: logging.StreamHandler[TextIO], level: str, logger: str, message: str, fields: dict[str, Any]

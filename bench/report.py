@@ -24,7 +24,7 @@ import sizing
 from results import RESULTS_DIR
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-PAGES = (REPOSITORY / "docs" / "performance.md", REPOSITORY / "docs" / "deploy.md")
+PAGES = tuple(REPOSITORY / "docs" / page for page in ("performance.md", "deploy.md", "privacy.md"))
 BLOCK = re.compile(r"(<!-- bench:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /bench -->)", re.DOTALL)
 
 Results = dict[str, Any]
@@ -175,6 +175,16 @@ def proxy_ab(run: Results) -> str:
             f" {pair(row['variants'][n]['added_p50_ms'], row['variants'][n]['added_p99_ms'])} |" for n in variants
         )
         lines.append(f"| {row['request']} | {pair(row['direct_p50_ms'], row['direct_p99_ms'])} |{cells}")
+    return "\n".join(lines) + "\n\n" + provenance(run)
+
+
+def log_line(run: Results) -> str:
+    """The interception log line's cost per path, p50 and p99 µs of the calling thread."""
+    lines = ["| path | p50 | p99 |", "|---|---|---|"]
+    lines += [
+        f"| {path} | {row['p50_us']:.1f} µs | {row['p99_us']:.1f} µs |"
+        for path, row in run["results"]["per_line"].items()
+    ]
     return "\n".join(lines) + "\n\n" + provenance(run)
 
 
@@ -339,6 +349,15 @@ def sessions_query(run: Results) -> str:
     return "\n".join(lines) + "\n\n" + provenance(run)
 
 
+def redaction(run: Results) -> str:
+    cells: dict[tuple[str, str], dict[bool, str]] = {}
+    for row in run["results"]["rows"]:
+        cells.setdefault((row["mode"], row["prompt"]), {})[row["secrets"]] = f"{row['p50_us']:,.1f} µs"
+    lines = ["| mode | prompt | no secrets p50 | with secrets p50 |", "|---|---|---|---|"]
+    lines += [f"| {mode} | {prompt} | {cell[False]} | {cell[True]} |" for (mode, prompt), cell in cells.items()]
+    return "\n".join(lines) + "\n\n" + provenance(run)
+
+
 def verdict(value: float, limit: float, at_least: bool = False) -> str:
     return "met" if (value >= limit if at_least else value <= limit) else "**missed**"
 
@@ -390,10 +409,12 @@ def generators() -> dict[str, Callable[[], str | None]]:
         "proxy_side_by_side": single("proxy_side_by_side", proxy_side_by_side),
         "proxy_side_by_side_large": single("proxy_side_by_side_large", proxy_side_by_side),
         "proxy_ab": single("proxy_ab", proxy_ab),
+        "log_line": single("log_line", log_line),
         "mcp_overhead": single("mcp_overhead", mcp_overhead),
         "budgets_ab": single("budgets_ab", budgets_ab),
         "recorder_throughput": single("recorder_throughput", recorder_throughput),
         "storage_size": single("storage_size", storage_size),
+        "redaction": single("redaction", redaction),
         "api_query": lambda: api_query(runs) if (runs := api_runs()) else None,
         "sessions_query": single("sessions_query_10000000", sessions_query),
         "targets": targets,

@@ -27,6 +27,7 @@ command -v wrk >/dev/null || echo "wrk is not installed (apt-get install -y wrk)
 "$python" bench/proxy_ab.py "${ab[@]}" builtin aiohttp:AIBRIDGE_UPSTREAM_CLIENT=aiohttp
 "$python" bench/budgets_ab.py "${ab[@]}"
 "$python" bench/mcp_overhead.py "${ab[@]}"
+"$python" bench/log_line.py
 "$python" bench/recorder_throughput.py "${recorder[@]}"
 "$python" bench/storage_size.py
 "$python" bench/api_query.py --rebuild --rows 1000000 "${runs[@]}" --http
