@@ -39,6 +39,9 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(payload, default=str).decode()
 
 
+_MILLISECONDS = tuple(f".{millisecond:03d}Z" for millisecond in range(1000))
+
+
 class UtcTime:
     """The JSON line's ``time`` field for now, as :class:`JsonFormatter` writes it with UTC: the text up
     to the second is made once per second (``strftime`` is most of a field's cost), the milliseconds per call."""
@@ -53,7 +56,7 @@ class UtcTime:
         if second != self._second:
             self._prefix = time.strftime(TIME_FORMAT, time.gmtime(second))
             self._second = second
-        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+        return self._prefix + _MILLISECONDS[int((now - second) * 1000)]
 
 
 class DirectLines:
@@ -103,7 +106,7 @@ class DirectLines:
         """One JSON line as :class:`JsonFormatter` makes it (time, level, logger, message, then ``fields``),
         written now or, inside :meth:`held`, at the end of the block."""
         payload = {"time": self.time.now(), "level": level, "logger": logger, "message": message} | fields
-        line = orjson.dumps(payload, default=str).decode() + "\n"
+        line = orjson.dumps(payload, default=str, option=orjson.OPT_APPEND_NEWLINE).decode()
         held: list[str] | None = getattr(self._held, "lines", None)
         if held is None:
             self._write(handler, line)
