@@ -20,7 +20,7 @@ terminal events once, after the last round, with the usage summed over every rou
   ``function_call`` item and every event of its output index are withheld; ``response.created`` and
   ``.in_progress`` go out once; the terminal event (``response.completed`` or its siblings) comes
   last, its ``output`` the rounds' visible items. Injected tool definitions are taken out of the
-  ``tools`` the response echoes (also in a first round that goes unedited: :meth:`StreamEdit.unedited`).
+  ``tools`` the response echoes (in a first round that goes unedited too: :mod:`.echo`).
 
 Most events of an answer are text, and most answers call no injected tool: such an event is forwarded
 as the provider's bytes (:meth:`StreamEdit.verbatim`), recognised on its bytes in the layout the provider
@@ -41,13 +41,14 @@ from typing import Any, Protocol, cast
 import orjson
 
 from aibridge.proxy.errors import ProxyError, openai_error
+from aibridge.proxy.mcp.echo import OPENING, TERMINAL, EchoedTools, injected_name, without_injected_tools
 from aibridge.proxy.mcp.registry import PREFIX, JsonObject
 from aibridge.proxy.mcp.shapes import ResponsesShape, summed_usage
 from aibridge.proxy.providers.anthropic import MessageStream
 from aibridge.proxy.providers.openai import ChatStream
 from aibridge.proxy.providers.records import as_int, mapping
 from aibridge.proxy.providers.responses import ResponsesStream
-from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
+from aibridge.proxy.providers.sse import SSEEvent
 from aibridge.proxy.relay import Tee
 
 _STRING = rb'"[^"\\\n]*(?:\\.[^"\\\n]*)*"'  # one JSON string literal on one line, escapes and all
@@ -117,18 +118,6 @@ def _sse(name: str, payload: JsonObject) -> bytes:
     return head + b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def _injected_name(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(PREFIX)
-
-
-def _without_injected_tools(response: JsonObject) -> JsonObject:
-    tools = response.get("tools")
-    if not isinstance(tools, list):
-        return response
-    kept = [tool for tool in tools if not (isinstance(tool, dict) and _injected_name(tool.get("name")))]
-    return response | {"tools": kept}
-
-
 class AnthropicStreamEdit:
     def __init__(self) -> None:
         self._opened = False  # the client has its message_start
@@ -193,7 +182,7 @@ class AnthropicStreamEdit:
         if kind == "content_block_start":
             block = dict(mapping(payload.get("content_block")))
             self._blocks[index] = block
-            if block.get("type") == "tool_use" and _injected_name(block.get("name")):
+            if block.get("type") == "tool_use" and injected_name(block.get("name")):
                 return b""
             self._client_index[index] = self._next_index
             self._next_index += 1
@@ -354,7 +343,7 @@ class ChatStreamEdit:
                 pending["function"]["name"] = function["name"]
             arguments = str(pending["function"].get("arguments") or "") + str(function.get("arguments") or "")
             pending["function"]["arguments"] = arguments
-            if _injected_name(function.get("name")):
+            if injected_name(function.get("name")):
                 self._hidden.add(index)
             if index in self._hidden:
                 continue
@@ -390,15 +379,12 @@ def _meaningful(delta: JsonObject) -> bool:
     return any(value not in (None, "", []) for key, value in delta.items() if key != "role")
 
 
-_OPENING = frozenset({"response.created", "response.in_progress", "response.queued"})
-_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
-
-
 class ResponsesStreamEdit:
     def __init__(self) -> None:
         self._sequence = 0  # the client's next sequence_number
         self._next_output = 0  # the client's next output_index
         self._opened: set[str] = set()
+        self._echo = EchoedTools()  # the first round's echo events, while it goes unedited
         self.begin_round()
 
     def begin_round(self) -> None:
@@ -418,18 +404,18 @@ class ResponsesStreamEdit:
         if payload is None:
             return event.raw
         kind = str(payload.get("type") or event.event)
-        if kind in _TERMINAL:
+        if kind in TERMINAL:
             self._terminal = (kind, payload)
             return b""
-        if kind in _OPENING:
+        if kind in OPENING:
             if kind in self._opened:
                 return b""
             self._opened.add(kind)
-            payload = payload | {"response": _without_injected_tools(mapping(payload.get("response")))}
+            payload = payload | {"response": without_injected_tools(mapping(payload.get("response")))}
         elif "output_index" in payload:
             index = as_int(payload.get("output_index"))
             item = mapping(payload.get("item"))
-            if kind == "response.output_item.added" and _injected_name(item.get("name")):
+            if kind == "response.output_item.added" and injected_name(item.get("name")):
                 self._hidden.add(index)
             if index in self._hidden:
                 return b""
@@ -441,18 +427,10 @@ class ResponsesStreamEdit:
 
     def unedited(self, raw: bytes) -> bytes | None:
         """The provider's bytes, but for the opening and terminal events, which echo the request's tools
-        (the injected ones among them): those are decoded and sent without the injected tools, their
+        (the injected ones among them): those go without the injected tools (:mod:`.echo`), their
         ``sequence_number`` the provider's (nothing was withheld before them). Any other event naming an
         injected tool (a call's ``response.output_item.added``, text naming one) hands the round over."""
-        if _INJECTED not in raw:
-            return raw
-        sent = []
-        for event in _events(raw):
-            edited = _without_echoed_tools(event) if _INJECTED in event.raw else event.raw
-            if edited is None:
-                return None
-            sent.append(edited)
-        return b"".join(sent)
+        return raw if _INJECTED not in raw else self._echo.edited(raw)
 
     def parser(self) -> Tee:
         return ResponsesStream()
@@ -490,34 +468,7 @@ class ResponsesStreamEdit:
         if self._terminal is None or not answers:
             return b""
         kind, payload = self._terminal
-        merged = _without_injected_tools(ResponsesShape().merge(answers))
+        merged = without_injected_tools(ResponsesShape().merge(answers))
         if "id" in answers[0]:
             merged["id"] = answers[0]["id"]  # the response the client saw created
         return self._numbered(kind, payload | {"response": merged})
-
-
-def _events(raw: bytes) -> list[SSEEvent]:
-    """Whole LF-ended events. One event written as the API writes it (an ``event:`` line, one ``data:``
-    line: three line ends in all, counted at memchr speed) is taken as it is; anything else goes through
-    the SSE decoder."""
-    if raw.endswith(b"\n\n") and raw.startswith(b"event: ") and raw.count(b"\n") == 3:
-        head, found, data = raw[:-2].partition(b"\ndata: ")
-        if found:
-            return [SSEEvent(head[7:].decode("utf-8", "replace"), data.decode("utf-8", "replace"), raw)]
-    decoder = SSEDecoder()
-    return decoder.feed(raw) + decoder.close()
-
-
-def _without_echoed_tools(event: SSEEvent) -> bytes | None:
-    """An opening or terminal event without the injected tools its response echoes; None when the event
-    is another, or names an injected tool elsewhere (every ``bmcp_`` in its bytes must be a removed tool's
-    name: an output item calling one, or text naming one, leaves more)."""
-    payload = _payload(event)
-    if payload is None or str(payload.get("type") or event.event) not in _OPENING | _TERMINAL:
-        return None
-    response = mapping(payload.get("response"))
-    kept = _without_injected_tools(response)
-    removed = len(response.get("tools") or ()) - len(kept.get("tools") or ())
-    if event.raw.count(_INJECTED) != removed:
-        return None
-    return _sse(event.event, payload | {"response": kept})

@@ -168,7 +168,9 @@ class UneditedRound:
     def recorded(self) -> Round:
         """The round for the record, read by the provider's own stream parser (the client has it)."""
         parser = self._edit.parser()
-        parser.feed(b"".join([*self._sent, self._held]))
+        for sent in self._sent:  # chunk by chunk, as the relay feeds it (one joined buffer decodes slower)
+            parser.feed(sent)
+        parser.feed(self._held)
         parser.close()
         return Round(b"", {}, [], summary=parser.summary)
 
