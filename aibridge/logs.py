@@ -1,12 +1,13 @@
 """Log set-up for every process: human-readable lines on a terminal, JSON lines otherwise.
 
 :class:`DirectLines` writes a hot logger's JSON line without the logging machinery (no ``LogRecord``,
-no formatter call, one write per batch of lines) when that gives exactly the line logging would write.
+no formatter call, a batch's lines written together) when that gives exactly the line logging would write.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import sys
 import threading
 import time
@@ -39,6 +40,9 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(payload, default=str).decode()
 
 
+# A pipe takes a write of up to this many bytes whole, whoever else writes to it (the workers of one
+# proxy share their stderr): held lines are written in pieces of at most this size, a line never split.
+ATOMIC_WRITE = select.PIPE_BUF
 _MILLISECONDS = tuple(f".{millisecond:03d}Z" for millisecond in range(1000))
 
 
@@ -67,7 +71,8 @@ class DirectLines:
     formatter unchanged, the standard record factory); it is checked on every line, so a handler added
     later (pytest's ``caplog``, ``--trace-logs``, a user's own logging set-up) turns it off at once. When
     it returns ``None`` the caller logs as usual. Inside :meth:`held` a thread's lines are kept and
-    written together, in one write, when the outermost block ends.
+    written together when the outermost block ends, in writes of whole lines of at most
+    :data:`ATOMIC_WRITE` bytes.
     """
 
     def __init__(self) -> None:
@@ -106,18 +111,19 @@ class DirectLines:
         """One JSON line as :class:`JsonFormatter` makes it (time, level, logger, message, then ``fields``),
         written now or, inside :meth:`held`, at the end of the block."""
         payload = {"time": self.time.now(), "level": level, "logger": logger, "message": message} | fields
-        line = orjson.dumps(payload, default=str, option=orjson.OPT_APPEND_NEWLINE).decode()
+        encoded = orjson.dumps(payload, default=str, option=orjson.OPT_APPEND_NEWLINE)
         held: list[str] | None = getattr(self._held, "lines", None)
         if held is None:
-            self._write(handler, line)
+            self._write(handler, encoded.decode())
             return
-        if held and self._held.handler is not handler:
+        if held and (self._held.handler is not handler or self._held.size + len(encoded) > ATOMIC_WRITE):
             self._write_held()
-        held.append(line)
+        held.append(encoded.decode())
+        self._held.size += len(encoded)
         self._held.handler = handler
 
     def held(self) -> HeldLines:
-        """A block in which this thread's lines are kept and written in one write when the (outermost)
+        """A block in which this thread's lines are kept and written together when the (outermost)
         block ends."""
         return self._block
 
@@ -126,6 +132,7 @@ class DirectLines:
         if lines:
             self._write(self._held.handler, "".join(lines))
             lines.clear()
+            self._held.size = 0
 
     @staticmethod
     def _write(handler: logging.StreamHandler[TextIO], text: str) -> None:
@@ -150,7 +157,7 @@ class HeldLines:
     def __enter__(self) -> None:
         held = self._lines._held
         if getattr(held, "lines", None) is None:
-            held.lines, held.depth = [], 0
+            held.lines, held.depth, held.size = [], 0, 0
         held.depth += 1
 
     def __exit__(self, *exc_info: object) -> None:

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from aibridge.events import InterceptionContext, Status
-from aibridge.logs import JsonFormatter, configure_logging, direct_lines
+from aibridge.logs import ATOMIC_WRITE, JsonFormatter, configure_logging, direct_lines
 from aibridge.proxy.providers.records import ResponseSummary, ToolCall, Usage
 from aibridge.proxy.recording.outcome import log, log_interception
 
@@ -279,3 +279,19 @@ def test_a_failed_write_is_reported_as_logging_reports_it_and_does_not_raise(
         log_interception(CONTEXT, Status.COMPLETED, 200, ANSWER, ENDED)
     [record] = reported
     assert record.getMessage().startswith('{"time":')
+
+
+def test_held_lines_are_written_in_pieces_a_pipe_takes_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    with json_stderr(monkeypatch) as stderr:
+        writes: list[str] = []
+        write = stderr.write
+        monkeypatch.setattr(stderr, "write", lambda text: writes.append(text) or write(text))
+        with direct_lines.held():
+            for tokens in range(20):
+                usage = Usage(input_tokens=tokens)
+                log_interception(CONTEXT, Status.COMPLETED, 200, ResponseSummary(usage=usage), ENDED)
+    sizes = [len(text.encode()) for text in writes]
+    assert len(writes) > 2 and all(size <= ATOMIC_WRITE for size in sizes), sizes
+    assert all(text.endswith("\n") for text in writes)
+    held = [orjson.loads(line) for text in writes for line in text.splitlines()]
+    assert [line["input_tokens"] for line in held] == list(range(20))

@@ -52,7 +52,7 @@ class Deferred:
     def _run(self) -> None:
         self._timer = None
         jobs = self._jobs
-        with direct_lines.held():  # the batch's interception log lines go out in one write
+        with direct_lines.held():  # the batch's interception log lines go out together
             while jobs:
                 job, args = jobs.popleft()
                 try:
