@@ -45,18 +45,22 @@ class EchoedTools:
     def __init__(self) -> None:
         self._last: tuple[bytes, bytes] | None = None  # a response as the provider wrote it, and as edited
 
-    def edited(self, raw: bytes) -> bytes | None:
-        """Whole LF-ended events ``raw``, the echo events among them edited; None: another event names an
-        injected tool."""
+    def edited(self, raw: bytes, injected: int) -> bytes | None:
+        """Whole LF-ended events ``raw`` holding ``injected`` times ``bmcp_``, the echo events among them
+        edited; None: another event names an injected tool."""
+        events = _events(raw)
+        if len(events) == 1:
+            return self._event(events[0], injected)
         sent = []
-        for event in _events(raw):
-            edited = self._event(event) if _INJECTED in event.raw else event.raw
+        for event in events:
+            found = event.raw.count(_INJECTED)
+            edited = self._event(event, found) if found else event.raw
             if edited is None:
                 return None
             sent.append(edited)
         return b"".join(sent)
 
-    def _event(self, event: SSEEvent) -> bytes | None:
+    def _event(self, event: SSEEvent, injected: int) -> bytes | None:
         laid_out = _HEAD.match(event.raw)
         if laid_out is not None and (event.raw.count(b"\n") != 3 or not event.raw.endswith(b"}\n\n")):
             laid_out = None
@@ -68,7 +72,7 @@ class EchoedTools:
             return None
         echoed = mapping(payload.get("response"))
         kept = without_injected_tools(echoed)
-        if event.raw.count(_INJECTED) != len(echoed.get("tools") or ()) - len(kept.get("tools") or ()):
+        if injected != len(echoed.get("tools") or ()) - len(kept.get("tools") or ()):
             return None
         if laid_out is None:
             head = f"event: {event.event}\n".encode() if event.event else b""

@@ -150,7 +150,7 @@ class AnthropicStreamEdit:
         return event.raw  # ping, error
 
     def unedited(self, raw: bytes) -> bytes | None:
-        return None if _INJECTED in raw else raw
+        return None if raw.find(_INJECTED) >= 0 else raw  # find: faster than "in" on short bytes
 
     def parser(self) -> Tee:
         return MessageStream()
@@ -285,7 +285,7 @@ class ChatStreamEdit:
 
     def unedited(self, raw: bytes) -> bytes | None:
         """As the proxy relays any chat stream: the usage it asked for itself hidden from the client."""
-        if _INJECTED in raw:
+        if raw.find(_INJECTED) >= 0:
             return None
         return raw if self._client_usage else ChatStream.hidden_usage(raw)
 
@@ -430,7 +430,8 @@ class ResponsesStreamEdit:
         (the injected ones among them): those go without the injected tools (:mod:`.echo`), their
         ``sequence_number`` the provider's (nothing was withheld before them). Any other event naming an
         injected tool (a call's ``response.output_item.added``, text naming one) hands the round over."""
-        return raw if _INJECTED not in raw else self._echo.edited(raw)
+        injected = raw.count(_INJECTED)  # a scan as long as a search that finds none, as most events
+        return self._echo.edited(raw, injected) if injected else raw
 
     def parser(self) -> Tee:
         return ResponsesStream()

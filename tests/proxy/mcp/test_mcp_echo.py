@@ -24,13 +24,17 @@ def sent(raw: bytes | None) -> dict[str, Any]:
     return orjson.loads(raw.split(b"data: ", 1)[1])
 
 
+def edit(echo: EchoedTools, raw: bytes) -> bytes | None:
+    return echo.edited(raw, raw.count(b"bmcp_"))
+
+
 RESPONSE = {"id": "resp_1", "status": "in_progress", "tools": [CLIENT, INJECTED], "output": []}
 
 
 def test_opening_events_lose_the_injected_tools_and_keep_the_providers_numbering() -> None:
     echo = EchoedTools()
-    created = echo.edited(event("response.created", 0, RESPONSE))
-    in_progress = echo.edited(event("response.in_progress", 1, RESPONSE))
+    created = edit(echo, event("response.created", 0, RESPONSE))
+    in_progress = edit(echo, event("response.in_progress", 1, RESPONSE))
     assert sent(created) == {
         "type": "response.created",
         "sequence_number": 0,
@@ -41,7 +45,7 @@ def test_opening_events_lose_the_injected_tools_and_keep_the_providers_numbering
 
 
 def test_another_layout_is_decoded_and_written_again() -> None:
-    edited = EchoedTools().edited(event("response.created", 0, RESPONSE, spaced=True))
+    edited = edit(EchoedTools(), event("response.created", 0, RESPONSE, spaced=True))
     assert sent(edited)["response"]["tools"] == [CLIENT]
     assert edited is not None and b"bmcp_" not in edited
 
@@ -50,20 +54,20 @@ def test_a_terminal_event_naming_an_injected_tool_elsewhere_is_refused() -> None
     """Its output calls one (or its text names one): more bmcp_ than the tools taken out."""
     call = {"type": "function_call", "name": "bmcp_tools_add", "arguments": "{}", "call_id": "c"}
     done = RESPONSE | {"status": "completed", "output": [call]}
-    assert EchoedTools().edited(event("response.completed", 9, done)) is None
+    assert edit(EchoedTools(), event("response.completed", 9, done)) is None
     text = {"type": "message", "content": [{"type": "output_text", "text": "try bmcp_tools_add"}]}
-    assert EchoedTools().edited(event("response.completed", 9, done | {"output": [text]})) is None
+    assert edit(EchoedTools(), event("response.completed", 9, done | {"output": [text]})) is None
 
 
 def test_other_events_naming_an_injected_tool_are_refused() -> None:
     added = {"type": "response.output_item.added", "sequence_number": 2, "item": {"name": "bmcp_tools_add"}}
     raw = b"event: response.output_item.added\ndata: " + orjson.dumps(added) + b"\n\n"
-    assert EchoedTools().edited(raw) is None
+    assert edit(EchoedTools(), raw) is None
 
 
 def test_an_opening_event_with_another_response_is_edited_anew() -> None:
     echo = EchoedTools()
-    echo.edited(event("response.created", 0, RESPONSE))
+    edit(echo, event("response.created", 0, RESPONSE))
     other = RESPONSE | {"tools": [INJECTED], "status": "queued"}
-    edited = echo.edited(event("response.queued", 1, other))
+    edited = edit(echo, event("response.queued", 1, other))
     assert sent(edited)["response"] == other | {"tools": []}
