@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -295,3 +296,13 @@ def test_held_lines_are_written_in_pieces_a_pipe_takes_whole(monkeypatch: pytest
     assert all(text.endswith("\n") for text in writes)
     held = [orjson.loads(line) for text in writes for line in text.splitlines()]
     assert [line["input_tokens"] for line in held] == list(range(20))
+
+
+def test_another_threads_line_is_not_held_by_this_threads_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    with json_stderr(monkeypatch) as stderr, direct_lines.held():
+        log_interception(CONTEXT, Status.COMPLETED, 200, ANSWER, ENDED)
+        other = threading.Thread(target=log_interception, args=(CONTEXT, Status.UPSTREAM_ERROR, 502, None, ENDED))
+        other.start()
+        other.join(10)
+        assert [orjson.loads(line)["status"] for line in stderr.getvalue().splitlines()] == ["upstream_error"]
+    assert [orjson.loads(line)["status"] for line in stderr.getvalue().splitlines()] == ["upstream_error", "completed"]
