@@ -164,8 +164,10 @@ class HeldLines:
         held = self._lines._held
         held.depth -= 1
         if held.depth == 0:
-            self._lines._write_held()
-            held.lines = None
+            try:
+                self._lines._write_held()
+            finally:
+                held.lines = None
 
 
 direct_lines = DirectLines()
