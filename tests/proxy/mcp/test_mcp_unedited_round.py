@@ -288,3 +288,17 @@ async def test_responses_injected_call_hands_the_round_to_the_editor() -> None:
     assert sent[-1]["type"] == "response.completed" and sent[-1]["response"]["tools"] == [CLIENT_TOOL]
     [recorded] = rounds.run.rounds
     assert [call.name for call in recorded.injected] == [ADD]
+
+
+async def test_a_last_event_without_its_blank_line_naming_an_injected_tool_goes_through_the_editor() -> None:
+    """The upstream ends inside an event (no blank line after it) that names an injected tool: the editor
+    takes the round over at the end and still delivers the text."""
+    last = chat_content("call bmcp_tools_add yourself").rstrip(b"\n")
+    stream = [*CHAT_STREAM[:2], last]
+    rounds = rounds_over(ChatStreamEdit(client_usage=False), ChatShape(), stream)
+    forwarded = await client_bytes(rounds)
+    assert forwarded.startswith(b"".join(ChatStream.hidden_usage(chunk) for chunk in CHAT_STREAM[:2]))
+    assert b"call bmcp_tools_add yourself" in forwarded
+    [recorded] = rounds.run.rounds
+    assert not recorded.injected
+    assert recorded.answer["choices"][0]["message"]["content"].endswith("call bmcp_tools_add yourself")
