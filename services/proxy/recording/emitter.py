@@ -1,6 +1,8 @@
 """Publishes interception events off the request path, through broker outages.
 
-``emit`` only puts the event on a bounded in-memory queue and never waits. A background task takes
+``emit`` only appends the event to a bounded in-memory buffer (a deque: an ``asyncio.Queue`` costs
+several times as much per event, for waiting the publisher does not need) and never waits. A
+background task takes
 what is queued in batches, letting a batch fill for ``linger`` seconds after its first event (fewer,
 larger produce requests: the per-request work is what costs CPU), and hands each batch to the
 producer in one call where it can take one (:class:`~aibridge.bus.BatchProducer`).
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 
 from aibridge.bus import BatchProducer, BusError, BusProducer, Headers
@@ -63,7 +66,10 @@ class EventEmitter:
     ) -> None:
         self._producer = producer
         self._topic = topic
-        self._queue: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=buffer_size)
+        self._queue: deque[_Queued] = deque()
+        self._buffer_size = buffer_size
+        self._arrival: asyncio.Future[None] | None = None  # the publisher waits on it for an event
+        self._in_hand = 0  # events taken from the buffer and not yet sent, spooled or dropped
         self._batch_size = batch_size
         self._linger = linger
         self._batch_producer = producer if isinstance(producer, BatchProducer) else None  # a Protocol check: slow
@@ -80,7 +86,7 @@ class EventEmitter:
         self.replayed = 0
         self.spooled = 0
         self.dropped = 0
-        track(PROXY_EVENTS_BUFFERED, self._queue.qsize)
+        track(PROXY_EVENTS_BUFFERED, self._queue.__len__)
 
     @property
     def running(self) -> bool:
@@ -92,7 +98,7 @@ class EventEmitter:
 
     @property
     def buffered(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     @property
     def spool(self) -> Spool | None:
@@ -107,10 +113,15 @@ class EventEmitter:
 
     def emit(self, event: Event, headers: Headers = ()) -> None:
         """Queue one event for publishing; never blocks, never raises."""
-        try:
-            self._queue.put_nowait((event, headers))
-        except asyncio.QueueFull:
+        if len(self._queue) >= self._buffer_size:
             self.unpublished([(event, headers)], "buffer_full")
+            return
+        self._queue.append((event, headers))
+        arrival = self._arrival
+        if arrival is not None:
+            self._arrival = None
+            if not arrival.done():
+                arrival.set_result(None)
 
     async def stop(self, timeout: float) -> None:
         """Publish what is queued (and, if the bus is up, what is spooled) within ``timeout`` seconds;
@@ -125,9 +136,8 @@ class EventEmitter:
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
-        left: list[_Queued] = []
-        while not self._queue.empty():
-            left.append(self._queue.get_nowait())
+        left = list(self._queue)
+        self._queue.clear()
         if left:
             self.unpublished(left, "shutdown")
         self._close_spool()
@@ -173,7 +183,8 @@ class EventEmitter:
         return refused
 
     async def _flushed(self) -> None:
-        await self._queue.join()
+        while self._queue or self._in_hand:  # noqa: ASYNC110 - at shutdown only
+            await asyncio.sleep(0.01)
         while self._spool is not None and self._spool.pending_records and self._connected:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
@@ -193,12 +204,15 @@ class EventEmitter:
         await self._publish_forever()
 
     async def _publish_forever(self) -> None:
+        queue = self._queue
         while True:
-            batch = [await self._queue.get()]
-            if self._linger and self._queue.qsize() < self._batch_size:
+            if not queue:
+                self._arrival = asyncio.get_running_loop().create_future()
+                await self._arrival
+            if self._linger and len(queue) < self._batch_size:
                 await asyncio.sleep(self._linger)  # let the batch fill: per produce request costs dominate
-            while len(batch) < self._batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = [queue.popleft() for _ in range(min(len(queue), self._batch_size))]
+            self._in_hand = len(batch)
             try:
                 if self._spool is not None and (self._spool.pending_records or not self._connected):
                     self.unpublished(batch, "behind_spool")
@@ -207,8 +221,7 @@ class EventEmitter:
                 else:
                     await asyncio.gather(*(self._send(item) for item in batch))
             finally:
-                for _ in batch:
-                    self._queue.task_done()
+                self._in_hand = 0
 
     async def _connect(self) -> None:
         delay = 0.25
