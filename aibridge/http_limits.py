@@ -77,6 +77,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refused = f"the request has more than {self.max_headers} header lines"
             raise HeadersTooLarge(self._refused)
         super().on_headers_complete()
+        if self.cycle is not None:
+            self.cycle.on_disconnect = None  # type: ignore[attr-defined]  # see connection_lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """uvicorn tells the app of a lost client only when the app asks (``receive``); a watcher that
+        set the current request's ``on_disconnect`` (:class:`aibridge.proxy.relay.ClientWatch`) is
+        told at once, without a task waiting on ``receive`` for every request."""
+        cycle = self.cycle
+        super().connection_lost(exc)
+        notify = getattr(cycle, "on_disconnect", None)
+        if notify is not None and cycle is not None and not cycle.response_complete:
+            notify()
 
     def send_400_response(self, msg: str) -> None:
         """httptools reports an exception raised in a callback as a parser error: answer 431 for ours."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -138,7 +138,7 @@ class Relay:
 class ClientWatch:
     """Cancels the task that starts it as soon as the client goes away (``http.disconnect``).
 
-    One watcher task per request, from the moment the request goes upstream: a client that leaves
+    From the moment the request goes upstream a client that leaves
     is noticed at once wherever the request waits (the provider's headers, a blocking answer's body,
     the next chunk of a stream, which a thinking model may send minutes later, or a send), and the
     upstream request is then closed rather than waited for. The task catches the ``CancelledError``
@@ -146,6 +146,10 @@ class ClientWatch:
     other (a server shutting down) goes on. A streamed answer's :class:`RelayResponse` takes the
     watch over from the handler (same task). No task group: anyio's task group and cancel scopes
     cost more per request than the relaying itself.
+
+    Under the bridge's own server protocol (:mod:`aibridge.http_limits`) the server calls the watch
+    when the connection is lost (the request's ``on_disconnect``); elsewhere a watcher task waits on
+    ``receive`` for ``http.disconnect``.
     """
 
     def __init__(self, receive: Receive, *, start: bool = True) -> None:
@@ -156,17 +160,27 @@ class ClientWatch:
         self.gone = False  # the client left and the watch cancelled the task
         self._done = False  # too late to cancel: the task no longer expects it
         self._watcher: asyncio.Task[None] | None = None
+        self._told: Any = None  # the server's request (uvicorn's cycle) that calls on_disconnect
         if start:
             self.start()
 
     def start(self) -> None:
         """Start watching (a client that already left is seen at once: ``receive`` says so)."""
-        if self._watcher is None and not self._done:
-            self._watcher = asyncio.create_task(self._run(self._receive))
+        if self._watcher is not None or self._told is not None or self._done:
+            return
+        cycle = getattr(self._receive, "__self__", None)
+        if cycle is not None and hasattr(cycle, "on_disconnect") and not cycle.disconnected:
+            self._told = cycle
+            cycle.on_disconnect = self._disconnected
+            return
+        self._watcher = asyncio.create_task(self._run(self._receive))
 
     async def _run(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
+        self._disconnected()
+
+    def _disconnected(self) -> None:
         if not self._done:
             self.gone = True
             self._task.cancel()
@@ -177,6 +191,9 @@ class ClientWatch:
 
     def stop(self) -> None:
         self._done = True
+        if self._told is not None:
+            self._told.on_disconnect = None
+            self._told = None
         if self._watcher is not None:
             self._watcher.cancel()
 

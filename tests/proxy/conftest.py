@@ -13,11 +13,14 @@ from proxy_support import ANTHROPIC_KEY, OPENAI_KEY, Proxy, ProxyFactory, Simula
 from aibridge.auth import TokenVerifier
 from aibridge.bus import BusProducer
 from aibridge.events import Event
+from aibridge.http_limits import HeaderLimitSettings, limited_protocol
 from aibridge.kafka import KafkaProducer
 from aibridge.proxy.component import create_proxy_app
 from aibridge.proxy.settings import ProxySettings
 from aibridge.simulator import SimulatorState, create_simulator_app
 from aibridge.testing.server import serve_in_thread
+
+_PROTOCOL = limited_protocol(HeaderLimitSettings())  # the server protocol `aibridge proxy` runs
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,7 @@ def start_proxy(
             app = create_proxy_app(settings, producer or KafkaProducer(settings), token_verifier or verifier, store)
             own = ExitStack()
             stack.callback(own.close)
-            url = own.enter_context(serve_in_thread(app))
+            url = own.enter_context(serve_in_thread(app, http=_PROTOCOL))  # as the proxy serves
             return Proxy(url, app.state.component, settings, own.close)
 
         yield start
