@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import cast
 
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
@@ -296,8 +297,8 @@ class Interceptor:
             self._record(flow, None, status=Status.UPSTREAM_ERROR, http_status=exc.status, error=str(exc))
             return self.spec.error(exc.status, str(exc))
         obs.defer()
-        task = BackgroundTask(self._answered, flow, answer, response.status)
-        return with_headers(Response(answer, response.status, background=task), response.headers)
+        then = cast("BackgroundTask", _Answered(self, flow, answer, response.status))
+        return with_headers(Response(answer, response.status, background=then), response.headers)
 
     async def _rounds(  # noqa: PLR0917
         self, flow: Flow, run: McpRun, url: str, headers: dict[str, str], response: UpstreamResponse, answer: bytes
@@ -351,10 +352,8 @@ class Interceptor:
         flow.obs.defer()
         return with_headers(RelayResponse(relay, response.status, flow.watch), response.headers)
 
-    async def _answered(self, flow: Flow, answer: bytes, http_status: int) -> None:
-        """The blocking answer is sent: its end is now, its recording comes a little later (:mod:`.deferred`).
-        A coroutine although it never waits: Starlette runs a plain function given to ``BackgroundTask``
-        in a worker thread."""
+    def answered(self, flow: Flow, answer: bytes, http_status: int) -> None:
+        """The blocking answer is sent: its end is now, its recording comes a little later (:mod:`.deferred`)."""
         flow.obs.sent_to_client()
         self._deferred.call(self._record_blocking, flow, answer, http_status)
 
@@ -436,6 +435,21 @@ class Interceptor:
         with obs.active():
             log_interception(context, status, http_status, summary, ended_at, mcp_calls=mcp_calls)
         obs.ended(context, status, http_status)
+
+
+class _Answered:
+    """A blocking response's ``background``, which Starlette awaits after the last byte: it calls
+    :meth:`Interceptor.answered`. Not a ``BackgroundTask``, which asks on every call whether its
+    function is a coroutine function and awaits a second coroutine."""
+
+    __slots__ = ("_args", "_interceptor")
+
+    def __init__(self, interceptor: Interceptor, flow: Flow, answer: bytes, http_status: int) -> None:
+        self._interceptor = interceptor
+        self._args = (flow, answer, http_status)
+
+    async def __call__(self) -> None:
+        self._interceptor.answered(*self._args)
 
 
 def _with_standing(response: Response, standing: Standing | None) -> Response:
