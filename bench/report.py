@@ -226,6 +226,14 @@ def mcp_overhead(run: Results) -> str:
         f"| **{row['on_minus_off_p50_ms']:+.3f} ms** | {row['aa_p50_ms']:+.3f} ms |"
         for row in result["no_call"]
     ]
+    failed = [
+        f"{row['request']} {row['body']}: {row['errors']}" for row in result["no_call"] if any(row["errors"].values())
+    ]
+    if failed:
+        lines += [
+            "",
+            "Requests answered with another status than 200 (they count in the latencies): " + "; ".join(failed),
+        ]
     one = result["one_round"]
     rest = one["added_p50_ms"] - one["mcp_call_mean_ms"]
     lines += [
@@ -242,27 +250,39 @@ def mcp_overhead(run: Results) -> str:
         f"merging) | {ms(rest)} |",
         f"| for scale: one request to the simulated provider directly (p50) | {ms(one['direct_p50_ms'])} |",
         "",
-        "In process, one request's own work with injection on when no injected call is made (median); blocking: "
-        "what injection adds, streamed: the whole relaying of a 60-event answer, and the same with injection off:",
+        "In process, one request's own work when no injected call is made (median, µs). Blocking: what "
+        "injection adds. Streamed, a 60-delta answer: relayed with injection until the client has it; the same "
+        "stream without injection, forwarded alone and as the relay runs it (its tee also parses each chunk "
+        "after sending it); last, the parsing for the record, which with injection all comes after the answer "
+        "and without it comes after each send and at the end:",
         "",
-        "| request | small body | large body |",
-        "|---|---|---|",
+        "| request | body | on: relayed | off: forwarded | off: forwarded and parsed | **on minus off (forwarded)** "
+        "| parsing for the record: on / off |",
+        "|---|---|---|---|---|---|---|",
     ]
     timing = result["in_process"]
-    kinds = {
-        "blocking": "blocking",
-        "streamed": "streamed, until the client has the answer",
-        "streamed_off": "for comparison: the same stream relayed with injection off",
-        "streamed_recorded": "streamed, with the round read for the record (after the answer is out)",
-    }
-    lines += [
-        f"| {label} | {timing[f'{kind}_small_us']:.1f} µs | {timing[f'{kind}_large_us']:.1f} µs |"
-        for kind, label in kinds.items()
-        if f"{kind}_small_us" in timing
-    ]
+    for size in ("small", "large"):
+        lines.append(
+            f"| blocking (chat) | {size} | {timing[f'blocking_{size}_us']:.1f} | | | "
+            f"**+{timing[f'blocking_{size}_us']:.1f}** | |"
+        )
+    for api, label in (
+        ("chat", "streamed, chat"),
+        ("anthropic", "streamed, Anthropic"),
+        ("responses", "streamed, Responses"),
+    ):
+        for size in ("small", "large"):
+            on, off = timing[f"streamed_{api}_{size}_us"], timing[f"streamed_off_{api}_{size}_us"]
+            relayed = timing[f"streamed_off_relayed_{api}_{size}_us"]
+            on_record = timing[f"streamed_recorded_{api}_{size}_us"] - on
+            off_record = timing[f"streamed_off_recorded_{api}_{size}_us"] - off
+            lines.append(
+                f"| {label} | {size} | {on:.1f} | {off:.1f} | {relayed:.1f} | **{on - off:+.1f}** "
+                f"| {on_record:.0f} / {off_record:.0f} |"
+            )
     lines.append(
-        f"\nOf which re-encoding the {result['encode']['body_kib']:.0f} KiB body with `orjson.dumps`: "
-        f"{result['encode']['dumps_p50_us']:.0f} µs."
+        f"\nFor scale: encoding the {result['encode']['body_kib']:.0f} KiB body with `orjson.dumps`, which the "
+        f"proxy did before it spliced the tools into the client's bytes: {result['encode']['dumps_p50_us']:.0f} µs."
     )
     return "\n".join(lines) + "\n\n" + provenance(run)
 
