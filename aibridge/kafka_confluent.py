@@ -1,7 +1,10 @@
 """The proxy's Kafka producer on librdkafka (confluent-kafka): a :class:`aibridge.bus.BatchProducer`.
 
 librdkafka batches, compresses and sends on its own C threads, outside the interpreter lock, so the
-proxy's event loop only hands messages over. The guarantees are those of the aiokafka producer
+proxy's event loop only hands messages over, and serves the delivery reports itself: while messages
+are in flight, it polls librdkafka every few milliseconds (``poll(0)``, which never waits). A thread
+waiting in ``poll`` would take the interpreter lock from the loop for every report, which cost the
+proxy more than the reports themselves. The guarantees are those of the aiokafka producer
 (:class:`aibridge.kafka.KafkaProducer`): ``acks=all``; one produce request in flight per broker
 connection, so a retried batch cannot be overtaken and the events of one interception (one key, one
 partition) stay in order; no idempotence (not every Kafka-protocol broker has it; sinks deduplicate on
@@ -28,7 +31,8 @@ from aibridge.settings import CommonSettings
 
 _LIBRDKAFKA_LOG = logging.getLogger("aibridge.kafka.librdkafka")
 _MAX_BATCH_BYTES = 512 * 1024
-_POLL_SECONDS = 0.1
+_POLL_INTERVAL = 0.005  # seconds between the loop's polls for delivery reports while messages are in flight
+_IDLE_POLL_INTERVAL = 1.0  # and while none is
 _REPORT_SLACK = 5.0  # librdkafka reports a timed-out message itself; wait a little past its timeout
 
 
@@ -60,7 +64,7 @@ def librdkafka_options(settings: CommonSettings) -> dict[str, Any]:
 
 
 class ConfluentProducer:
-    """Sends messages and waits for their delivery reports; one thread serves the reports."""
+    """Sends messages and waits for their delivery reports, which the event loop polls for."""
 
     def __init__(self, settings: CommonSettings, *, request_timeout: float = 10.0, **options: Any) -> None:
         compression = settings.kafka_compression
@@ -82,8 +86,7 @@ class ConfluentProducer:
         }
         self._timeout = request_timeout
         self._producer: Producer | None = None
-        self._poller: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self._polling: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         producer = Producer(self._config)
@@ -92,14 +95,24 @@ class ConfluentProducer:
         except KafkaException as exc:
             raise BusError(f"cannot connect to Kafka: {_describe(exc)}") from exc
         self._producer = producer
-        self._stopping.clear()
-        self._poller = threading.Thread(target=self._serve_reports, name="aibridge-kafka-reports", daemon=True)
-        self._poller.start()
+        self._poll_soon(_IDLE_POLL_INTERVAL)
 
-    def _serve_reports(self) -> None:
+    def _poll_soon(self, delay: float = _POLL_INTERVAL) -> None:
+        if self._polling is not None and delay >= self._polling.when() - asyncio.get_running_loop().time():
+            return
+        if self._polling is not None:
+            self._polling.cancel()
+        self._polling = asyncio.get_running_loop().call_later(delay, self._poll)
+
+    def _poll(self) -> None:
+        """Serve what arrived (on the loop: the callbacks run here): soon again while any message waits
+        for its report, else in a second (librdkafka's own log lines come this way too)."""
+        self._polling = None
         producer = self._producer
-        while producer is not None and not self._stopping.is_set():
-            producer.poll(_POLL_SECONDS)
+        if producer is None:
+            return
+        producer.poll(0)
+        self._poll_soon(_POLL_INTERVAL if len(producer) else _IDLE_POLL_INTERVAL)
 
     async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers = ()) -> None:
         [error] = await self.send_batch(topic, [(key, value, headers)])
@@ -117,6 +130,7 @@ class ConfluentProducer:
             self._produce_each(producer, topic, messages, batch)
         else:
             self._produce_batch(producer, topic, messages, batch)
+        self._poll_soon()
         try:
             await asyncio.wait_for(asyncio.shield(batch.done), self._timeout + _REPORT_SLACK)
         except TimeoutError:
@@ -151,17 +165,17 @@ class ConfluentProducer:
         producer, self._producer = self._producer, None
         if producer is None:
             return
-        left = await asyncio.to_thread(producer.flush, self._timeout)
-        self._stopping.set()
-        if self._poller is not None:
-            await asyncio.to_thread(self._poller.join)
+        if self._polling is not None:
+            self._polling.cancel()
+            self._polling = None
+        left = await asyncio.to_thread(producer.flush, self._timeout)  # its reports come on that thread
         if left:
             raise BusError(f"{left} message(s) were not delivered before the producer stopped")
 
 
 class _Batch:
-    """The delivery reports of one ``send_batch``: written by the reports thread, read on the loop
-    once ``done`` resolves (or the wait timed out).
+    """The delivery reports of one ``send_batch``, served on the loop (or, while the producer stops, on
+    the thread that flushes it); read on the loop once ``done`` resolves (or the wait timed out).
 
     One callback serves every message of the batch. A report names its message by key and value, not
     by position, so a failed one is found among the batch's messages by its value (an event's value
@@ -177,6 +191,7 @@ class _Batch:
         self._refused: set[int] = set()
         self._waiting = size
         self._lock = threading.Lock()
+        self._loop_thread = threading.get_ident()
         self.done: asyncio.Future[None] = loop.create_future()
         if size == 0:
             self.done.set_result(None)
@@ -184,7 +199,7 @@ class _Batch:
     def report(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
             self._failed.append((message.value(), BusError(f"Kafka did not accept the message: {error.str()}")))
-        self._settle(threadsafe=True)
+        self._settle(threadsafe=threading.get_ident() != self._loop_thread)
 
     def refused(self, index: int, error: BusError) -> None:
         self._refused.add(index)
@@ -192,7 +207,7 @@ class _Batch:
         self._settle(threadsafe=False)
 
     def _settle(self, *, threadsafe: bool) -> None:
-        with self._lock:  # a refusal on the loop and a report on the reports thread can meet here
+        with self._lock:  # a refusal on the loop and a report on the flushing thread can meet here
             self._waiting -= 1
             last = self._waiting == 0
         if last:
