@@ -99,7 +99,17 @@ def type_of(value: dict[str, Any]) -> str:
 def recordable(value: Any) -> Any:
     """A provider's JSON value as an event can carry it: unchanged, or :data:`UNRECORDABLE` when orjson
     cannot write it back (nested past 254 levels, an integer beyond 64 bits). Only for the small values
-    kept in metadata: it serializes them once."""
+    kept in metadata: it serializes them once, unless it is a value orjson always writes (ASCII text,
+    a 64-bit integer, a float, a boolean, null)."""
+    kind = type(value)
+    if (
+        value is None
+        or kind is bool
+        or kind is float
+        or (kind is str and value.isascii())
+        or (kind is int and -(2**63) <= value < 2**64)
+    ):
+        return value
     try:
         orjson.dumps(value)
     except orjson.JSONEncodeError:

@@ -269,15 +269,12 @@ class Observation:
             initiator=context.initiator_username,
             include_initiator=self.include_initiator,
         )
-        metrics.child(metrics.PROXY_INTERCEPTIONS_ENDED, *labels).inc()
+        ended, durations, overheads = _end_metrics(labels, context.streaming)
+        ended.inc()
         duration = (self._end or time.perf_counter()) - self.arrival
-        streaming = "true" if context.streaming else "false"
-        metrics.child(metrics.PROXY_INTERCEPTION_DURATION_SECONDS, context.provider, self._model, streaming).observe(
-            duration
-        )
+        durations.observe(duration)
         if self.sent_upstream:
-            overhead = max(0.0, duration - self.upstream_wait - self.client_wait)
-            metrics.child(metrics.PROXY_OVERHEAD_SECONDS, context.provider, streaming).observe(overhead)
+            overheads.observe(max(0.0, duration - self.upstream_wait - self.client_wait))
         self._close(http_status, status)
 
     def _end_create(self) -> None:
@@ -320,6 +317,23 @@ def _describe(span: Span, context: InterceptionContext) -> None:
     )
 
 
+_END_METRICS: dict[tuple[tuple[str, ...], bool], tuple[Any, Any, Any]] = {}
+
+
+def _end_metrics(labels: tuple[str, ...], streaming: bool) -> tuple[Any, Any, Any]:
+    """The ended counter, the duration and the overhead histograms of one label set (remembered)."""
+    found = _END_METRICS.get((labels, streaming))
+    if found is None:
+        provider, model = labels[0], labels[1]
+        flag = "true" if streaming else "false"
+        found = _END_METRICS[(labels, streaming)] = (
+            metrics.child(metrics.PROXY_INTERCEPTIONS_ENDED, *labels),
+            metrics.child(metrics.PROXY_INTERCEPTION_DURATION_SECONDS, provider, model, flag),
+            metrics.child(metrics.PROXY_OVERHEAD_SECONDS, provider, flag),
+        )
+    return found
+
+
 _USAGE_COUNTERS: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
 
 
@@ -360,7 +374,10 @@ def _count(event: Event, include_initiator: bool, prices: PriceTable) -> None:
 def _count_cost(event: Event, model_label: str, initiator_label: str, prices: PriceTable) -> None:
     provider = event["provider"]
     tokens = Tokens(
-        event["input_tokens"], event["output_tokens"], event["cache_read_input_tokens"], event["cache_write_input_tokens"]
+        event["input_tokens"],
+        event["output_tokens"],
+        event["cache_read_input_tokens"],
+        event["cache_write_input_tokens"],
     )
     cost = prices.cost(provider, event["model"], tokens)
     if cost is None:
