@@ -23,6 +23,10 @@ Then the cost of one round: the same small request with the model calling one in
 ``aibridge_mcp_call_duration_seconds``, its mean over the run) and the extra upstream round (``direct``'s
 p50 for the same request); the rest is the bridge's loop (reading the answer, the follow-up body, merging).
 
+Then, one request at a time (blocking, small body), ``off``, ``on`` and ``off`` given a body that already
+holds six tool definitions like the injected ones: what the provider's reading of the added tools costs,
+and what is left for the bridge's own part.
+
 Last, in this process, where microseconds are measurable: encoding the large body with ``orjson.dumps``
 (what splicing the tools into the client's bytes avoids), and one request's own work with no injected call
 (:func:`in_process`): blocking, what injection adds; streamed, for each API (chat, Anthropic, Responses),
@@ -48,6 +52,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -102,6 +107,7 @@ def main() -> None:
     parser.add_argument(
         "--round-rate", type=float, default=10.0, help="requests per second with one injected call (one MCP server)"
     )
+    parser.add_argument("--sequential", type=int, default=1000, help="requests per target, one at a time")
     parser.add_argument(
         "--in-process-only",
         action="store_true",
@@ -119,6 +125,7 @@ def main() -> None:
         "rate": args.rate,
         "large_rate": args.large_rate,
         "round_rate": args.round_rate,
+        "sequential": args.sequential,
     }
     run_record = bench_results.Run("mcp_overhead", params)
     results = measure(args, large) | {"encode": encode_cost(large), "in_process": in_process(large)}
@@ -163,10 +170,11 @@ def measure(args: argparse.Namespace, large: dict[str, Any]) -> dict[str, Any]:
             rows = no_call_rows(upstream, proxies, token, args, large)
             one_round = one_round_row(upstream, proxies, token, args)
             one_round |= call_duration(on_port)
+            sequential = asyncio.run(sequential_row(proxies, token, servers, args.sequential))
     finally:
         broker.stop()
     print(f"\nload average after: {os.getloadavg()}")
-    return {"no_call": rows, "one_round": one_round}
+    return {"no_call": rows, "one_round": one_round, "sequential": sequential}
 
 
 def no_call_rows(
@@ -213,6 +221,37 @@ def row_of(result: dict[str, dict[str, float]], request: str, size: str, length:
         "aa_p50_ms": result["off-2"]["total_p50_ms"] - off["total_p50_ms"],
         "errors": {name: values["errors"] for name, values in result.items()},
     }
+
+
+async def sequential_row(proxies: dict[str, str], token: str, servers: Path, requests: int) -> dict[str, Any]:
+    """One request at a time, round robin (blocking, small body): ``off``, ``on``, and ``off`` given a body
+    that already holds six tool definitions like the injected ones (named otherwise), so the provider reads
+    the same request as behind ``on``. ``off_tools`` minus ``off`` is the provider's reading of the tools;
+    ``on`` minus ``off_tools`` is the bridge's own part."""
+    from aibridge.proxy.mcp import McpInjector, McpSettings, ToolFormat, load_servers
+
+    injector = McpInjector(load_servers(servers), McpSettings(mcp_servers_file=servers))
+    await injector.start()
+    tools = injector.tools_for(ToolFormat.OPENAI_CHAT, {}) or []
+    await injector.stop()
+    own = [orjson.loads(orjson.dumps(tool).replace(b"bmcp_", b"own_")) for tool in tools]
+    plain, with_tools = orjson.dumps(po.BLOCKING), orjson.dumps(po.BLOCKING | {"tools": own})
+    targets = [("off", proxies["off"], plain), ("on", proxies["on"], plain), ("off_tools", proxies["off"], with_tools)]
+    headers = po.auth(token) | NO_CALL
+    found: dict[str, list[float]] = {name: [] for name, _, _ in targets}
+    async with aiohttp.ClientSession() as session:
+        for index in range(len(targets) * (requests + 100)):
+            name, url, body = targets[index % len(targets)]
+            started = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+            if index >= len(targets) * 100:  # the first 100 of each warm up
+                found[name].append(time.perf_counter() - started)
+            await asyncio.sleep(0.002)  # the previous request's recording runs in between
+    row = {f"{name}_p50_ms": statistics.median(values) * 1000 for name, values in found.items()}
+    row |= {"requests": requests, "tools": len(own)}
+    print(f"\n## One at a time, blocking small: {row}")
+    return row
 
 
 def one_round_row(upstream: str, proxies: dict[str, str], token: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -234,6 +234,8 @@ def mcp_overhead(run: Results) -> str:
             "",
             "Requests answered with another status than 200 (they count in the latencies): " + "; ".join(failed),
         ]
+    if "sequential" in result:
+        lines += ["", *sequential_lines(result["sequential"])]
     one = result["one_round"]
     rest = one["added_p50_ms"] - one["mcp_call_mean_ms"]
     lines += [
@@ -285,6 +287,23 @@ def mcp_overhead(run: Results) -> str:
         f"proxy did before it spliced the tools into the client's bytes: {result['encode']['dumps_p50_us']:.0f} µs."
     )
     return "\n".join(lines) + "\n\n" + provenance(run)
+
+
+def sequential_lines(row: dict[str, Any]) -> list[str]:
+    """MCP injection one request at a time: how much of on minus off is the provider reading the tools."""
+    off, on, off_tools = row["off_p50_ms"], row["on_p50_ms"], row["off_tools_p50_ms"]
+    return [
+        f"One request at a time (blocking, small body, {row['requests']:.0f} requests each, round robin), "
+        f"against `off` given a body that already holds {row['tools']:.0f} tool definitions like the injected ones:",
+        "",
+        "| | p50 |",
+        "|---|---|",
+        f"| off / on / off with the tools in the client's body | {ms(off)} / {ms(on)} / {ms(off_tools)} |",
+        f"| on minus off | {(on - off) * 1000:+.0f} µs |",
+        f"| of which the provider reading the added tools (off with the tools minus off) "
+        f"| {(off_tools - off) * 1000:+.0f} µs |",
+        f"| **the bridge's own part (on minus off with the tools)** | **{(on - off_tools) * 1000:+.0f} µs** |",
+    ]
 
 
 def recorder_throughput(run: Results) -> str:
