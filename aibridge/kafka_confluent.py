@@ -4,15 +4,20 @@ librdkafka batches, compresses and sends on its own C threads, outside the inter
 proxy's event loop only hands messages over, and serves the delivery reports itself: while messages
 are in flight, it polls librdkafka every few milliseconds (``poll(0)``, which never waits). A thread
 waiting in ``poll`` would take the interpreter lock from the loop for every report, which cost the
-proxy more than the reports themselves. The guarantees are those of the aiokafka producer
+proxy more than the reports themselves. librdkafka reports failures only
+(``delivery.report.only.error``): a message is delivered once it has left librdkafka's queue without a
+failure report, so a batch is complete when the queue is empty after a poll (the emitter sends one
+batch at a time; the spool's replay may share the queue, which only makes the wait longer).
+
+The guarantees are those of the aiokafka producer
 (:class:`aibridge.kafka.KafkaProducer`): ``acks=all``; one produce request in flight per broker
 connection, so a retried batch cannot be overtaken and the events of one interception (one key, one
 partition) stay in order; no idempotence (not every Kafka-protocol broker has it; sinks deduplicate on
 the event id); the same partitioner (murmur2 of the key, as Java clients and aiokafka place it).
 
-Every message gets its delivery report: the broker's acknowledgement, or librdkafka's error once it has
-given up (``message.timeout.ms``, the request timeout). :meth:`send_batch` resolves when every message of
-the batch has its report, so a failed one goes back to the emitter, which spools it.
+Every message is acknowledged by the broker or reported failed once librdkafka has given up
+(``message.timeout.ms``, the request timeout). :meth:`send_batch` resolves when every message of the
+batch is one or the other, so a failed one goes back to the emitter, which spools it.
 librdkafka's errors are mapped to :class:`aibridge.bus.BusError` here and nowhere else.
 """
 
@@ -20,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,6 +84,7 @@ class ConfluentProducer:
             "message.timeout.ms": int(request_timeout * 1000),
             "request.timeout.ms": int(request_timeout * 1000),
             "socket.keepalive.enable": True,
+            "delivery.report.only.error": True,  # a callback per failure, none per acknowledgement
             "log_level": 3,  # errors only: librdkafka's own notices would flood the proxy's log
             "logger": _LIBRDKAFKA_LOG,  # through logging (JSON lines), not straight to stderr
             **options,
@@ -87,6 +92,7 @@ class ConfluentProducer:
         self._timeout = request_timeout
         self._producer: Producer | None = None
         self._polling: asyncio.TimerHandle | None = None
+        self._in_flight: list[_Batch] = []  # batches handed over and not yet complete
 
     async def start(self) -> None:
         producer = Producer(self._config)
@@ -112,7 +118,13 @@ class ConfluentProducer:
         if producer is None:
             return
         producer.poll(0)
-        self._poll_soon(_POLL_INTERVAL if len(producer) else _IDLE_POLL_INTERVAL)
+        if len(producer):
+            self._poll_soon()
+            return
+        complete, self._in_flight = self._in_flight, []
+        for batch in complete:
+            batch.complete()
+        self._poll_soon(_IDLE_POLL_INTERVAL)
 
     async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers = ()) -> None:
         [error] = await self.send_batch(topic, [(key, value, headers)])
@@ -120,7 +132,7 @@ class ConfluentProducer:
             raise error
 
     async def send_batch(self, topic: str, messages: Sequence[OutgoingMessage]) -> list[BusError | None]:
-        """Hand every message to librdkafka, then wait for all their delivery reports (one timeout)."""
+        """Hand every message to librdkafka, then wait until each is acknowledged or failed (one timeout)."""
         producer = self._producer
         if producer is None:
             error = BusError("the Kafka producer is not started")
@@ -130,7 +142,11 @@ class ConfluentProducer:
             self._produce_each(producer, topic, messages, batch)
         else:
             self._produce_batch(producer, topic, messages, batch)
-        self._poll_soon()
+        if batch.all_refused:
+            batch.complete()
+        else:
+            self._in_flight.append(batch)
+            self._poll_soon()
         try:
             await asyncio.wait_for(asyncio.shield(batch.done), self._timeout + _REPORT_SLACK)
         except TimeoutError:
@@ -168,56 +184,50 @@ class ConfluentProducer:
         if self._polling is not None:
             self._polling.cancel()
             self._polling = None
-        left = await asyncio.to_thread(producer.flush, self._timeout)  # its reports come on that thread
+        left = await asyncio.to_thread(producer.flush, self._timeout)  # its failure reports come on that thread
+        complete, self._in_flight = self._in_flight, []
+        for batch in complete:
+            batch.complete(missing=f"{left} message(s) were not delivered before the producer stopped" if left else "")
         if left:
             raise BusError(f"{left} message(s) were not delivered before the producer stopped")
 
 
 class _Batch:
-    """The delivery reports of one ``send_batch``, served on the loop (or, while the producer stops, on
-    the thread that flushes it); read on the loop once ``done`` resolves (or the wait timed out).
+    """The messages of one ``send_batch`` and their failure reports (served on the loop, or, while the
+    producer stops, on the thread that flushes it); read on the loop once ``done`` resolves (or the
+    wait timed out).
 
-    One callback serves every message of the batch. A report names its message by key and value, not
-    by position, so a failed one is found among the batch's messages by its value (an event's value
-    holds its unique id); a success only counts.
+    A report names its message by key and value, not by position, so a failed one is found among the
+    batch's messages by its value (an event's value holds its unique id).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, messages: Sequence[OutgoingMessage]) -> None:
-        self._loop = loop
         self._messages = messages
-        size = len(messages)
-        self.results: list[BusError | None] = [None] * size
+        self.results: list[BusError | None] = [None] * len(messages)
         self._failed: list[tuple[bytes | None, BusError]] = []  # reported failures: the message's value
         self._refused: set[int] = set()
-        self._waiting = size
-        self._lock = threading.Lock()
-        self._loop_thread = threading.get_ident()
         self.done: asyncio.Future[None] = loop.create_future()
-        if size == 0:
-            self.done.set_result(None)
+
+    @property
+    def all_refused(self) -> bool:
+        """librdkafka queued none of the messages (or there were none): nothing to wait for."""
+        return len(self._refused) == len(self._messages)
 
     def report(self, error: KafkaError | None, message: Message) -> None:
+        """librdkafka's delivery report, which it makes for failures only."""
         if error is not None:
             self._failed.append((message.value(), BusError(f"Kafka did not accept the message: {error.str()}")))
-        self._settle(threadsafe=threading.get_ident() != self._loop_thread)
 
     def refused(self, index: int, error: BusError) -> None:
         self._refused.add(index)
         self.results[index] = error
-        self._settle(threadsafe=False)
 
-    def _settle(self, *, threadsafe: bool) -> None:
-        with self._lock:  # a refusal on the loop and a report on the flushing thread can meet here
-            self._waiting -= 1
-            last = self._waiting == 0
-        if last:
-            if threadsafe:
-                self._loop.call_soon_threadsafe(self._finish)
-            else:
-                self._finish()
-
-    def _finish(self) -> None:
+    def complete(self, missing: str = "") -> None:
+        """Every message left librdkafka's queue: delivered unless reported (``missing``: the queue was
+        abandoned, and the messages not reported failed are not known to be delivered)."""
         self._place_failures()
+        if missing:
+            self.results = [result if result is not None else BusError(missing) for result in self.results]
         if not self.done.done():
             self.done.set_result(None)
 
@@ -237,13 +247,9 @@ class _Batch:
 
     def results_so_far(self, missing: str) -> list[BusError | None]:
         """After the wait timed out: the failures reported so far where they belong, and every other
-        message as missing. Acknowledgements are counted, not named, so which ones are missing cannot be
-        told: the emitter sends them all again (a duplicate, which sinks drop by event id, not a loss)."""
-        with self._lock:
-            self._place_failures()
-            complete = self._waiting == 0
-        if complete:
-            return self.results
+        message as missing (not known to be delivered: the emitter sends them again, a duplicate at
+        worst, which sinks drop by event id)."""
+        self._place_failures()
         return [result if result is not None else BusError(missing) for result in self.results]
 
 

@@ -129,8 +129,9 @@ class _Error:
         return "Local: Message timed out"
 
 
-async def test_one_callback_for_a_batch_puts_each_failure_at_its_own_message() -> None:
-    """Reports come in any order, named by value: a failure lands on its message, refusals stay theirs."""
+async def test_each_reported_failure_lands_at_its_own_message() -> None:
+    """librdkafka reports failures only, in any order and named by value: each lands on its message,
+    refusals stay theirs, the rest count as delivered once the queue is empty."""
     import asyncio
 
     from aibridge.kafka_confluent import _Batch
@@ -138,8 +139,11 @@ async def test_one_callback_for_a_batch_puts_each_failure_at_its_own_message() -
     messages = [(b"k", f"v{i}".encode(), ()) for i in range(5)]
     batch = _Batch(asyncio.get_running_loop(), messages)
     batch.refused(1, BusError("queue full"))
-    for value, error in ((b"v4", _Error()), (b"v0", None), (b"v2", _Error()), (b"v3", None)):
-        batch.report(error, _Report(value))  # type: ignore[arg-type]
+    assert not batch.all_refused
+    for value in (b"v4", b"v2"):
+        batch.report(_Error(), _Report(value))  # type: ignore[arg-type]
+    assert not batch.done.done()
+    batch.complete()
     await asyncio.wait_for(batch.done, 1)
     assert [str(result) if result else None for result in batch.results] == [
         None,
@@ -150,7 +154,7 @@ async def test_one_callback_for_a_batch_puts_each_failure_at_its_own_message() -
     ]
 
 
-async def test_a_batch_whose_reports_did_not_all_come_sends_every_unfailed_message_again() -> None:
+async def test_messages_not_known_delivered_are_failures_when_the_wait_ends_first() -> None:
     import asyncio
 
     from aibridge.kafka_confluent import _Batch
@@ -158,10 +162,12 @@ async def test_a_batch_whose_reports_did_not_all_come_sends_every_unfailed_messa
     messages = [(b"k", f"v{i}".encode(), ()) for i in range(3)]
     batch = _Batch(asyncio.get_running_loop(), messages)
     batch.report(_Error(), _Report(b"v1"))  # type: ignore[arg-type]
-    batch.report(None, _Report(b"v0"))  # type: ignore[arg-type]
     results = batch.results_so_far("not acknowledged in time")
     assert [str(result) for result in results] == [
         "not acknowledged in time",
         "Kafka did not accept the message: Local: Message timed out",
         "not acknowledged in time",
     ]
+    stopped = _Batch(asyncio.get_running_loop(), messages)
+    stopped.complete(missing="2 message(s) were not delivered before the producer stopped")
+    assert all("not delivered before the producer stopped" in str(result) for result in stopped.results)
