@@ -151,9 +151,6 @@ def measure(args: argparse.Namespace, large: dict[str, Any]) -> dict[str, Any]:
         "AIBRIDGE_KAFKA_TOPIC": po.TOPIC,
         "AIBRIDGE_OPENAI_KEY": "sk-bench",
         "AIBRIDGE_OPENAI_BASE_URL": f"{upstream}/v1",
-        # The server's head limit counts a whole read, and a read holding the head and the start of a 200 KiB
-        # body is refused (431): raised here so the large rows measure injection, not that refusal.
-        "AIBRIDGE_MAX_HEADER_BYTES": str(1 << 20),
     }
     mcp_command = [sys.executable, "-m", "aibridge.testing.mcp_server", "--port", str(mcp_port)]
     print(f"load average before: {os.getloadavg()}")
