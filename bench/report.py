@@ -424,6 +424,9 @@ def targets() -> str | None:
         f"| API p99 \u2264 100 ms per page ({api['params']['rows'] / 1e6:,.0f} M store, in-process) "
         f"| {api_p99:.0f} ms (worst scenario) | {verdict(api_p99, 100)} |",
     ]
+    side = load("proxy_side_by_side")
+    if side is not None:
+        lines += side_by_side_targets(side["results"]["rows"])
     budgets = load("budgets_ab")
     if budgets is not None:
         worst = max(budgets_difference(row) for row in budgets["results"]["rows"])
@@ -431,6 +434,28 @@ def targets() -> str | None:
             f"| budgets on: added p50 \u2264 off + 0.05 ms | {worst:+.3f} ms (worst row) | {verdict(worst, 0.05)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def side_by_side_targets(rows: list[dict[str, Any]]) -> list[str]:
+    """One worker of AI Bridge against the bare proxy at 32 connections: requests per second and the
+    serving process's CPU per request, blocking and streamed."""
+    lines = []
+    for request in ("blocking", "streaming"):
+        cells = {r["target"]: r for r in rows if r["request"] == request and r["connections"] == 32}
+        bridge, bare = cells.get("AI Bridge"), cells.get("bare proxy")
+        if bridge is None or bare is None:
+            continue
+        share = bridge["rps"] / bare["rps"]
+        cpu = bridge["cpu_us_per_request"]["serving proxy"] / bare["cpu_us_per_request"]["serving proxy"]
+        lines.append(
+            f"| AI Bridge at 32 connections, {request}: \u2265 90% of the bare proxy's req/s "
+            f"| {share:.0%} | {verdict(share, 0.9, True)} |"
+        )
+        lines.append(
+            f"| AI Bridge at 32 connections, {request}: CPU per request \u2264 1.1 \u00d7 the bare proxy's "
+            f"| {cpu:.2f} \u00d7 | {verdict(cpu, 1.1)} |"
+        )
+    return lines
 
 
 def budgets_difference(row: dict[str, Any], variant: str = "on") -> float:
