@@ -37,7 +37,7 @@ from aibridge import metrics, pricing, telemetry
 from aibridge.bus import Headers
 from aibridge.events import Event, EventType, InterceptionContext, utcnow
 from aibridge.events import Status as Outcome
-from aibridge.pricing import PriceTable, Tokens
+from aibridge.pricing import PriceTable, Rates
 from aibridge.proxy.errors import ProxyError
 from aibridge.proxy.providers.records import ResponseSummary
 from aibridge.proxy.recording.emitter import EventEmitter
@@ -372,18 +372,37 @@ def _count(event: Event, include_initiator: bool, prices: PriceTable) -> None:
 
 
 def _count_cost(event: Event, model_label: str, initiator_label: str, prices: PriceTable) -> None:
+    """The cost counter, in floats (a Prometheus counter is one): the same rates and tiers as the
+    recorded cost, which the recorder computes exactly (:mod:`aibridge.pricing`)."""
     provider = event["provider"]
-    tokens = Tokens(
-        event["input_tokens"],
-        event["output_tokens"],
-        event["cache_read_input_tokens"],
-        event["cache_write_input_tokens"],
-    )
-    cost = prices.cost(provider, event["model"], tokens)
-    if cost is None:
+    price = prices.resolve(provider, event["model"])
+    if price is None:
         metrics.child(metrics.PROXY_UNPRICED_INTERCEPTIONS, provider, model_label).inc()
-    else:
-        metrics.child(metrics.PROXY_COST_USD, provider, model_label, initiator_label).inc(float(cost))
+        return
+    fresh, output = event["input_tokens"], event["output_tokens"]
+    read, written = event["cache_read_input_tokens"], event["cache_write_input_tokens"]
+    per_token = _per_token(price.rates_for(fresh + read + written))
+    cost = fresh * per_token[1] + output * per_token[2] + read * per_token[3] + written * per_token[4]
+    metrics.child(metrics.PROXY_COST_USD, provider, model_label, initiator_label).inc(cost)
+
+
+_PER_TOKEN: dict[int, tuple[Rates, float, float, float, float]] = {}
+
+
+def _per_token(rates: Rates) -> tuple[Rates, float, float, float, float]:
+    """USD per token of each kind as floats, remembered per rates object (kept in the entry, so a
+    reused ``id`` of a price table's discarded rates is never mistaken for it)."""
+    found = _PER_TOKEN.get(id(rates))
+    if found is None or found[0] is not rates:
+        million = 1_000_000
+        found = _PER_TOKEN[id(rates)] = (
+            rates,
+            float(rates.input) / million,
+            float(rates.output) / million,
+            float(rates.cache_read) / million,
+            float(rates.cache_write) / million,
+        )
+    return found
 
 
 @contextmanager
