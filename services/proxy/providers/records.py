@@ -80,9 +80,14 @@ UNRECORDABLE = "[not recorded: nested too deeply or a number out of range]"
 
 def as_int(value: Any) -> int:
     """A token count from JSON: an int in ``[0, MAX_COUNT]``, anything else is 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if type(value) is int and 0 <= value <= MAX_COUNT:  # the common case, first
+        return value
+    if isinstance(value, bool) or not isinstance(value, _NUMBERS):
         return 0
     return min(MAX_COUNT, max(0, int(value)))
+
+
+_NUMBERS = (int, float)
 
 
 def mapping(value: Any) -> dict[str, Any]:
