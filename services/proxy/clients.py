@@ -73,9 +73,15 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+_AGENT_PREFIXES: Final = tuple(rule.agent_prefix for rule in RULES if rule.agent_prefix is not None)
+_HEADER_NAMES: Final = frozenset(rule.header for rule in RULES if rule.header is not None)
+
+
 def classify(user_agent: str | None, headers: Mapping[str, str]) -> Client:
     """``headers`` must answer lower-case names (Starlette's ``Headers`` does)."""
     agent = (user_agent or "").strip().lower()
+    if not agent.startswith(_AGENT_PREFIXES) and _HEADER_NAMES.isdisjoint(headers):
+        return Client.UNKNOWN  # no rule can match: one test for all (most SDKs and scripts)
     for rule in RULES:
         if rule.matches(agent, headers):
             return rule.client

@@ -80,3 +80,15 @@ def test_session_key_is_read_where_the_client_sends_it(
     client: Client, headers: dict[str, str], body: dict[str, object], expected: str
 ) -> None:
     assert session_id(client, headers, body) == expected
+
+
+def test_every_rule_is_reached_past_the_quick_test_for_no_match() -> None:
+    """The quick test for a request no rule matches must let every rule's own match through."""
+    from aibridge.proxy.clients import RULES, classify
+
+    for rule in RULES:
+        agent = f"{rule.agent_prefix}1.0" if rule.agent_prefix else "python-httpx/0.28"
+        headers = {rule.header: rule.header_value or "x"} if rule.header else {}
+        expected = next(r.client for r in RULES if r.matches(agent.lower(), headers))
+        assert classify(agent, headers) == expected  # the first matching rule, as without the quick test
+        assert expected is not Client.UNKNOWN
