@@ -6,9 +6,16 @@ older code). Direct and every variant take turns in 1-second windows of one open
 generator of ``proxy_overhead.py``), so a drift of the shared machine lands on all alike. Results are
 printed and written as JSON (--json, default bench/results/proxy_ab.json) for bench/report.py.
 
+With ``--wrk-connections N`` the variants are loaded instead in closed loop, ``wrk -t1 -cN``, taking turns
+for ``--rounds`` rounds of ``--wrk-duration`` seconds (blocking, then streamed): each variant's requests
+per second, p50 and CPU per request of its process (from ``/proc``), the median over the rounds. This is
+how two builds of the proxy compare in throughput and CPU in one run (default JSON
+bench/results/proxy_ab_wrk.json, printed only).
+
 Rerun:  .venv/bin/python bench/proxy_ab.py builtin aiohttp:AIBRIDGE_UPSTREAM_CLIENT=aiohttp
         git worktree add ../aibridge-old <commit> && \
           .venv/bin/python bench/proxy_ab.py new old:PYTHONPATH=../aibridge-old
+        .venv/bin/python bench/proxy_ab.py --wrk-connections 32 new old:PYTHONPATH=../aibridge-old
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import argparse
 import asyncio
 import os
 import re
+import statistics
 import sys
 import tempfile
 import urllib.request
@@ -39,8 +47,17 @@ def main() -> None:
     parser.add_argument("variants", nargs="+", help="NAME[:VAR=VALUE...]")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per variant")
     parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--wrk-connections", type=int, default=0, help="closed loop, wrk -t1 -cN, instead")
+    parser.add_argument("--wrk-duration", type=float, default=6.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="wrk rounds, the variants taking turns")
     bench_results.add_json_argument(parser, "proxy_ab")
     args = parser.parse_args()
+    if args.wrk_connections:
+        json_path = args.json if "--json" in sys.argv else bench_results.RESULTS_DIR / "proxy_ab_wrk.json"
+        params = {name: getattr(args, name) for name in ("variants", "wrk_connections", "wrk_duration", "rounds")}
+        wrk_rows, _ = measure(args.variants, args.rate, args.duration, wrk=args)
+        bench_results.Run("proxy_ab_wrk", params).write(json_path, {"rows": wrk_rows})
+        return
     run_record = bench_results.Run(
         "proxy_ab", {"variants": args.variants, "duration": args.duration, "rate": args.rate}
     )
@@ -49,10 +66,15 @@ def main() -> None:
 
 
 def measure(
-    variants: list[str], rate: float, duration: float, scrape: tuple[str, ...] = ()
+    variants: list[str],
+    rate: float,
+    duration: float,
+    scrape: tuple[str, ...] = (),
+    wrk: argparse.Namespace | None = None,
 ) -> tuple[list[dict[str, object]], dict[str, list[str]]]:
     """Run direct and ``variants`` interleaved; the table's rows, and each variant's metric lines whose
-    names start with one of ``scrape`` (read from its ``/metrics`` after the run)."""
+    names start with one of ``scrape`` (read from its ``/metrics`` after the run). With ``wrk``, the
+    closed-loop rounds of :func:`closed_loop` instead of the open loop."""
     from aibridge.auth import generate_keypair, issue_token, load_private_key
     from aibridge.testing.broker import free_port, start_broker
 
@@ -78,12 +100,15 @@ def measure(
         with po.process(po.upstream_command(upstream_port), upstream_port), ExitStack() as stack:
             targets: list[po.Target] = [("direct", f"{upstream}/v1/chat/completions", {})]
             ports: dict[str, int] = {}
+            pids: dict[str, int] = {}
             for variant in variants:
                 name, *assignments = VARIANT_PARTS.split(variant)
                 env = common | dict(assignment.split("=", 1) for assignment in assignments)
                 port = ports[name] = free_port()
-                stack.enter_context(po.proxy_process(port, env))
+                pids[name] = stack.enter_context(po.proxy_process(port, env))
                 targets.append((name, f"http://127.0.0.1:{port}{po.ROUTE}", po.auth(token)))
+            if wrk is not None:
+                return closed_loop(targets[1:], pids, wrk), {}
             print(f"\n## Added p50 / p99 at {rate:.0f} req/s, {duration:.0f}s per variant in 1-second turns")
             print("| request | direct p50 / p99 |" + "".join(f" {name} |" for name, _, _ in targets[1:]) + " errors |")
             print("|---|---|" + "---|" * len(targets))
@@ -110,6 +135,33 @@ def measure(
         broker.stop()
     print(f"\nload average after: {os.getloadavg()}")
     return rows, scraped
+
+
+def closed_loop(targets: list[po.Target], pids: dict[str, int], args: argparse.Namespace) -> list[dict[str, object]]:
+    """``wrk -t1 -c<connections>`` against each variant in turn, ``args.rounds`` times, blocking then
+    streamed; per variant the median of its rounds: requests per second, p50, its process's CPU per request."""
+    rows: list[dict[str, object]] = []
+    connections, seconds = args.wrk_connections, args.wrk_duration
+    print(f"\n## wrk -t1 -c{connections}, {seconds:.0f} s per run, median of {args.rounds} alternating rounds")
+    print("| request | variant | req/s | p50 | CPU per request |\n|---|---|---|---|---|")
+    for label, body in (("blocking", po.BLOCKING), ("streaming", po.STREAMING)):
+        encoded = orjson.dumps(body)
+        for _, url, headers in targets:
+            po.wrk(url, headers, encoded, 4, 1)  # warm every connection pool
+        runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in targets}
+        for _ in range(args.rounds):
+            for name, url, headers in targets:
+                before = po.cpu_seconds(pids[name])
+                result = po.wrk(url, headers, encoded, connections, seconds)
+                used = po.cpu_seconds(pids[name]) - before
+                per_request = used / max(result["rps"] * seconds, 1.0) * 1e6
+                runs[name].append((result["rps"], result["p50_ms"], per_request))
+        for name, measured in runs.items():
+            rps, p50, cpu = (statistics.median(values) for values in zip(*measured, strict=True))
+            rows.append({"request": label, "variant": name, "rps": rps, "p50_ms": p50, "cpu_us_per_request": cpu})
+            print(f"| {label} | {name} | {rps:,.0f} | {p50:.2f} ms | {cpu:.0f} µs |", flush=True)
+    print(f"\nload average after: {os.getloadavg()}")
+    return rows
 
 
 def metric_lines(port: int, prefixes: tuple[str, ...]) -> list[str]:
