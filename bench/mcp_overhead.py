@@ -145,13 +145,7 @@ def measure(args: argparse.Namespace, large: dict[str, Any]) -> dict[str, Any]:
     upstream = f"http://127.0.0.1:{upstream_port}"
     servers = keys / "servers.yaml"
     servers.write_text(f"servers:\n  - name: tools\n    url: http://127.0.0.1:{mcp_port}/mcp\n")
-    common = {
-        "AIBRIDGE_AUTH_PUBLIC_KEY_FILE": str(keys / "signing_key.pub.pem"),
-        "AIBRIDGE_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "AIBRIDGE_KAFKA_TOPIC": po.TOPIC,
-        "AIBRIDGE_OPENAI_KEY": "sk-bench",
-        "AIBRIDGE_OPENAI_BASE_URL": f"{upstream}/v1",
-    }
+    common = po.bridge_env(keys, broker.bootstrap, upstream)
     mcp_command = [sys.executable, "-m", "aibridge.testing.mcp_server", "--port", str(mcp_port)]
     print(f"load average before: {os.getloadavg()}")
     print(f"rerun: {bench_results.rerun_command()}")

@@ -87,13 +87,7 @@ def measure(
     token = issue_token(load_private_key(keys / "signing_key.pem"), BENCH_USER)
     upstream_port = free_port()
     upstream = f"http://127.0.0.1:{upstream_port}"
-    common = {
-        "AIBRIDGE_AUTH_PUBLIC_KEY_FILE": str(keys / "signing_key.pub.pem"),
-        "AIBRIDGE_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "AIBRIDGE_KAFKA_TOPIC": po.TOPIC,
-        "AIBRIDGE_OPENAI_KEY": "sk-bench",
-        "AIBRIDGE_OPENAI_BASE_URL": f"{upstream}/v1",
-    }
+    common = po.bridge_env(keys, broker.bootstrap, upstream)
     print(f"load average before: {os.getloadavg()}")
     print(f"rerun: {bench_results.rerun_command()}")
     try:

@@ -394,6 +394,18 @@ def throughput_table(  # noqa: PLR0917
     return rows
 
 
+def bridge_env(keys: Path, bootstrap: str, upstream: str) -> dict[str, str]:
+    """The settings of an ``aibridge proxy`` under benchmark: the bench's signing key (in ``keys``), the
+    broker and topic, the simulated provider at ``upstream`` with a placeholder key."""
+    return {
+        "AIBRIDGE_AUTH_PUBLIC_KEY_FILE": str(keys / "signing_key.pub.pem"),
+        "AIBRIDGE_KAFKA_BOOTSTRAP": bootstrap,
+        "AIBRIDGE_KAFKA_TOPIC": TOPIC,
+        "AIBRIDGE_OPENAI_KEY": "sk-bench",
+        "AIBRIDGE_OPENAI_BASE_URL": f"{upstream}/v1",
+    }
+
+
 async def create_topic(bootstrap: str, topic: str) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
@@ -444,14 +456,7 @@ def run(args: argparse.Namespace) -> None:
         with process(upstream_command(upstream_port), upstream_port) as upstream_pid:
             for client in args.clients:
                 port = free_port()
-                env = {
-                    "AIBRIDGE_AUTH_PUBLIC_KEY_FILE": str(keys / "signing_key.pub.pem"),
-                    "AIBRIDGE_KAFKA_BOOTSTRAP": bootstrap,
-                    "AIBRIDGE_KAFKA_TOPIC": TOPIC,
-                    "AIBRIDGE_OPENAI_KEY": "sk-bench",
-                    "AIBRIDGE_OPENAI_BASE_URL": f"{upstream}/v1",
-                    "AIBRIDGE_UPSTREAM_CLIENT": client,
-                }
+                env = bridge_env(keys, bootstrap, upstream) | {"AIBRIDGE_UPSTREAM_CLIENT": client}
                 with proxy_process(port, env) as proxy_pid:
                     proxy = f"http://127.0.0.1:{port}"
                     if client == args.clients[0] and args.side_by_side:
