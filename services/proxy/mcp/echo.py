@@ -2,12 +2,21 @@
 
 ``response.created``, ``.in_progress`` (``.queued``) and the terminal event (``response.completed`` or its
 siblings) each carry the whole response object, whose ``tools`` repeat the request's, the injected ones
-among them. :class:`EchoedTools` decodes such an event, takes the injected tools out and writes it again;
-written as the API writes it (``{"type":…,"sequence_number":…,"response":{…}}`` on one ``data:`` line),
-the provider's bytes are kept up to the response, and an opening event whose response is byte for byte
-the one before it (``in_progress`` after ``created``) reuses that edit without decoding. Every ``bmcp_``
-in such an event must be one of the removed tools' names; any other event naming an injected tool (a
-call's ``response.output_item.added``, text naming one) is refused, and the stream editor takes over.
+among them. :class:`EchoedTools` takes the injected tools out.
+
+Written as the API writes it (``{"type":…,"sequence_number":…,"response":{…}}`` on one ``data:`` line,
+compact), the event is cut, not decoded: a coding agent's tools make it tens of KB, and decoding it costs
+more than the rest of the relay. Each ``"name":"bmcp_`` is found from the end (the injected tools come
+after the client's); around it, the one object at an element's place (after ``[`` or ``,``) that holds it
+is read with the JSON scanner, which must give a ``function`` tool of that name. When those objects are
+one run of elements, one per injected name and every ``bmcp_`` of the event among them, the run is cut
+out with its comma; the provider's other bytes go as they came. An opening event whose response is byte
+for byte the one before it (``in_progress`` after ``created``) reuses that edit without a search.
+
+Anything else (another layout, whitespace, an injected name the cut cannot account for) is decoded, the
+injected tools taken out and written again. Every ``bmcp_`` in an echo event must be one of the removed
+tools' names; any other event naming an injected tool (a call's ``response.output_item.added``, text
+naming one) is refused, and the stream editor takes over.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import re
 from typing import Any
 
 import orjson
+from ahocorasick_rs import BytesAhoCorasick
 
 from aibridge.proxy.mcp.registry import PREFIX, JsonObject
 from aibridge.proxy.providers.records import mapping
@@ -24,7 +34,26 @@ from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
 OPENING = frozenset({"response.created", "response.in_progress", "response.queued"})
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _INJECTED = PREFIX.encode()
+_FINDER = BytesAhoCorasick([_INJECTED])  # a vectorised search: many times faster than bytes.count on long bytes
+_LONG = 1024  # bytes from which the finder is faster than bytes.count (a call costs more)
 _HEAD = re.compile(rb'event: (response\.[a-z_]+)\ndata: \{"type":"\1","sequence_number":\d+,"response":')
+_NAMED = b'"name":"' + _INJECTED  # an injected tool's name, as a compact echo writes it
+_NAME_AT = len('"name":')
+_ELEMENT_BEFORE = b",["
+_COMMA, _CLOSE = ord(","), ord("]")
+# Runs of injected tools as providers echoed them, each read once: the run's bytes -> where its first
+# injected name is in it, and how many it holds. The same tools come back the same way in the next event
+# of the stream (the terminal one) and in the next request's stream: found again, they are compared.
+_VERIFIED: dict[bytes, tuple[int, int]] = {}
+_VERIFIED_KEPT = 32
+_STARTS_TRIED = 64  # braces looked at before the first injected name (those of its schema, when the name follows)
+_ECHOES = frozenset(kind.encode() for kind in OPENING | TERMINAL)
+_OPENINGS = frozenset(kind.encode() for kind in OPENING)
+
+
+def count_injected(raw: bytes) -> int:
+    """How often ``bmcp_`` occurs in ``raw``."""
+    return len(_FINDER.find_matches_as_indexes(raw)) if len(raw) >= _LONG else raw.count(_INJECTED)
 
 
 def injected_name(value: Any) -> bool:
@@ -48,42 +77,137 @@ class EchoedTools:
     def edited(self, raw: bytes, injected: int) -> bytes | None:
         """Whole LF-ended events ``raw`` holding ``injected`` times ``bmcp_``, the echo events among them
         edited; None: another event names an injected tool."""
-        events = _events(raw)
-        if len(events) == 1:
-            return self._event(events[0], injected)
+        if (laid_out := _laid_out(raw)) is not None:
+            return self._laid_out(raw, laid_out, injected)
         sent = []
-        for event in events:
-            found = event.raw.count(_INJECTED)
-            edited = self._event(event, found) if found else event.raw
+        for event in _events(raw):
+            found = count_injected(event.raw)
+            if not found:
+                edited: bytes | None = event.raw
+            elif (laid_out := _laid_out(event.raw)) is not None:
+                edited = self._laid_out(event.raw, laid_out, found)
+            else:
+                edited = _written_again(event, found)
             if edited is None:
                 return None
             sent.append(edited)
         return b"".join(sent)
 
-    def _event(self, event: SSEEvent, injected: int) -> bytes | None:
-        laid_out = _HEAD.match(event.raw)
-        if laid_out is not None and (event.raw.count(b"\n") != 3 or not event.raw.endswith(b"}\n\n")):
-            laid_out = None
-        response = event.raw[laid_out.end() : -3] if laid_out is not None else b""
-        if laid_out is not None and laid_out[1].decode() in OPENING and self._last and self._last[0] == response:
-            return event.raw[: laid_out.end()] + self._last[1] + b"}\n\n"
-        payload = _payload(event)
-        if payload is None or str(payload.get("type") or event.event) not in OPENING | TERMINAL:
+    def _laid_out(self, raw: bytes, laid_out: re.Match[bytes], injected: int) -> bytes | None:
+        """One event written as the API writes it: its response cut, else decoded and written again."""
+        if laid_out[1] not in _ECHOES:
             return None
-        echoed = mapping(payload.get("response"))
-        kept = without_injected_tools(echoed)
-        if injected != len(echoed.get("tools") or ()) - len(kept.get("tools") or ()):
-            return None
-        if laid_out is None:
-            head = f"event: {event.event}\n".encode() if event.event else b""
-            return head + b"data: " + orjson.dumps(payload | {"response": kept}) + b"\n\n"
-        self._last = (response, orjson.dumps(kept))
-        return event.raw[: laid_out.end()] + self._last[1] + b"}\n\n"
+        response = raw[laid_out.end() : -3]
+        if self._last is not None and laid_out[1] in _OPENINGS and self._last[0] == response:
+            return raw[: laid_out.end()] + self._last[1] + b"}\n\n"
+        edited = cut_injected_tools(response, injected)
+        if edited is None:
+            echoed = _decoded(response)
+            kept = _kept(echoed, injected) if echoed is not None else None
+            if kept is None:
+                return None
+            edited = orjson.dumps(kept)
+        self._last = (response, edited)
+        return raw[: laid_out.end()] + edited + b"}\n\n"
 
 
-def _payload(event: SSEEvent) -> JsonObject | None:
+def _written_again(event: SSEEvent, injected: int) -> bytes | None:
+    """An echo event laid out otherwise, decoded, the injected tools taken out, and encoded again."""
+    payload = _decoded(event.data or "")
+    if payload is None or str(payload.get("type") or event.event) not in OPENING | TERMINAL:
+        return None
+    kept = _kept(mapping(payload.get("response")), injected)
+    if kept is None:
+        return None
+    head = f"event: {event.event}\n".encode() if event.event else b""
+    return head + b"data: " + orjson.dumps(payload | {"response": kept}) + b"\n\n"
+
+
+def _kept(echoed: JsonObject, injected: int) -> JsonObject | None:
+    """The response without the injected tools, when they are all its ``bmcp_``: ``injected`` of them."""
+    kept = without_injected_tools(echoed)
+    return kept if injected == len(echoed.get("tools") or ()) - len(kept.get("tools") or ()) else None
+
+
+def _laid_out(raw: bytes) -> re.Match[bytes] | None:
+    """The head of one event written as the API writes it (``event:`` line, one ``data:`` line holding an
+    object whose ``response`` member is last); None: laid out otherwise."""
+    if not raw.endswith(b"}\n\n") or raw.find(b"\n", raw.find(b"\n") + 1) != len(raw) - 2:
+        return None  # three line ends, the last two at the end (found by memchr: a count is slower)
+    return _HEAD.match(raw)
+
+
+def cut_injected_tools(raw: bytes, injected: int) -> bytes | None:
+    """``raw`` (compact JSON holding ``injected`` times ``bmcp_``) without the tool objects of the injected
+    names, when they are the last elements of an array and account for every ``bmcp_`` (as the module
+    says); None: decode instead."""
+    found = []  # where each "name":"bmcp_ is, from the last
+    at = len(raw)
+    for _ in range(injected):
+        at = raw.rfind(_NAMED, 0, at)
+        if at < 0:
+            return None
+        found.append(at)
+    first, last = found[-1], found[0]
+    for run, (offset, names) in _VERIFIED.items():  # a run as a provider echoed it before: a comparison
+        start, end = first - offset, first - offset + len(run)
+        if names != injected or start <= 0 or last >= end or raw[end : end + 1] != b"]":
+            continue
+        if raw[start - 1] in _ELEMENT_BEFORE and raw.startswith(run, start):
+            return raw[: start - 1] + raw[end:] if raw[start - 1] == _COMMA else raw[:start] + raw[end:]
+    brace = first
+    for _ in range(_STARTS_TRIED):  # the first injected tool's "{": an element's start, before its name
+        brace = raw.rfind(b"{", 0, brace)
+        if brace <= 0:
+            return None
+        if raw[brace - 1] not in _ELEMENT_BEFORE or (closed := _run_end(raw, brace, last, found)) is None:
+            continue  # not an element, or one inside the first injected tool (its schema's)
+        if closed < 0:
+            return None
+        if len(_VERIFIED) >= _VERIFIED_KEPT:
+            _VERIFIED.clear()
+        _VERIFIED[raw[brace:closed]] = (first - brace, injected)
+        return raw[: brace - 1] + raw[closed:] if raw[brace - 1] == _COMMA else raw[:brace] + raw[closed:]
+    return None
+
+
+def _run_end(raw: bytes, start: int, last: int, found: list[int]) -> int | None:
+    """Where the array whose elements from ``start`` on are the ``function`` tools of the injected names at
+    ``found`` (from the last), in order, closes (its ``]``). None: the elements from ``start`` end before
+    the last name (a schema's array inside the first tool), or do not read as JSON; -1: they are another
+    array's elements, or other elements (no earlier start can do better)."""
+    tail = raw[start:]
+    ascii = tail.isascii()  # else the decoder's positions are characters: it reads text
     try:
-        payload = orjson.loads(event.data or "")
+        document: bytes | str = b"[" + tail if ascii else "[" + tail.decode()
+        orjson.loads(document)
+    except UnicodeDecodeError:
+        return -1
+    except orjson.JSONDecodeError as error:
+        if not error.msg.startswith("unexpected content after document"):
+            return None
+        run = document[: error.pos]  # "[", the elements from start on, the array's "]" (written compactly)
+    else:
+        return -1
+    closed = start + (len(run) if isinstance(run, bytes) else len(run.encode())) - 1  # the byte after "]"
+    if closed <= last:
+        return None
+    if raw[closed - 1] != _CLOSE:
+        return -1
+    tools = orjson.loads(run)
+    if len(tools) != len(found):
+        return -1
+    for tool, name_at in zip(tools, reversed(found), strict=True):
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not injected_name(tool.get("name")):
+            return -1
+        if not raw.startswith(orjson.dumps(tool["name"]), name_at + _NAME_AT):
+            return -1
+    return closed - 1
+
+
+def _decoded(data: bytes | str) -> JsonObject | None:
+    try:
+        payload = orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
     return payload if isinstance(payload, dict) else None

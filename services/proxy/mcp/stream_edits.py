@@ -41,7 +41,14 @@ from typing import Any, Protocol, cast
 import orjson
 
 from aibridge.proxy.errors import ProxyError, openai_error
-from aibridge.proxy.mcp.echo import OPENING, TERMINAL, EchoedTools, injected_name, without_injected_tools
+from aibridge.proxy.mcp.echo import (
+    OPENING,
+    TERMINAL,
+    EchoedTools,
+    count_injected,
+    injected_name,
+    without_injected_tools,
+)
 from aibridge.proxy.mcp.registry import PREFIX, JsonObject
 from aibridge.proxy.mcp.shapes import ResponsesShape, summed_usage
 from aibridge.proxy.providers.anthropic import MessageStream
@@ -430,7 +437,7 @@ class ResponsesStreamEdit:
         (the injected ones among them): those go without the injected tools (:mod:`.echo`), their
         ``sequence_number`` the provider's (nothing was withheld before them). Any other event naming an
         injected tool (a call's ``response.output_item.added``, text naming one) hands the round over."""
-        injected = raw.count(_INJECTED)  # a scan as long as a search that finds none, as most events
+        injected = count_injected(raw)
         return self._echo.edited(raw, injected) if injected else raw
 
     def parser(self) -> Tee:

@@ -6,8 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
+from aibridge.proxy.mcp import echo as echo_module
 from aibridge.proxy.mcp.echo import EchoedTools
+
+
+@pytest.fixture(autouse=True, params=["decoded", "cut"])
+def echo_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each case both ways a laid-out echo event goes: cut, and decoded and written again (when the cut
+    cannot account for the injected names; here always)."""
+    monkeypatch.setattr(echo_module, "_VERIFIED", {})
+    if request.param == "decoded":
+        monkeypatch.setattr(echo_module, "cut_injected_tools", lambda raw, injected: None)
+    return str(request.param)
+
 
 CLIENT = {"type": "function", "name": "read_file", "strict": True}
 INJECTED = {"type": "function", "name": "bmcp_tools_add", "strict": True}

@@ -21,7 +21,6 @@ from aibridge.proxy.providers.anthropic import MessageStream
 from aibridge.proxy.providers.openai import ChatStream
 from aibridge.proxy.providers.records import ResponseSummary
 from aibridge.proxy.providers.responses import ResponsesStream
-from aibridge.proxy.providers.sse import SSEEvent
 from aibridge.proxy.relay import Tee
 
 ADD = "bmcp_tools_add"
@@ -30,15 +29,15 @@ __all__ = ["decoded"]  # the fixture: the events the editor decoded
 
 @pytest.fixture
 def echo_decoded(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The raw bytes of every echo event decoded to take the injected tools out."""
-    seen: list[bytes] = []
-    payload = echo._payload
+    """What was decoded of every echo event to take the injected tools out (a laid-out event's response)."""
+    seen: list[bytes | str] = []
+    decode = echo._decoded
 
-    def counted(event: SSEEvent) -> Any:
-        seen.append(event.raw)
-        return payload(event)
+    def counted(data: bytes | str) -> Any:
+        seen.append(data)
+        return decode(data)
 
-    monkeypatch.setattr(echo, "_payload", counted)
+    monkeypatch.setattr(echo, "_decoded", counted)
     return seen
 
 
@@ -242,16 +241,21 @@ def sse_payloads(stream: bytes) -> list[dict[str, Any]]:
     return [orjson.loads(block.split(b"data: ", 1)[1]) for block in stream.split(b"\n\n") if block]
 
 
+@pytest.mark.parametrize("cut", [False, True], ids=["decoded", "cut"])
 @pytest.mark.parametrize("size", [7, 64, 100_000])
 async def test_responses_round_without_injected_call_is_the_providers_bytes_less_the_injected_tools(
-    decoded: list[bytes], echo_decoded: list[bytes], size: int
+    decoded: list[bytes], echo_decoded: list[bytes | str], size: int, cut: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The echo events cut (or, when the cut cannot account for the injected names, decoded)."""
+    if not cut:
+        monkeypatch.setattr(echo, "cut_injected_tools", lambda raw, injected: None)
     stream = responses_round([MESSAGE_ITEM, CLIENT_CALL])
     rounds = rounds_over(ResponsesStreamEdit(), ResponsesShape(), split(b"".join(stream), size))
     forwarded = await rounds.read()
     echoing = {0, 1, len(stream) - 1}  # created, in_progress, completed: the tools taken out
     assert not decoded  # no event went through the editor
-    assert echo_decoded == [stream[0], stream[-1]]  # in_progress reuses created's edit
+    responses = [raw.split(b',"response":', 1)[1][:-3] for raw in (stream[0], stream[-1])]
+    assert echo_decoded == ([] if cut else responses)  # in_progress reuses created's edit
     RoundsTee(rounds, lambda raw: ResponseSummary()).close()  # the record's reading, after the answer is out
     assert b"bmcp_" not in forwarded
     sent = sse_payloads(forwarded)
@@ -302,3 +306,20 @@ async def test_a_last_event_without_its_blank_line_naming_an_injected_tool_goes_
     [recorded] = rounds.run.rounds
     assert not recorded.injected
     assert recorded.answer["choices"][0]["message"]["content"].endswith("call bmcp_tools_add yourself")
+
+
+async def test_responses_echo_written_otherwise_is_decoded_and_still_loses_the_injected_tools(
+    echo_decoded: list[bytes | str],
+) -> None:
+    """An echo event not written compactly (a space after each colon) cannot be cut: it is decoded, the
+    injected tools taken out, and written again."""
+    stream = responses_round([MESSAGE_ITEM])
+    spaced = [
+        raw.replace(b'"name":"', b'"name": "') if raw.startswith(b"event: response.created") else raw for raw in stream
+    ]
+    rounds = rounds_over(ResponsesStreamEdit(), ResponsesShape(), spaced)
+    forwarded = await client_bytes(rounds)
+    assert b"bmcp_" not in forwarded
+    assert echo_decoded == [spaced[0].split(b',"response":', 1)[1][:-3]]  # created's response; completed cut
+    sent = sse_payloads(forwarded)
+    assert [event["response"]["tools"] for event in sent if "response" in event] == [[CLIENT_TOOL]] * 3
