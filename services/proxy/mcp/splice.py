@@ -14,6 +14,12 @@ its ``tools`` extended):
   known to the byte, and the tools go in before its ``]``. A key repeated inside the skipped region is
   harmless: a JSON object's last value wins, and the ``tools`` written at the end is the last one.
 
+An agent sends the same tools with every request. The bytes of a ``tools`` array found this way are kept
+(the last few), and a later body that ends with ``,"tools":`` and the same bytes, then its members after
+``tools`` as encoded, is spliced without encoding the tools again: the object's last ``}`` closes it, so
+the members before it are top-level ones, and the value ending at the array's ``]`` is those bytes (valid
+JSON that holds unescaped quotes, so it cannot lie in a string).
+
 Anything else (whitespace, other escapes or number forms, ``tools`` first, ``tools`` not an array) is
 answered None: the caller encodes the body, which is always right.
 """
@@ -27,6 +33,9 @@ import orjson
 from aibridge.proxy.mcp.registry import JsonObject
 
 _LARGE = ("messages", "input")  # the member not encoded again (the conversation: most of the body)
+_TOOLS_KEY = b',"tools":'
+_SEEN: list[bytes] = []  # the client tools arrays found in place before, as written (the latest last)
+_SEEN_KEPT = 16
 
 
 def with_tools(raw: bytes, body: JsonObject, tools: list[JsonObject]) -> bytes | None:
@@ -53,6 +62,8 @@ def _tools_end(raw: bytes, body: JsonObject) -> int | None:
     large = next((index for index, key in enumerate(keys) if key in _LARGE), None)
     if large is None or keys.index("tools") < large:
         return None
+    if _SEEN and (seen := _seen_tools_end(raw, body, keys)) is not None:
+        return seen
     try:
         before = [_member(key, body[key]) for key in keys[:large]]
         after = [_member(key, body[key]) for key in keys[large + 1 :]]
@@ -66,9 +77,39 @@ def _tools_end(raw: bytes, body: JsonObject) -> int | None:
     for key, member in zip(keys[large + 1 :], after, strict=True):
         offset += 1  # the comma before the member
         if key == "tools":
+            _remember(member[len(_TOOLS_KEY) - 1 :])
             return offset + len(member) - 1
         offset += len(member)
     return None
+
+
+def _seen_tools_end(raw: bytes, body: JsonObject, keys: list[str]) -> int | None:
+    """Where the ``tools`` array closes, when ``raw`` ends with ``,"tools":``, a tools array seen before and
+    the members after ``tools`` (as the module says)."""
+    try:
+        tail = b"".join([b"," + _member(key, body[key]) for key in keys[keys.index("tools") + 1 :]]) + b"}"
+    except orjson.JSONEncodeError:
+        return None
+    if not raw.endswith(tail):
+        return None
+    end = len(raw) - len(tail)  # just after the array
+    for seen in reversed(_SEEN):
+        start = end - len(seen)
+        if (
+            start > len(_TOOLS_KEY)
+            and raw.startswith(seen, start)
+            and raw.startswith(_TOOLS_KEY, start - len(_TOOLS_KEY))
+        ):
+            return end - 1
+    return None
+
+
+def _remember(tools: bytes) -> None:
+    if tools in _SEEN:
+        return
+    if len(_SEEN) >= _SEEN_KEPT:
+        del _SEEN[0]
+    _SEEN.append(tools)
 
 
 def _member(key: str, value: Any) -> bytes:

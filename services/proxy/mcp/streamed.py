@@ -115,18 +115,20 @@ class UneditedRound:
 
     def __init__(self, edit: StreamEdit) -> None:
         self._edit = edit
+        self._unedited = edit.unedited
         self._sent: list[bytes] = []  # the round's bytes forwarded so far, whole events
+        self._keep = self._sent.append
         self._held = b""  # the start of an event not yet whole
         self.editing = False  # an injected name (or a CR line end) was seen: the editor takes over
 
     def feed(self, chunk: bytes) -> bytes:
         # whole events, as most chunks are
         if not self._held and chunk.endswith(b"\n\n") and _CR not in chunk:
-            forwarded = self._edit.unedited(chunk)
+            forwarded = self._unedited(chunk)
             if forwarded is None:
                 self._held, self.editing = chunk, True
                 return b""
-            self._sent.append(chunk)
+            self._keep(chunk)
             return forwarded
         data = self._held + chunk if self._held else chunk
         if _CR in data:
@@ -210,11 +212,12 @@ class InjectedRounds:
         self.edit.begin_round()
         self._settled = False
         unedited = self._unedited = UneditedRound(self.edit)
+        feed = unedited.feed
         upstream = self._response.chunks()
         async for chunk in upstream:
-            if forwarded := unedited.feed(chunk):
+            if forwarded := feed(chunk):
                 yield forwarded
-            if unedited.editing:
+            elif unedited.editing:
                 break
         else:
             tail = unedited.end()

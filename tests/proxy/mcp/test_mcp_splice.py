@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aibridge.proxy.mcp import splice
 from aibridge.proxy.mcp.loop import McpRun
 from aibridge.proxy.mcp.registry import ToolFormat
 from aibridge.proxy.mcp.shapes import SHAPES
@@ -65,6 +66,7 @@ def test_spliced_bytes_parse_to_what_encoding_gives(pairs: list[tuple[str, Any]]
     body = orjson.loads(raw)
     if result is not None:
         assert orjson.loads(result) == expected(raw)
+    assert spliced(raw) == result  # again, its tools array now seen before
     keys = list(body)
     tools_after_messages = "tools" in body and keys.index("tools") > keys.index("messages")
     repeated = len({key for key, _ in pairs}) < len(pairs)
@@ -122,6 +124,25 @@ def test_the_client_bytes_are_kept_around_the_tools() -> None:
     assert result is not None
     assert result.startswith(raw[: raw.index(b',"tools"')])  # messages untouched, even an escape orjson drops
     assert result.endswith(b'{"type":"x"},' + orjson.dumps(INJECTED)[1:-1] + b'],"n":1}')
+
+
+def test_a_tools_array_seen_before_is_found_without_encoding_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(splice, "_SEEN", [])
+    tools = b'[{"type":"function","function":{"name":"read_file"}}]'
+    first = b'{"model":"m","messages":[{"role":"user","content":"a"}],"tools":' + tools + b',"stream":true}'
+    next_one = b'{"model":"m","messages":[{"role":"user","content":"b"},{"role":"user","content":"c"}],"tools":'
+    next_one += tools + b',"stream":true}'
+    assert spliced(first) is not None
+    encoded: list[str] = []
+    member = splice._member
+    monkeypatch.setattr(splice, "_member", lambda key, value: encoded.append(key) or member(key, value))
+    result = spliced(next_one)
+    assert result is not None and orjson.loads(result) == expected(next_one)
+    assert encoded == ["stream"]  # only the members after the tools
+    # the same bytes as another member's value, or other tools: found the long way (encoding them)
+    other_key = b'{"model":"m","messages":[],"tools":[],"x":' + tools + b"}"
+    assert orjson.loads(spliced(other_key) or b"") == expected(other_key)
+    assert "tools" in encoded
 
 
 class Injector:
