@@ -72,7 +72,8 @@ class EchoedTools:
     """The echo events of one stream's unedited round (remembering the last edit, for the next opening event)."""
 
     def __init__(self) -> None:
-        self._last: tuple[bytes, bytes] | None = None  # a response as the provider wrote it, and as edited
+        # the last echo event edited: as the provider wrote it, where its response starts, as edited
+        self._last: tuple[bytes, int, bytes] | None = None
 
     def edited(self, raw: bytes, injected: int) -> bytes | None:
         """Whole LF-ended events ``raw`` holding ``injected`` times ``bmcp_``, the echo events among them
@@ -94,21 +95,27 @@ class EchoedTools:
         return b"".join(sent)
 
     def _laid_out(self, raw: bytes, laid_out: re.Match[bytes], injected: int) -> bytes | None:
-        """One event written as the API writes it: its response cut, else decoded and written again."""
+        """One event written as the API writes it: its response cut, else decoded and written again (the
+        event copied once: the parts kept are joined from views)."""
         if laid_out[1] not in _ECHOES:
             return None
-        response = raw[laid_out.end() : -3]
-        if self._last is not None and laid_out[1] in _OPENINGS and self._last[0] == response:
-            return raw[: laid_out.end()] + self._last[1] + b"}\n\n"
-        edited = cut_injected_tools(response, injected)
-        if edited is None:
-            echoed = _decoded(response)
+        head = laid_out.end()
+        view = memoryview(raw)
+        if self._last is not None and laid_out[1] in _OPENINGS:
+            before, before_head, edited = self._last
+            if len(before) - before_head == len(raw) - head and raw.endswith(memoryview(before)[before_head:]):
+                return b"".join([view[:head], memoryview(edited)[before_head:]])
+        span = injected_span(raw, injected, head, len(raw) - 3)
+        if span is not None:
+            edited = b"".join([view[: span[0]], view[span[1] :]])
+        else:
+            echoed = _decoded(view[head:-3])
             kept = _kept(echoed, injected) if echoed is not None else None
             if kept is None:
                 return None
-            edited = orjson.dumps(kept)
-        self._last = (response, edited)
-        return raw[: laid_out.end()] + edited + b"}\n\n"
+            edited = b"".join([view[:head], orjson.dumps(kept), b"}\n\n"])
+        self._last = (raw, head, edited)
+        return edited
 
 
 def _written_again(event: SSEEvent, injected: int) -> bytes | None:
@@ -139,44 +146,51 @@ def _laid_out(raw: bytes) -> re.Match[bytes] | None:
 
 def cut_injected_tools(raw: bytes, injected: int) -> bytes | None:
     """``raw`` (compact JSON holding ``injected`` times ``bmcp_``) without the tool objects of the injected
-    names, when they are the last elements of an array and account for every ``bmcp_`` (as the module
-    says); None: decode instead."""
+    names (:func:`injected_span`); None: decode instead."""
+    span = injected_span(raw, injected, 0, len(raw))
+    return None if span is None else raw[: span[0]] + raw[span[1] :]
+
+
+def injected_span(raw: bytes, injected: int, lo: int, hi: int) -> tuple[int, int] | None:
+    """The bytes to take out of ``raw[lo:hi]`` (compact JSON holding ``injected`` times ``bmcp_``) for it to
+    lose the tool objects of the injected names, when they are the last elements of an array and account
+    for every ``bmcp_`` (as the module says), with the comma before them; None: decode instead."""
     found = []  # where each "name":"bmcp_ is, from the last
-    at = len(raw)
+    at = hi
     for _ in range(injected):
-        at = raw.rfind(_NAMED, 0, at)
+        at = raw.rfind(_NAMED, lo, at)
         if at < 0:
             return None
         found.append(at)
     first, last = found[-1], found[0]
     for run, (offset, names) in _VERIFIED.items():  # a run as a provider echoed it before: a comparison
         start, end = first - offset, first - offset + len(run)
-        if names != injected or start <= 0 or last >= end or raw[end : end + 1] != b"]":
+        if names != injected or start <= lo or last >= end or end >= hi or raw[end] != _CLOSE:
             continue
         if raw[start - 1] in _ELEMENT_BEFORE and raw.startswith(run, start):
-            return raw[: start - 1] + raw[end:] if raw[start - 1] == _COMMA else raw[:start] + raw[end:]
+            return (start - 1, end) if raw[start - 1] == _COMMA else (start, end)
     brace = first
     for _ in range(_STARTS_TRIED):  # the first injected tool's "{": an element's start, before its name
-        brace = raw.rfind(b"{", 0, brace)
-        if brace <= 0:
+        brace = raw.rfind(b"{", lo, brace)
+        if brace <= lo:
             return None
-        if raw[brace - 1] not in _ELEMENT_BEFORE or (closed := _run_end(raw, brace, last, found)) is None:
+        if raw[brace - 1] not in _ELEMENT_BEFORE or (closed := _run_end(raw, brace, hi, last, found)) is None:
             continue  # not an element, or one inside the first injected tool (its schema's)
         if closed < 0:
             return None
         if len(_VERIFIED) >= _VERIFIED_KEPT:
             _VERIFIED.clear()
         _VERIFIED[raw[brace:closed]] = (first - brace, injected)
-        return raw[: brace - 1] + raw[closed:] if raw[brace - 1] == _COMMA else raw[:brace] + raw[closed:]
+        return (brace - 1, closed) if raw[brace - 1] == _COMMA else (brace, closed)
     return None
 
 
-def _run_end(raw: bytes, start: int, last: int, found: list[int]) -> int | None:
+def _run_end(raw: bytes, start: int, hi: int, last: int, found: list[int]) -> int | None:
     """Where the array whose elements from ``start`` on are the ``function`` tools of the injected names at
     ``found`` (from the last), in order, closes (its ``]``). None: the elements from ``start`` end before
     the last name (a schema's array inside the first tool), or do not read as JSON; -1: they are another
     array's elements, or other elements (no earlier start can do better)."""
-    tail = raw[start:]
+    tail = raw[start:hi]
     ascii = tail.isascii()  # else the decoder's positions are characters: it reads text
     try:
         document: bytes | str = b"[" + tail if ascii else "[" + tail.decode()
@@ -205,7 +219,7 @@ def _run_end(raw: bytes, start: int, last: int, found: list[int]) -> int | None:
     return closed - 1
 
 
-def _decoded(data: bytes | str) -> JsonObject | None:
+def _decoded(data: bytes | memoryview | str) -> JsonObject | None:
     try:
         payload = orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -101,15 +101,15 @@ class McpRun:
         """The first request: the client's bytes ``raw`` with the injected tools spliced in where that is
         provably the same body (:mod:`.splice`), and the usage a streamed chat completion asks for (added
         first, as the proxy adds it without injection); else the body encoded."""
-        spliced = with_tools(raw, self.client_body, self.tools)
-        if spliced is None:
-            return self.request_body()
         options = self.body.get("stream_options")
         if options == self.client_body.get("stream_options"):
-            return spliced
-        if "stream_options" in self.client_body:
+            first = b""
+        elif "stream_options" in self.client_body:
             return self.request_body()
-        return b'{"stream_options":' + orjson.dumps(options) + b"," + spliced.lstrip()[1:]
+        else:
+            first = b'"stream_options":' + orjson.dumps(options) + b","
+        spliced = with_tools(raw, self.client_body, self.tools, first)
+        return self.request_body() if spliced is None else spliced
 
     async def settle(self, raw: bytes, context: Context | None = None) -> bool:
         """Take one round's answer; run its injected calls when they are due. True: another round follows."""

@@ -38,21 +38,23 @@ _SEEN: list[bytes] = []  # the client tools arrays found in place before, as wri
 _SEEN_KEPT = 16
 
 
-def with_tools(raw: bytes, body: JsonObject, tools: list[JsonObject]) -> bytes | None:
-    """``raw`` (the bytes ``body`` was parsed from) with ``tools`` after the client's own; None: encode instead."""
+def with_tools(raw: bytes, body: JsonObject, tools: list[JsonObject], first: bytes = b"") -> bytes | None:
+    """``raw`` (the bytes ``body`` was parsed from) with ``tools`` after the client's own, and the members
+    ``first`` (encoded, each followed by a comma) put first; None: encode instead."""
     raw = raw.rstrip(b" \t\r\n")
-    if not raw.endswith(b"}") or not body:
+    if not raw.endswith(b"}") or not body or (first and not raw.startswith(b"{")):
         return None
+    whole = memoryview(raw)  # slices without copies: the body is copied once, by the join
+    head, rest = ([b"{", first], 1) if first else ([], 0)  # the client's bytes from rest on follow head
     if "tools" not in body:
-        return b"".join([memoryview(raw)[:-1], b',"tools":', orjson.dumps(tools), b"}"])
+        return b"".join([*head, whole[rest:-1], b',"tools":', orjson.dumps(tools), b"}"])
     client_tools = body["tools"]
     end = _tools_end(raw, body) if isinstance(client_tools, list) else None
     if end is None:
         return None
     injected = orjson.dumps(tools)[1:-1]
     separator = b"," if client_tools and injected else b""
-    whole = memoryview(raw)  # slices without copies: the body is copied once, by the join
-    return b"".join([whole[:end], separator, injected, whole[end:]])
+    return b"".join([*head, whole[rest:end], separator, injected, whole[end:]])
 
 
 def _tools_end(raw: bytes, body: JsonObject) -> int | None:

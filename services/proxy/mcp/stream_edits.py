@@ -84,6 +84,10 @@ def _string(literal: bytes) -> str:
 
 
 class StreamEdit(Protocol):
+    # True: :meth:`unedited` gives back events that hold no ``bmcp_`` as they are (so a chunk with none can
+    # go without the call)
+    plain: bool
+
     def begin_round(self) -> None: ...
 
     def unedited(self, raw: bytes) -> bytes | None:
@@ -126,6 +130,8 @@ def _sse(name: str, payload: JsonObject) -> bytes:
 
 
 class AnthropicStreamEdit:
+    plain = True
+
     def __init__(self) -> None:
         self._opened = False  # the client has its message_start
         self._next_index = 0  # the client's next content block index
@@ -254,6 +260,8 @@ def _json_value(text: str) -> Any:
 
 
 class ChatStreamEdit:
+    plain = False  # the usage the proxy asked for is taken out
+
     def __init__(self, *, client_usage: bool) -> None:
         self._client_usage = client_usage  # the client asked for include_usage itself
         self._opened = False  # the client has its role chunk
@@ -387,6 +395,8 @@ def _meaningful(delta: JsonObject) -> bool:
 
 
 class ResponsesStreamEdit:
+    plain = True
+
     def __init__(self) -> None:
         self._sequence = 0  # the client's next sequence_number
         self._next_output = 0  # the client's next output_index

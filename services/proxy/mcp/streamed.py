@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from aibridge.proxy.errors import ProxyError
+from aibridge.proxy.mcp.echo import count_injected
 from aibridge.proxy.mcp.loop import McpRun, Round
 from aibridge.proxy.mcp.registry import PREFIX, ToolFormat
 from aibridge.proxy.mcp.stream_edits import AnthropicStreamEdit, ChatStreamEdit, ResponsesStreamEdit, StreamEdit
@@ -103,6 +104,8 @@ class RoundReader:
         return b"".join([self._edit.event(event) for event in events])
 
 
+_INJECTED = PREFIX.encode()
+_LONG = 1024  # bytes from which a vectorised search (count_injected) beats bytes.find
 _CR = 13  # a carriage return; "13 in chunk" is a memchr, a bytes search costs several times more
 
 
@@ -116,6 +119,7 @@ class UneditedRound:
     def __init__(self, edit: StreamEdit) -> None:
         self._edit = edit
         self._unedited = edit.unedited
+        self._plain = edit.plain
         self._sent: list[bytes] = []  # the round's bytes forwarded so far, whole events
         self._keep = self._sent.append
         self._held = b""  # the start of an event not yet whole
@@ -124,6 +128,9 @@ class UneditedRound:
     def feed(self, chunk: bytes) -> bytes:
         # whole events, as most chunks are
         if not self._held and chunk.endswith(b"\n\n") and _CR not in chunk:
+            if self._plain and (chunk.find(_INJECTED) < 0 if len(chunk) < _LONG else not count_injected(chunk)):
+                self._keep(chunk)
+                return chunk
             forwarded = self._unedited(chunk)
             if forwarded is None:
                 self._held, self.editing = chunk, True

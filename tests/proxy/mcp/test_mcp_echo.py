@@ -18,7 +18,7 @@ def echo_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     cannot account for the injected names; here always)."""
     monkeypatch.setattr(echo_module, "_VERIFIED", {})
     if request.param == "decoded":
-        monkeypatch.setattr(echo_module, "cut_injected_tools", lambda raw, injected: None)
+        monkeypatch.setattr(echo_module, "injected_span", lambda *args: None)
     return str(request.param)
 
 

@@ -149,15 +149,18 @@ class Injector:
     max_rounds = 8
 
 
+@pytest.mark.parametrize("leading", [b"", b" \n"], ids=["compact", "leading whitespace"])
 @pytest.mark.parametrize(
     "options",
     [None, {"include_usage": True}, {"include_usage": False}],
 )
-def test_first_body_of_a_streamed_chat_completion_asks_for_usage(options: dict[str, Any] | None) -> None:
+def test_first_body_of_a_streamed_chat_completion_asks_for_usage(
+    options: dict[str, Any] | None, leading: bytes
+) -> None:
     body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     if options is not None:
         body["stream_options"] = options
-    raw = orjson.dumps(body)
+    raw = leading + orjson.dumps(body)
     run = McpRun(Injector(), SHAPES[ToolFormat.OPENAI_CHAT](), body, INJECTED, user="u", headers={})  # type: ignore[arg-type]
     prepare_streamed(run, ToolFormat.OPENAI_CHAT)
     first = run.first_body(raw)
@@ -165,4 +168,5 @@ def test_first_body_of_a_streamed_chat_completion_asks_for_usage(options: dict[s
     assert orjson.loads(first)["stream_options"]["include_usage"] is True
     assert first.endswith(raw[raw.index(b'"messages"') :][:-1] + b',"tools":' + orjson.dumps(INJECTED) + b"}") or (
         options == {"include_usage": False}  # rewritten: encoded, as without injection
+        or (leading and options is None)  # usage put first only into a body that starts with its brace
     )

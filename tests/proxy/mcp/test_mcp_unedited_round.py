@@ -30,10 +30,10 @@ __all__ = ["decoded"]  # the fixture: the events the editor decoded
 @pytest.fixture
 def echo_decoded(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """What was decoded of every echo event to take the injected tools out (a laid-out event's response)."""
-    seen: list[bytes | str] = []
+    seen: list[bytes | memoryview | str] = []
     decode = echo._decoded
 
-    def counted(data: bytes | str) -> Any:
+    def counted(data: bytes | memoryview | str) -> Any:
         seen.append(data)
         return decode(data)
 
@@ -244,11 +244,15 @@ def sse_payloads(stream: bytes) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("cut", [False, True], ids=["decoded", "cut"])
 @pytest.mark.parametrize("size", [7, 64, 100_000])
 async def test_responses_round_without_injected_call_is_the_providers_bytes_less_the_injected_tools(
-    decoded: list[bytes], echo_decoded: list[bytes | str], size: int, cut: bool, monkeypatch: pytest.MonkeyPatch
+    decoded: list[bytes],
+    echo_decoded: list[bytes | memoryview | str],
+    size: int,
+    cut: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The echo events cut (or, when the cut cannot account for the injected names, decoded)."""
     if not cut:
-        monkeypatch.setattr(echo, "cut_injected_tools", lambda raw, injected: None)
+        monkeypatch.setattr(echo, "injected_span", lambda *args: None)
     stream = responses_round([MESSAGE_ITEM, CLIENT_CALL])
     rounds = rounds_over(ResponsesStreamEdit(), ResponsesShape(), split(b"".join(stream), size))
     forwarded = await rounds.read()
@@ -309,7 +313,7 @@ async def test_a_last_event_without_its_blank_line_naming_an_injected_tool_goes_
 
 
 async def test_responses_echo_written_otherwise_is_decoded_and_still_loses_the_injected_tools(
-    echo_decoded: list[bytes | str],
+    echo_decoded: list[bytes | memoryview | str],
 ) -> None:
     """An echo event not written compactly (a space after each colon) cannot be cut: it is decoded, the
     injected tools taken out, and written again."""
