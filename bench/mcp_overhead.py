@@ -33,8 +33,9 @@ Last, in this process, where microseconds are measurable: encoding the large bod
 a 60-delta answer relayed with injection against the same stream relayed without, and the reading for the
 record that follows each, p50 in microseconds.
 
-Rerun:  .venv/bin/python bench/mcp_overhead.py --duration 10   # about 5 minutes
+Rerun:  .venv/bin/python bench/mcp_overhead.py --duration 10   # about 7 minutes
         .venv/bin/python bench/mcp_overhead.py --in-process-only   # the last part alone, printed
+        .venv/bin/python bench/mcp_overhead.py --closed-loop-only  # the closed-loop part alone, printed
 """
 
 from __future__ import annotations
@@ -108,6 +109,10 @@ def main() -> None:
         "--round-rate", type=float, default=10.0, help="requests per second with one injected call (one MCP server)"
     )
     parser.add_argument("--sequential", type=int, default=1000, help="requests per target, one at a time")
+    parser.add_argument("--wrk-connections", type=int, default=32, help="closed loop, wrk -t1 -cN (0: skip)")
+    parser.add_argument("--wrk-duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="closed-loop rounds, the targets taking turns")
+    parser.add_argument("--closed-loop-only", action="store_true", help="only the closed-loop part, printed")
     parser.add_argument(
         "--in-process-only",
         action="store_true",
@@ -120,12 +125,18 @@ def main() -> None:
         encode_cost(large)
         in_process(large)
         return
+    if args.closed_loop_only:
+        measure(args, large)
+        return
     params = {
         "duration": args.duration,
         "rate": args.rate,
         "large_rate": args.large_rate,
         "round_rate": args.round_rate,
         "sequential": args.sequential,
+        "wrk_connections": args.wrk_connections,
+        "wrk_duration": args.wrk_duration,
+        "rounds": args.rounds,
     }
     run_record = bench_results.Run("mcp_overhead", params)
     results = measure(args, large) | {"encode": encode_cost(large), "in_process": in_process(large)}
@@ -153,19 +164,69 @@ def measure(args: argparse.Namespace, large: dict[str, Any]) -> dict[str, Any]:
         with ExitStack() as stack:
             stack.enter_context(po.process(po.upstream_command(upstream_port), upstream_port))
             stack.enter_context(po.process(mcp_command, mcp_port))
-            stack.enter_context(po.proxy_process(off_port, common))
-            stack.enter_context(po.proxy_process(on_port, common | {"AIBRIDGE_MCP_SERVERS_FILE": str(servers)}))
+            pids = {"off": stack.enter_context(po.proxy_process(off_port, common))}
+            on_env = common | {"AIBRIDGE_MCP_SERVERS_FILE": str(servers)}
+            pids["on"] = stack.enter_context(po.proxy_process(on_port, on_env))
             stack.enter_context(po.proxy_process(off2_port, common))
             ports = {"off": off_port, "on": on_port, "off-2": off2_port}
             proxies = {name: f"http://127.0.0.1:{port}{po.ROUTE}" for name, port in ports.items()}
+            tools = asyncio.run(injected_tools(servers))
+            if args.closed_loop_only:
+                return {"closed_loop": closed_loop_rows(proxies, pids, token, tools, args)}
             rows = no_call_rows(upstream, proxies, token, args, large)
             one_round = one_round_row(upstream, proxies, token, args)
             one_round |= call_duration(on_port)
-            sequential = asyncio.run(sequential_row(proxies, token, servers, args.sequential))
+            sequential = asyncio.run(sequential_row(proxies, token, tools, args.sequential))
+            closed = closed_loop_rows(proxies, pids, token, tools, args) if args.wrk_connections else []
     finally:
         broker.stop()
     print(f"\nload average after: {os.getloadavg()}")
-    return {"no_call": rows, "one_round": one_round, "sequential": sequential}
+    return {"no_call": rows, "one_round": one_round, "sequential": sequential, "closed_loop": closed}
+
+
+async def injected_tools(servers: Path) -> list[dict[str, Any]]:
+    """The tools the ``on`` proxy adds to a chat completion, as it sends them."""
+    from aibridge.proxy.mcp import McpInjector, McpSettings, ToolFormat, load_servers
+
+    injector = McpInjector(load_servers(servers), McpSettings(mcp_servers_file=servers))
+    await injector.start()
+    try:
+        return injector.tools_for(ToolFormat.OPENAI_CHAT, {}) or []
+    finally:
+        await injector.stop()
+
+
+def closed_loop_rows(
+    proxies: dict[str, str], pids: dict[str, int], token: str, tools: list[dict[str, Any]], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """The bridge's own work, where a shared machine's noise is smallest: ``wrk -t1 -cN`` in alternating
+    rounds against ``on``, ``off``, and ``off`` given a body that already holds the injected tools (so the
+    provider reads and answers the same request as behind ``on``); per target the median over the rounds of
+    requests per second and of its process's CPU per request. ``on`` minus ``off_tools`` is what injection
+    itself costs the proxy, recording included."""
+    headers = po.auth(token) | NO_CALL
+    rows = []
+    print(f"\n## Closed loop: wrk -t1 -c{args.wrk_connections}, {args.wrk_duration:.0f} s runs, {args.rounds} rounds")
+    print("| request | target | req/s | p50 | proxy CPU per request |\n|---|---|---|---|---|")
+    for label, body in (("blocking", po.BLOCKING), ("streamed", po.BLOCKING | {"stream": True})):
+        plain, with_tools = orjson.dumps(body), orjson.dumps(body | {"tools": tools})
+        targets = [("on", "on", plain), ("off", "off", plain), ("off_tools", "off", with_tools)]
+        for _, proxy, encoded in targets:
+            po.wrk(proxies[proxy], headers, encoded, 4, 1)  # warm every connection pool
+        runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in targets}
+        for _ in range(args.rounds):
+            for name, proxy, encoded in targets:
+                before = po.cpu_seconds(pids[proxy])
+                result = po.wrk(proxies[proxy], headers, encoded, args.wrk_connections, args.wrk_duration)
+                used = po.cpu_seconds(pids[proxy]) - before
+                runs[name].append(
+                    (result["rps"], result["p50_ms"], used / max(result["rps"] * args.wrk_duration, 1) * 1e6)
+                )
+        for name, measured in runs.items():
+            rps, p50, cpu = (statistics.median(values) for values in zip(*measured, strict=True))
+            rows.append({"request": label, "target": name, "rps": rps, "p50_ms": p50, "cpu_us_per_request": cpu})
+            print(f"| {label} | {name} | {rps:,.0f} | {p50:.2f} ms | {cpu:.0f} µs |", flush=True)
+    return rows
 
 
 def no_call_rows(
@@ -214,19 +275,15 @@ def row_of(result: dict[str, dict[str, float]], request: str, size: str, length:
     }
 
 
-async def sequential_row(proxies: dict[str, str], token: str, servers: Path, requests: int) -> dict[str, Any]:
+async def sequential_row(
+    proxies: dict[str, str], token: str, tools: list[dict[str, Any]], requests: int
+) -> dict[str, Any]:
     """One request at a time, round robin (blocking, small body): ``off``, ``on``, and ``off`` given a body
-    that already holds six tool definitions like the injected ones (named otherwise), so the provider reads
-    the same request as behind ``on``. ``off_tools`` minus ``off`` is the provider's reading of the tools;
-    ``on`` minus ``off_tools`` is the bridge's own part."""
-    from aibridge.proxy.mcp import McpInjector, McpSettings, ToolFormat, load_servers
-
-    injector = McpInjector(load_servers(servers), McpSettings(mcp_servers_file=servers))
-    await injector.start()
-    tools = injector.tools_for(ToolFormat.OPENAI_CHAT, {}) or []
-    await injector.stop()
-    own = [orjson.loads(orjson.dumps(tool).replace(b"bmcp_", b"own_")) for tool in tools]
-    plain, with_tools = orjson.dumps(po.BLOCKING), orjson.dumps(po.BLOCKING | {"tools": own})
+    that already holds the injected tools, so the provider reads and answers the same request as behind
+    ``on`` (told to call none of them). ``off_tools`` minus ``off`` is what the added tools cost without
+    injection (the provider's reading, the proxy's handling of a larger body); ``on`` minus ``off_tools``
+    is the bridge's own part."""
+    plain, with_tools = orjson.dumps(po.BLOCKING), orjson.dumps(po.BLOCKING | {"tools": tools})
     targets = [("off", proxies["off"], plain), ("on", proxies["on"], plain), ("off_tools", proxies["off"], with_tools)]
     headers = po.auth(token) | NO_CALL
     found: dict[str, list[float]] = {name: [] for name, _, _ in targets}
@@ -240,7 +297,7 @@ async def sequential_row(proxies: dict[str, str], token: str, servers: Path, req
                 found[name].append(time.perf_counter() - started)
             await asyncio.sleep(0.002)  # the previous request's recording runs in between
     row = {f"{name}_p50_ms": statistics.median(values) * 1000 for name, values in found.items()}
-    row |= {"requests": requests, "tools": len(own)}
+    row |= {"requests": requests, "tools": len(tools)}
     print(f"\n## One at a time, blocking small: {row}")
     return row
 
@@ -458,15 +515,17 @@ def apis() -> dict[str, tuple[Any, Any, Any, Any]]:
 
 async def blocking(injector: Any, body: dict[str, Any], raw: bytes) -> None:
     """The run begun (tools merged, the first body written from the client's bytes ``raw``), a chat answer
-    read by the loop."""
+    searched for an injected name, as the proxy does (read by the loop only when one is found)."""
     from aibridge.proxy.mcp import ToolFormat
+    from aibridge.proxy.mcp.echo import count_injected
     from aibridge.proxy.mcp.loop import McpRun
 
     run = McpRun.begin(injector, ToolFormat.OPENAI_CHAT, body, "bench", {})
     assert run is not None
     run.first_body(raw)
-    await run.settle(CHAT_ANSWER)
-    run.merged(CHAT_ANSWER)
+    if count_injected(CHAT_ANSWER):
+        await run.settle(CHAT_ANSWER)
+        run.merged(CHAT_ANSWER)
 
 
 async def streamed(

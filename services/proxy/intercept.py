@@ -32,6 +32,7 @@ from aibridge.proxy.guards.breaker import Breakers, parse_retry_after
 from aibridge.proxy.guards.budgets import BudgetGuard, Standing, standing_headers
 from aibridge.proxy.guards.limits import Admission, Rejection, RejectReason, Ticket, render_rejection
 from aibridge.proxy.incoming import authenticate, forward_headers, header_map, read_body
+from aibridge.proxy.mcp.echo import count_injected
 from aibridge.proxy.mcp.injector import McpInjector
 from aibridge.proxy.mcp.loop import McpRun
 from aibridge.proxy.mcp.recorded import round_events
@@ -304,7 +305,10 @@ class Interceptor:
         self, flow: Flow, run: McpRun, url: str, headers: dict[str, str], response: UpstreamResponse, answer: bytes
     ) -> tuple[UpstreamResponse, bytes]:
         """Further rounds while the model calls injected tools only; the client's answer merges them.
-        A provider's error in a later round goes to the client as it is."""
+        A provider's error in a later round goes to the client as it is. An answer that names no injected
+        tool (most) is not read here: nothing to run or merge, it is recorded as without injection."""
+        if response.status < 400 and not count_injected(answer):
+            return response, answer
         while response.status < 400 and await run.settle(answer):
             flow.obs.sending(headers)
             response = await flow.obs.request(self._upstream.request("POST", url, headers, run.request_body()))
