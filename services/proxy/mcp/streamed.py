@@ -119,68 +119,63 @@ class UneditedRound:
     def __init__(self, edit: StreamEdit) -> None:
         self._edit = edit
         self._unedited = edit.unedited
-        self._plain = edit.plain
-        self._sent: list[bytes] = []  # the round's bytes forwarded so far, whole events
-        self._keep = self._sent.append
-        self._held = b""  # the start of an event not yet whole
+        self.sent: list[bytes] = []  # the round's bytes forwarded so far, whole events
+        self.held = b""  # the start of an event not yet whole
         self.editing = False  # an injected name (or a CR line end) was seen: the editor takes over
 
     def feed(self, chunk: bytes) -> bytes:
         # whole events, as most chunks are
-        if not self._held and chunk.endswith(b"\n\n") and _CR not in chunk:
-            if self._plain and (chunk.find(_INJECTED) < 0 if len(chunk) < _LONG else not count_injected(chunk)):
-                self._keep(chunk)
-                return chunk
+        if not self.held and chunk.endswith(b"\n\n") and _CR not in chunk:
             forwarded = self._unedited(chunk)
             if forwarded is None:
-                self._held, self.editing = chunk, True
+                self.held, self.editing = chunk, True
                 return b""
-            self._keep(chunk)
+            self.sent.append(chunk)
             return forwarded
-        data = self._held + chunk if self._held else chunk
+        data = self.held + chunk if self.held else chunk
         if _CR in data:
-            self._held, self.editing = data, True
+            self.held, self.editing = data, True
             return b""
         cut = data.rfind(b"\n\n") + 2
         if cut < 2:
-            self._held = data
+            self.held = data
             return b""
         whole = data[:cut] if cut < len(data) else data
-        forwarded = self._edit.unedited(whole)
+        forwarded = self._unedited(whole)
         if forwarded is None:
-            self._held, self.editing = data, True
+            self.held, self.editing = data, True
             return b""
-        self._held = data[cut:] if cut < len(data) else b""
-        self._sent.append(whole)
+        self.held = data[cut:] if cut < len(data) else b""
+        self.sent.append(whole)
         return forwarded
 
     def end(self) -> bytes:
         """The upstream finished: a last event without its blank line goes out (or hands the round over)."""
-        if not self._held:
+        if not self.held:
             return b""
-        forwarded = self._edit.unedited(self._held)
+        forwarded = self._edit.unedited(self.held)
         if forwarded is None:
             self.editing = True
             return b""
-        self._sent.append(self._held)
-        self._held = b""
+        self.sent.append(self.held)
+        self.held = b""
         return forwarded
 
     def editor(self) -> tuple[RoundReader, bytes]:
         """The round's reader, the events already sent read into the editor (their bytes dropped: the
         client has them), and what it forwards of the rest seen so far."""
         reader = RoundReader(self._edit)
-        for sent in self._sent:
+        for sent in self.sent:
             reader.feed(sent)
-        held, self._held = self._held, b""
+        held, self.held = self.held, b""
         return reader, reader.feed(held)
 
     def recorded(self) -> Round:
         """The round for the record, read by the provider's own stream parser (the client has it)."""
         parser = self._edit.parser()
-        for sent in self._sent:  # chunk by chunk, as the relay feeds it (one joined buffer decodes slower)
+        for sent in self.sent:  # chunk by chunk, as the relay feeds it (one joined buffer decodes slower)
             parser.feed(sent)
-        parser.feed(self._held)
+        parser.feed(self.held)
         parser.close()
         return Round(b"", {}, [], summary=parser.summary)
 
@@ -219,9 +214,15 @@ class InjectedRounds:
         self.edit.begin_round()
         self._settled = False
         unedited = self._unedited = UneditedRound(self.edit)
-        feed = unedited.feed
+        feed, keep, plain = unedited.feed, unedited.sent.append, self.edit.plain
         upstream = self._response.chunks()
         async for chunk in upstream:
+            # most chunks: whole events that name no injected tool, forwarded as they are (tested inline)
+            whole = plain and chunk.endswith(b"\n\n") and _CR not in chunk and not unedited.held
+            if whole and (chunk.find(_INJECTED) < 0 if len(chunk) < _LONG else not count_injected(chunk)):
+                keep(chunk)
+                yield chunk
+                continue
             if forwarded := feed(chunk):
                 yield forwarded
             elif unedited.editing:
