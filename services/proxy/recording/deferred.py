@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aibridge.logs import direct_lines
+from aibridge.proxy.recording.tally import tally
 
 log = logging.getLogger("aibridge.proxy")
 
@@ -52,7 +53,8 @@ class Deferred:
     def _run(self) -> None:
         self._timer = None
         jobs = self._jobs
-        with direct_lines.held():  # the batch's interception log lines go out together
+        # the batch's interception log lines go out together, its metric updates once per series
+        with direct_lines.held(), tally.held():
             while jobs:
                 job, args = jobs.popleft()
                 try:

@@ -41,6 +41,7 @@ from aibridge.pricing import PriceTable, Rates
 from aibridge.proxy.errors import ProxyError
 from aibridge.proxy.providers.records import ResponseSummary
 from aibridge.proxy.recording.emitter import EventEmitter
+from aibridge.proxy.recording.tally import tally
 from aibridge.proxy.upstream.client import UpstreamResponse
 
 INTERCEPT = "Intercept"
@@ -270,11 +271,11 @@ class Observation:
             include_initiator=self.include_initiator,
         )
         ended, durations, overheads = _end_metrics(labels, context.streaming)
-        ended.inc()
+        tally.add(ended)
         duration = (self._end or time.perf_counter()) - self.arrival
-        durations.observe(duration)
+        tally.observe(durations, duration)
         if self.sent_upstream:
-            overheads.observe(max(0.0, duration - self.upstream_wait - self.client_wait))
+            tally.observe(overheads, max(0.0, duration - self.upstream_wait - self.client_wait))
         self._close(http_status, status)
 
     def _end_create(self) -> None:
@@ -352,7 +353,7 @@ def _count(event: Event, include_initiator: bool, prices: PriceTable) -> None:
         return
     provider, model, client = event["provider"], metrics.model_label(event["model"]), event["client"]
     if kind == _TOOL_USAGE:
-        metrics.child(metrics.PROXY_TOOL_SELECTIONS, provider, model, client).inc()
+        tally.add(metrics.child(metrics.PROXY_TOOL_SELECTIONS, provider, model, client))
         return
     labels = metrics.usage_labels(
         provider=provider,
@@ -363,11 +364,11 @@ def _count(event: Event, include_initiator: bool, prices: PriceTable) -> None:
     )
     prompts, *tokens = _usage_counters(labels)
     if kind == _PROMPT:
-        prompts.inc()
+        tally.add(prompts)
         return
     for counter, (_, field) in zip(tokens, _TOKEN_FIELDS, strict=True):
         if count := event[field]:  # the series exists from the lookup; adding 0 changes nothing
-            counter.inc(count)
+            tally.add(counter, count)
     _count_cost(event, model, labels[-1], prices)
 
 
@@ -377,13 +378,13 @@ def _count_cost(event: Event, model_label: str, initiator_label: str, prices: Pr
     provider = event["provider"]
     price = prices.resolve(provider, event["model"])
     if price is None:
-        metrics.child(metrics.PROXY_UNPRICED_INTERCEPTIONS, provider, model_label).inc()
+        tally.add(metrics.child(metrics.PROXY_UNPRICED_INTERCEPTIONS, provider, model_label))
         return
     fresh, output = event["input_tokens"], event["output_tokens"]
     read, written = event["cache_read_input_tokens"], event["cache_write_input_tokens"]
     per_token = _per_token(price.rates_for(fresh + read + written))
     cost = fresh * per_token[1] + output * per_token[2] + read * per_token[3] + written * per_token[4]
-    metrics.child(metrics.PROXY_COST_USD, provider, model_label, initiator_label).inc(cost)
+    tally.add(metrics.child(metrics.PROXY_COST_USD, provider, model_label, initiator_label), cost)
 
 
 _PER_TOKEN: dict[int, tuple[Rates, float, float, float, float]] = {}
