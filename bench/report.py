@@ -236,6 +236,8 @@ def mcp_overhead(run: Results) -> str:
         ]
     if "sequential" in result:
         lines += ["", *sequential_lines(result["sequential"])]
+    if result.get("closed_loop"):
+        lines += ["", *closed_loop_lines(result["closed_loop"], run["params"])]
     one = result["one_round"]
     rest = one["added_p50_ms"] - one["mcp_call_mean_ms"]
     lines += [
@@ -290,20 +292,48 @@ def mcp_overhead(run: Results) -> str:
 
 
 def sequential_lines(row: dict[str, Any]) -> list[str]:
-    """MCP injection one request at a time: how much of on minus off is the provider reading the tools."""
+    """MCP injection one request at a time: how much of on minus off is the larger request itself."""
     off, on, off_tools = row["off_p50_ms"], row["on_p50_ms"], row["off_tools_p50_ms"]
     return [
         f"One request at a time (blocking, small body, {row['requests']:.0f} requests each, round robin), "
-        f"against `off` given a body that already holds {row['tools']:.0f} tool definitions like the injected ones:",
+        f"also against `off` given a body that already holds the {row['tools']:.0f} injected tool definitions "
+        "as `on` sends them (the provider is told to call none of them, so it reads and answers the same request):",
         "",
         "| | p50 |",
         "|---|---|",
         f"| off / on / off with the tools in the client's body | {ms(off)} / {ms(on)} / {ms(off_tools)} |",
         f"| on minus off | {(on - off) * 1000:+.0f} µs |",
-        f"| of which the provider reading the added tools (off with the tools minus off) "
+        f"| of which the larger request, without injection (off with the tools minus off) "
         f"| {(off_tools - off) * 1000:+.0f} µs |",
         f"| **the bridge's own part (on minus off with the tools)** | **{(on - off_tools) * 1000:+.0f} µs** |",
     ]
+
+
+def closed_loop_lines(rows: list[dict[str, Any]], params: dict[str, Any]) -> list[str]:
+    """MCP injection in closed loop: requests per second and the proxy's CPU per request."""
+    found = {(row["request"], row["target"]): row for row in rows}
+    lines = [
+        f"Closed loop (`wrk -t1 -c{params['wrk_connections']}`, small body, {params['rounds']} alternating rounds "
+        f"of {params['wrk_duration']:.0f} s, the median): the proxy process's CPU per request, which the machine's "
+        "noise moves least, and requests per second:",
+        "",
+        "| request | on | off | off with the tools in the client's body | on minus off "
+        "| **on minus off with the tools** |",
+        "|---|---|---|---|---|---|",
+    ]
+    for request in ("blocking", "streamed"):
+        on, off, tools = (found[(request, target)] for target in ("on", "off", "off_tools"))
+        cpu = [row["cpu_us_per_request"] for row in (on, off, tools)]
+        lines.append(
+            f"| {request}: CPU per request | {cpu[0]:.0f} µs | {cpu[1]:.0f} µs | {cpu[2]:.0f} µs "
+            f"| {cpu[0] - cpu[1]:+.0f} µs | **{cpu[0] - cpu[2]:+.0f} µs** |"
+        )
+        rate = [row["rps"] for row in (on, off, tools)]
+        lines.append(
+            f"| {request}: requests per second | {rate[0]:,.0f} | {rate[1]:,.0f} | {rate[2]:,.0f} "
+            f"| {rate[0] / rate[1] - 1:+.0%} | {rate[0] / rate[2] - 1:+.0%} |"
+        )
+    return lines
 
 
 def recorder_throughput(run: Results) -> str:
@@ -432,6 +462,13 @@ def targets() -> str | None:
         worst = max(budgets_difference(row) for row in budgets["results"]["rows"])
         lines.append(
             f"| budgets on: added p50 \u2264 off + 0.05 ms | {worst:+.3f} ms (worst row) | {verdict(worst, 0.05)} |"
+        )
+    mcp = load("mcp_overhead")
+    if mcp is not None:
+        worst = max(row["on_minus_off_p50_ms"] for row in mcp["results"]["no_call"])
+        lines.append(
+            f"| MCP injection on, no injected call: added p50 \u2264 off + 0.05 ms | {worst:+.3f} ms (worst row) "
+            f"| {verdict(worst, 0.05)} |"
         )
     return "\n".join(lines) + "\n"
 

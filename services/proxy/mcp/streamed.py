@@ -206,34 +206,45 @@ class InjectedRounds:
         return b"".join([chunk async for chunk in self.chunks()])
 
     def ready(self) -> bytes:
-        return b""  # read with the first chunk
+        """What the upstream sent with its headers, as the first round forwards it: the client gets it right
+        behind the headers, as without injection (an injected name in it is left to :meth:`chunks`)."""
+        unedited = self._first_round()
+        data = self._response.ready()
+        return unedited.feed(data) if data else b""
+
+    def _first_round(self) -> UneditedRound:
+        if self._unedited is None and self._settled:
+            self.edit.begin_round()
+            self._settled = False
+            self._unedited = UneditedRound(self.edit)
+        assert self._unedited is not None
+        return self._unedited
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The first round unedited (its chunks read here, no generator in between: the common path) until
         an injected name shows; then the rest of it, and every later round, through the editor."""
-        self.edit.begin_round()
-        self._settled = False
-        unedited = self._unedited = UneditedRound(self.edit)
+        unedited = self._first_round()
         feed, keep, plain = unedited.feed, unedited.sent.append, self.edit.plain
         upstream = self._response.chunks()
-        async for chunk in upstream:
-            # most chunks: whole events that name no injected tool, forwarded as they are (tested inline)
-            whole = plain and chunk.endswith(b"\n\n") and _CR not in chunk and not unedited.held
-            if whole and (chunk.find(_INJECTED) < 0 if len(chunk) < _LONG else not count_injected(chunk)):
-                keep(chunk)
-                yield chunk
-                continue
-            if forwarded := feed(chunk):
-                yield forwarded
-            elif unedited.editing:
-                break
-        else:
-            tail = unedited.end()
-            if not unedited.editing:  # no injected name: the client has the whole answer
-                if tail:
-                    yield tail
-                self.complete = True
-                return
+        if not unedited.editing:  # (ready() may have seen an injected name already)
+            async for chunk in upstream:
+                # most chunks: whole events that name no injected tool, forwarded as they are (tested inline)
+                whole = plain and chunk.endswith(b"\n\n") and _CR not in chunk and not unedited.held
+                if whole and (chunk.find(_INJECTED) < 0 if len(chunk) < _LONG else not count_injected(chunk)):
+                    keep(chunk)
+                    yield chunk
+                    continue
+                if forwarded := feed(chunk):
+                    yield forwarded
+                elif unedited.editing:
+                    break
+            else:
+                tail = unedited.end()
+                if not unedited.editing:  # no injected name: the client has the whole answer
+                    if tail:
+                        yield tail
+                    self.complete = True
+                    return
         self._unedited = None
         reader, sent = unedited.editor()
         async for forwarded in self._edited(reader, sent, upstream):

@@ -327,3 +327,53 @@ async def test_responses_echo_written_otherwise_is_decoded_and_still_loses_the_i
     assert echo_decoded == [spaced[0].split(b',"response":', 1)[1][:-3]]  # created's response; completed cut
     sent = sse_payloads(forwarded)
     assert [event["response"]["tools"] for event in sent if "response" in event] == [[CLIENT_TOOL]] * 3
+
+
+class ReadyChunks(Chunks):
+    """A response whose first bytes came with its headers: ``ready`` hands them over, then the chunks."""
+
+    def __init__(self, first: bytes, chunks: list[bytes]) -> None:
+        super().__init__(chunks)
+        self._first = first
+
+    def ready(self) -> bytes:
+        first, self._first = self._first, b""
+        return first
+
+
+async def relayed(rounds: InjectedRounds) -> tuple[bytes, bytes]:
+    """As the relay reads it: ``ready`` right behind the headers, then the chunks."""
+    first = rounds.ready()
+    rest = b"".join([chunk async for chunk in rounds.chunks()])
+    RoundsTee(rounds, lambda raw: ResponseSummary()).close()
+    return first, rest
+
+
+async def test_what_came_with_the_headers_goes_right_behind_them_as_without_injection() -> None:
+    stream, _ = anthropic_round([], 6)
+    run = McpRun(OneRound(), AnthropicShape(), {"stream": True}, [], user="u", headers={})  # type: ignore[arg-type]
+    rounds = InjectedRounds(
+        run, AnthropicStreamEdit(), ReadyChunks(b"".join(stream[:2]), stream[2:]), no_round, nullcontext
+    )
+    first, rest = await relayed(rounds)
+    assert first == b"".join(stream[:2])
+    assert first + rest == b"".join(stream)
+    [recorded] = rounds.run.rounds
+    assert recorded.summary == plain_summary(MessageStream(), stream)
+
+
+async def test_an_injected_call_in_what_came_with_the_headers_goes_to_the_editor() -> None:
+    stream = anthropic_with_injected_call()
+    whole = b"".join(stream)
+    run = McpRun(OneRound(), AnthropicShape(), {"stream": True}, [], user="u", headers={})  # type: ignore[arg-type]
+    rounds = InjectedRounds(run, AnthropicStreamEdit(), ReadyChunks(whole, []), no_round, nullcontext)
+    first, rest = await relayed(rounds)
+    assert first == b""  # held: the editor takes the round over
+    assert rest == edited(AnthropicStreamEdit(), stream)
+    assert b"bmcp_" not in rest
+    [recorded] = rounds.run.rounds
+    assert [call.name for call in recorded.injected] == [ADD]
+
+
+async def no_round(body: bytes) -> Any:
+    raise AssertionError("no second round is due")
