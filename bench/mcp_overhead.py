@@ -517,8 +517,8 @@ async def blocking(injector: Any, body: dict[str, Any], raw: bytes) -> None:
     """The run begun (tools merged, the first body written from the client's bytes ``raw``), a chat answer
     searched for an injected name, as the proxy does (read by the loop only when one is found)."""
     from aibridge.proxy.mcp import ToolFormat
-    from aibridge.proxy.mcp.echo import count_injected
     from aibridge.proxy.mcp.loop import McpRun
+    from aibridge.proxy.mcp.registry import count_injected
 
     run = McpRun.begin(injector, ToolFormat.OPENAI_CHAT, body, "bench", {})
     assert run is not None

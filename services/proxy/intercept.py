@@ -32,10 +32,10 @@ from aibridge.proxy.guards.breaker import Breakers, parse_retry_after
 from aibridge.proxy.guards.budgets import BudgetGuard, Standing, standing_headers
 from aibridge.proxy.guards.limits import Admission, Rejection, RejectReason, Ticket, render_rejection
 from aibridge.proxy.incoming import authenticate, forward_headers, header_map, read_body
-from aibridge.proxy.mcp.echo import count_injected
 from aibridge.proxy.mcp.injector import McpInjector
 from aibridge.proxy.mcp.loop import McpRun
 from aibridge.proxy.mcp.recorded import round_events
+from aibridge.proxy.mcp.registry import count_injected
 from aibridge.proxy.mcp.streamed import InjectedRounds, LaterRoundFailed, RoundsTee, prepare_streamed, stream_edit
 from aibridge.proxy.providers.records import Provider, ResponseSummary
 from aibridge.proxy.providers.spec import ProviderSpec

@@ -6,12 +6,13 @@ among them. :class:`EchoedTools` takes the injected tools out.
 
 Written as the API writes it (``{"type":…,"sequence_number":…,"response":{…}}`` on one ``data:`` line,
 compact), the event is cut, not decoded: a coding agent's tools make it tens of KB, and decoding it costs
-more than the rest of the relay. Each ``"name":"bmcp_`` is found from the end (the injected tools come
-after the client's); around it, the one object at an element's place (after ``[`` or ``,``) that holds it
-is read with the JSON scanner, which must give a ``function`` tool of that name. When those objects are
-one run of elements, one per injected name and every ``bmcp_`` of the event among them, the run is cut
-out with its comma; the provider's other bytes go as they came. An opening event whose response is byte
-for byte the one before it (``in_progress`` after ``created``) reuses that edit without a search.
+more than the rest of the relay (:func:`injected_span`). Each ``"name":"bmcp_`` is found from the end (the
+injected tools come after the client's); from an element's start (after ``[`` or ``,``) before the first
+of them, the elements up to the array's ``]`` are read once with the JSON parser and must be exactly the
+``function`` tools of those names, every ``bmcp_`` of the event among them. That run is cut out with its
+comma, the provider's other bytes going as they came, and remembered: the same tools come back the same
+bytes in the next event and the next request's stream, found then by comparison. An opening event whose
+response is byte for byte the one before it (``in_progress`` after ``created``) reuses that edit.
 
 Anything else (another layout, whitespace, an injected name the cut cannot account for) is decoded, the
 injected tools taken out and written again. Every ``bmcp_`` in an echo event must be one of the removed
@@ -25,19 +26,15 @@ import re
 from typing import Any
 
 import orjson
-from ahocorasick_rs import BytesAhoCorasick
 
-from aibridge.proxy.mcp.registry import PREFIX, JsonObject
+from aibridge.proxy.mcp.registry import INJECTED, PREFIX, JsonObject, count_injected
 from aibridge.proxy.providers.records import mapping
 from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
 
 OPENING = frozenset({"response.created", "response.in_progress", "response.queued"})
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
-_INJECTED = PREFIX.encode()
-_FINDER = BytesAhoCorasick([_INJECTED])  # a vectorised search: many times faster than bytes.count on long bytes
-_LONG = 1024  # bytes from which the finder is faster than bytes.count (a call costs more)
 _HEAD = re.compile(rb'event: (response\.[a-z_]+)\ndata: \{"type":"\1","sequence_number":\d+,"response":')
-_NAMED = b'"name":"' + _INJECTED  # an injected tool's name, as a compact echo writes it
+_NAMED = b'"name":"' + INJECTED  # an injected tool's name, as a compact echo writes it
 _NAME_AT = len('"name":')
 _ELEMENT_BEFORE = b",["
 _COMMA, _CLOSE = ord(","), ord("]")
@@ -49,11 +46,6 @@ _VERIFIED_KEPT = 32
 _STARTS_TRIED = 64  # braces looked at before the first injected name (those of its schema, when the name follows)
 _ECHOES = frozenset(kind.encode() for kind in OPENING | TERMINAL)
 _OPENINGS = frozenset(kind.encode() for kind in OPENING)
-
-
-def count_injected(raw: bytes) -> int:
-    """How often ``bmcp_`` occurs in ``raw``."""
-    return len(_FINDER.find_matches_as_indexes(raw)) if len(raw) >= _LONG else raw.count(_INJECTED)
 
 
 def injected_name(value: Any) -> bool:
@@ -79,14 +71,14 @@ class EchoedTools:
         """Whole LF-ended events ``raw`` holding ``injected`` times ``bmcp_``, the echo events among them
         edited; None: another event names an injected tool."""
         if (laid_out := _laid_out(raw)) is not None:
-            return self._laid_out(raw, laid_out, injected)
+            return self._echo_event(raw, laid_out, injected)
         sent = []
         for event in _events(raw):
             found = count_injected(event.raw)
             if not found:
                 edited: bytes | None = event.raw
             elif (laid_out := _laid_out(event.raw)) is not None:
-                edited = self._laid_out(event.raw, laid_out, found)
+                edited = self._echo_event(event.raw, laid_out, found)
             else:
                 edited = _written_again(event, found)
             if edited is None:
@@ -94,7 +86,7 @@ class EchoedTools:
             sent.append(edited)
         return b"".join(sent)
 
-    def _laid_out(self, raw: bytes, laid_out: re.Match[bytes], injected: int) -> bytes | None:
+    def _echo_event(self, raw: bytes, laid_out: re.Match[bytes], injected: int) -> bytes | None:
         """One event written as the API writes it: its response cut, else decoded and written again (the
         event copied once: the parts kept are joined from views)."""
         if laid_out[1] not in _ECHOES:
@@ -142,13 +134,6 @@ def _laid_out(raw: bytes) -> re.Match[bytes] | None:
     if not raw.endswith(b"}\n\n") or raw.find(b"\n", raw.find(b"\n") + 1) != len(raw) - 2:
         return None  # three line ends, the last two at the end (found by memchr: a count is slower)
     return _HEAD.match(raw)
-
-
-def cut_injected_tools(raw: bytes, injected: int) -> bytes | None:
-    """``raw`` (compact JSON holding ``injected`` times ``bmcp_``) without the tool objects of the injected
-    names (:func:`injected_span`); None: decode instead."""
-    span = injected_span(raw, injected, 0, len(raw))
-    return None if span is None else raw[: span[0]] + raw[span[1] :]
 
 
 def injected_span(raw: bytes, injected: int, lo: int, hi: int) -> tuple[int, int] | None:

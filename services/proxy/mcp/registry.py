@@ -20,14 +20,25 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
+from ahocorasick_rs import BytesAhoCorasick
+
 from aibridge.proxy.mcp.config import AuthKind, McpServerConfig
 
 PREFIX: Final = "bmcp_"
+INJECTED: Final = PREFIX.encode()  # as it shows in the bytes of a request or an answer
+LONG_SEARCH: Final = 1024  # bytes from which the vectorised search beats bytes.find/count (a call costs more)
+_FINDER: Final = BytesAhoCorasick([INJECTED])
 MAX_NAME: Final = 64
 _HASH_DIGITS: Final = 8
 _INVALID: Final = re.compile(r"[^a-zA-Z0-9_-]")
 
 JsonObject = dict[str, Any]
+
+
+def count_injected(raw: bytes) -> int:
+    """How often ``bmcp_`` occurs in ``raw`` (on long bytes by a vectorised search: bytes.count takes about
+    11 µs for an echo event of 27 KiB)."""
+    return len(_FINDER.find_matches_as_indexes(raw)) if len(raw) >= LONG_SEARCH else raw.count(INJECTED)
 
 
 class ToolFormat(StrEnum):

@@ -41,15 +41,8 @@ from typing import Any, Protocol, cast
 import orjson
 
 from aibridge.proxy.errors import ProxyError, openai_error
-from aibridge.proxy.mcp.echo import (
-    OPENING,
-    TERMINAL,
-    EchoedTools,
-    count_injected,
-    injected_name,
-    without_injected_tools,
-)
-from aibridge.proxy.mcp.registry import PREFIX, JsonObject
+from aibridge.proxy.mcp.echo import OPENING, TERMINAL, EchoedTools, injected_name, without_injected_tools
+from aibridge.proxy.mcp.registry import INJECTED, JsonObject, count_injected
 from aibridge.proxy.mcp.shapes import ResponsesShape, summed_usage
 from aibridge.proxy.providers.anthropic import MessageStream
 from aibridge.proxy.providers.openai import ChatStream
@@ -71,7 +64,6 @@ _CHAT_CONTENT = re.compile(
     + rb')\}(?:,"logprobs":null)?,"finish_reason":null\}\](,"usage":null)?'
 )
 _OUTPUT_INDEX = re.compile(rb'"output_index":(\d+)')
-_INJECTED = PREFIX.encode()
 _SEQUENCE_NUMBER = re.compile(rb'"sequence_number":(\d+)')
 
 
@@ -163,7 +155,7 @@ class AnthropicStreamEdit:
         return event.raw  # ping, error
 
     def unedited(self, raw: bytes) -> bytes | None:
-        return None if raw.find(_INJECTED) >= 0 else raw  # find: faster than "in" on short bytes
+        return None if raw.find(INJECTED) >= 0 else raw  # find: faster than "in" on short bytes
 
     def parser(self) -> Tee:
         return MessageStream()
@@ -300,7 +292,7 @@ class ChatStreamEdit:
 
     def unedited(self, raw: bytes) -> bytes | None:
         """As the proxy relays any chat stream: the usage it asked for itself hidden from the client."""
-        if raw.find(_INJECTED) >= 0:
+        if raw.find(INJECTED) >= 0:
             return None
         return raw if self._client_usage else ChatStream.hidden_usage(raw)
 

@@ -30,9 +30,8 @@ from typing import Any
 import orjson
 
 from aibridge.proxy.errors import ProxyError
-from aibridge.proxy.mcp.echo import count_injected
 from aibridge.proxy.mcp.loop import McpRun, Round
-from aibridge.proxy.mcp.registry import PREFIX, ToolFormat
+from aibridge.proxy.mcp.registry import INJECTED, LONG_SEARCH, PREFIX, ToolFormat, count_injected
 from aibridge.proxy.mcp.stream_edits import AnthropicStreamEdit, ChatStreamEdit, ResponsesStreamEdit, StreamEdit
 from aibridge.proxy.providers.records import ResponseSummary, Usage
 from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
@@ -104,8 +103,6 @@ class RoundReader:
         return b"".join([self._edit.event(event) for event in events])
 
 
-_INJECTED = PREFIX.encode()
-_LONG = 1024  # bytes from which a vectorised search (count_injected) beats bytes.find
 _CR = 13  # a carriage return; "13 in chunk" is a memchr, a bytes search costs several times more
 
 
@@ -230,7 +227,7 @@ class InjectedRounds:
             async for chunk in upstream:
                 # most chunks: whole events that name no injected tool, forwarded as they are (tested inline)
                 whole = plain and chunk.endswith(b"\n\n") and _CR not in chunk and not unedited.held
-                if whole and (chunk.find(_INJECTED) < 0 if len(chunk) < _LONG else not count_injected(chunk)):
+                if whole and (chunk.find(INJECTED) < 0 if len(chunk) < LONG_SEARCH else not count_injected(chunk)):
                     keep(chunk)
                     yield chunk
                     continue

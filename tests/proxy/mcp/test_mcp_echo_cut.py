@@ -1,4 +1,4 @@
-"""The injected tools cut out of a Responses echo event's bytes (:func:`echo.cut_injected_tools`): the result
+"""The injected tools cut out of a Responses echo event's bytes (:func:`echo.injected_span`): the result
 is the JSON the decoding path writes, byte for byte the provider's elsewhere; whatever the cut cannot
 account for is answered None (the event is then decoded)."""
 
@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from aibridge.proxy.mcp import echo
-from aibridge.proxy.mcp.echo import cut_injected_tools, without_injected_tools
+from aibridge.proxy.mcp.echo import injected_span, without_injected_tools
 
 READ = {"type": "function", "name": "read_file", "description": "Read {path}, [lines]", "parameters": None}
 NESTED = {
@@ -20,6 +20,12 @@ NESTED = {
     "strict": True,
     "name": "edit_file",
 }
+
+
+def cut_injected_tools(raw: bytes, injected: int) -> bytes | None:
+    """``raw`` without the span :func:`injected_span` finds; None: it finds none (the event is decoded)."""
+    span = injected_span(raw, injected, 0, len(raw))
+    return None if span is None else raw[: span[0]] + raw[span[1] :]
 
 
 @pytest.fixture(autouse=True)
