@@ -82,16 +82,22 @@ class InvalidEvent(ValueError):
 
 
 _second: list[Any] = [None, ""]  # the last second formatted (its fields) and its text up to the "."
+_last: list[Any] = [None, ""]  # the last time formatted (from utcnow) and its text
 
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with microseconds, e.g. ``2026-11-27T10:15:30.123456Z``."""
+    if moment is _last[0]:  # the events of one interception's end share its time
+        text: str = _last[1]
+        return text
     if moment.tzinfo is UTC and moment.year >= 1000:  # the common case (utcnow): the second's text is reused
         second = (moment.second, moment.minute, moment.hour, moment.day, moment.month, moment.year)
         if second != _second[0]:
             _second[1] = moment.replace(microsecond=0, tzinfo=None).isoformat() + "."
             _second[0] = second
-        return f"{_second[1]}{moment.microsecond:06d}Z"
+        text = f"{_second[1]}{moment.microsecond:06d}Z"
+        _last[0], _last[1] = moment, text  # the same object again is the same time
+        return text
     moment = moment.astimezone(UTC)
     if moment.year < 1000:  # strftime's %Y does not pad there; isoformat (twice as fast) does
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -195,9 +201,16 @@ class InterceptionContext:
             self.turn = Turn(turn).value
         return self._interception_fields(self._base(_STARTED, self.started_at))
 
-    def prompt(self, text: str, provider_response_id: str = "", metadata: dict[str, Any] | None = None) -> Event:
+    def prompt(
+        self,
+        text: str,
+        provider_response_id: str = "",
+        metadata: dict[str, Any] | None = None,
+        *,
+        occurred_at: datetime | None = None,
+    ) -> Event:
         kept, redactions = self.capture.user_text(text)
-        event = self._base(_PROMPT, None)
+        event = self._base(_PROMPT, occurred_at)
         event["provider_response_id"] = provider_response_id
         event["prompt"] = kept
         event["capture"] = self.capture.mode._value_
@@ -214,8 +227,9 @@ class InterceptionContext:
         cache_read_input_tokens: int = 0,
         cache_write_input_tokens: int = 0,
         metadata: dict[str, Any] | None = None,
+        occurred_at: datetime | None = None,
     ) -> Event:
-        event = self._base(_TOKEN_USAGE, None)
+        event = self._base(_TOKEN_USAGE, occurred_at)
         event["provider_response_id"] = provider_response_id
         event["input_tokens"] = input_tokens
         event["output_tokens"] = output_tokens
@@ -237,12 +251,13 @@ class InterceptionContext:
         server_name: str | None = None,
         duration_ms: float | None = None,
         metadata: dict[str, Any] | None = None,
+        occurred_at: datetime | None = None,
     ) -> Event:
         kept, redactions = self.capture.user_text(tool_input)
         if invocation_error is not None:
             invocation_error, scrubbed = self.capture.scrub(invocation_error)
             redactions += scrubbed
-        return self._base(_TOOL_USAGE, None) | {
+        return self._base(_TOOL_USAGE, occurred_at) | {
             "provider_response_id": provider_response_id,
             "tool": tool,
             "call_id": call_id,
@@ -263,10 +278,12 @@ class InterceptionContext:
         text: str,
         provider_response_id: str = "",
         metadata: dict[str, Any] | None = None,
+        *,
+        occurred_at: datetime | None = None,
     ) -> Event:
         """The model's reasoning, captured as a prompt is (empty in ``metadata`` mode, else scrubbed)."""
         kept, redactions = self.capture.user_text(text)
-        return self._base(_REASONING, None) | {
+        return self._base(_REASONING, occurred_at) | {
             "provider_response_id": provider_response_id,
             "kind": kind.value,
             "text": kept,

@@ -38,7 +38,7 @@ OIDC_KEY_FETCHES = Counter(
 PROXY_EVENTS_PUBLISHED = Counter("aibridge_proxy_events_published", "Interception events the bus accepted.")
 PROXY_EVENTS_DROPPED = Counter(
     "aibridge_proxy_events_dropped",
-    "Interception events that could not be published, by reason (buffer_full, send_failed, shutdown).",
+    "Interception events that could not be published, by reason (buffer_full, send_failed, shutdown, unencodable).",
     ["reason"],
 )
 PROXY_EVENT_SEND_FAILURES = Counter(

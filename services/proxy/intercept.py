@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import cast
 
 from starlette.background import BackgroundTask
@@ -385,9 +386,10 @@ class Interceptor:
     ) -> None:
         context, obs = self._started(flow), flow.obs
         obs.processed(summary)
+        ended_at = obs.ended_at()  # the time of each event of the interception's end
         response_id = summary.response_id if summary else ""
         if flow.parsed.prompt is not None:
-            obs.emit(self._emitter, context.prompt(flow.parsed.prompt, response_id))
+            obs.emit(self._emitter, context.prompt(flow.parsed.prompt, response_id, occurred_at=ended_at))
         rounds = flow.mcp.rounds if flow.mcp is not None else ()
         for event in round_events(context, rounds, self.spec.parse_response):
             obs.emit(self._emitter, event)
@@ -401,11 +403,13 @@ class Interceptor:
                 cache_read_input_tokens=usage.cache_read_input_tokens,
                 cache_write_input_tokens=usage.cache_write_input_tokens,
                 metadata=usage.metadata,
+                occurred_at=ended_at,
             )
             obs.emit(self._emitter, event)
             self._spent(event)
         for found in summary.reasoning if summary and not rounds else ():
-            obs.emit(self._emitter, context.reasoning(found.kind, found.text, response_id, found.metadata))
+            reasoning = context.reasoning(found.kind, found.text, response_id, found.metadata, occurred_at=ended_at)
+            obs.emit(self._emitter, reasoning)
         for call in summary.tool_calls if summary and not rounds else ():
             obs.emit(
                 self._emitter,
@@ -415,9 +419,11 @@ class Interceptor:
                     call_id=call.call_id,
                     tool_input=call.arguments,
                     metadata=call.metadata,
+                    occurred_at=ended_at,
                 ),
             )
-        self._end(context, status, http_status, error, obs, summary, sum(len(made.injected) for made in rounds))
+        mcp_calls = sum(len(made.injected) for made in rounds)
+        self._end(context, status, http_status, error, obs, summary, mcp_calls, ended_at)
 
     def _spent(self, event: Event) -> None:
         """A token usage counts against the user's budgets in this replica at once (the store has it later)."""
@@ -433,8 +439,9 @@ class Interceptor:
         obs: Observation,
         summary: ResponseSummary | None = None,
         mcp_calls: int = 0,
+        ended_at: datetime | None = None,
     ) -> None:
-        ended_at = obs.ended_at()
+        ended_at = ended_at or obs.ended_at()
         obs.emit(self._emitter, context.ended(status, http_status, error, ended_at))
         with obs.active():
             log_interception(context, status, http_status, summary, ended_at, mcp_calls=mcp_calls)

@@ -1,5 +1,6 @@
 """Recording after the answer (services/proxy/recording/deferred.py): jobs wait for their delay and run together,
-a failing job is logged without stopping the others, the times recorded are the answer's, and
+a failing job is logged without stopping the others, the times recorded are the answer's (its end's
+events all carry it), and
 stopping the proxy records what is still pending."""
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ async def test_the_recorded_end_is_the_answers_end_not_the_recordings(
         "token_usage",
         "interception.ended",
     ]
+    # the events of the end all carry the answer's end, not the time the recording ran
+    assert {event["occurred_at"] for event in events[1:]} == {ended["ended_at"]}
     assert proxy.component.in_flight.count == 0
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+from prometheus_client import REGISTRY
 from proxy_support import read_events, wait_for
 
 from aibridge.bus import BusError, OutgoingMessage
@@ -70,3 +73,26 @@ async def test_without_linger_each_event_goes_out_as_soon_as_the_publisher_is_fr
     batches = await publish(kafka_bootstrap, kafka_topic, linger=0.0)
     assert sum(batches) == 20
     assert len(batches) > 2, batches
+
+
+async def test_an_event_json_cannot_hold_is_counted_and_logged_and_the_rest_are_published(
+    kafka_bootstrap: str, kafka_topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Events are encoded when emitted: a value JSON cannot hold (a bug) is refused there, never raised
+    into the recording, and does not stop the events after it."""
+    before = REGISTRY.get_sample_value("aibridge_proxy_events_dropped_total", {"reason": "unencodable"}) or 0.0
+    emitter = EventEmitter(KafkaProducer(CommonSettings(kafka_bootstrap=kafka_bootstrap)), kafka_topic)
+    await emitter.start()
+    await wait_for(lambda: emitter.connected, timeout=10)
+    broken = prompt(0) | {"metadata": {"not_json": object()}}
+    with caplog.at_level(logging.ERROR, logger="aibridge.proxy.emitter"):
+        emitter.emit(broken)
+    emitter.emit(prompt(1))
+    await wait_for(lambda: emitter.published == 1, timeout=10)
+    await emitter.stop(5.0)
+    assert emitter.dropped == 1 and emitter.buffered == 0
+    after = REGISTRY.get_sample_value("aibridge_proxy_events_dropped_total", {"reason": "unencodable"})
+    assert after == before + 1
+    assert "could not encode an interception event (prompt)" in caplog.text
+    events = await read_events(kafka_bootstrap, kafka_topic, until=lambda events: len(events) >= 1)
+    assert [e["prompt"] for e in events] == ["prompt 1"]

@@ -21,7 +21,6 @@ from aibridge.proxy.providers.records import ResponseSummary, Usage
 log = logging.getLogger("aibridge.interceptions")
 
 _NO_USAGE = Usage()
-MESSAGE = "%s (%s) %s/%s %s %d in=%d out=%d cache_read=%d cache_write=%d tools=%d%s %.3fs"
 
 
 def log_interception(
@@ -40,21 +39,13 @@ def log_interception(
     usage = summary.usage if summary is not None and summary.usage is not None else _NO_USAGE
     tools = len(summary.tool_calls) if summary is not None else 0
     seconds = ((ended_at or utcnow()) - context.started_at).total_seconds()
-    outcome = status.value
-    arguments = (
-        context.initiator_username,
-        context.client,
-        context.provider,
-        context.model or "-",
-        outcome,
-        http_status,
-        usage.input_tokens,
-        usage.output_tokens,
-        usage.cache_read_input_tokens,
-        usage.cache_write_input_tokens,
-        tools,
-        f" mcp={mcp_calls}" if mcp_calls else "",
-        seconds,
+    outcome = status._value_
+    fresh, output = usage.input_tokens, usage.output_tokens
+    read, written = usage.cache_read_input_tokens, usage.cache_write_input_tokens
+    message = (
+        f"{context.initiator_username} ({context.client}) {context.provider}/{context.model or '-'} {outcome} "
+        f"{http_status} in={fresh} out={output} cache_read={read} cache_write={written} tools={tools}"
+        f"{f' mcp={mcp_calls}' if mcp_calls else ''} {seconds:.3f}s"
     )
     fields: dict[str, Any] = {
         "interception_id": context.interception_id,
@@ -65,16 +56,16 @@ def log_interception(
         "model": context.model,
         "status": outcome,
         "http_status": http_status,
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cache_read_input_tokens": usage.cache_read_input_tokens,
-        "cache_write_input_tokens": usage.cache_write_input_tokens,
+        "input_tokens": fresh,
+        "output_tokens": output,
+        "cache_read_input_tokens": read,
+        "cache_write_input_tokens": written,
         "tool_calls": tools,
         "mcp_calls": mcp_calls,
         "duration_ms": round(seconds * 1000, 1),
     }
     handler = direct_lines.handler_for(log)
     if handler is None:
-        log.info(MESSAGE, *arguments, extra=fields)
+        log.info(message, extra=fields)
         return
-    direct_lines.write(handler, "info", log.name, MESSAGE % arguments, fields)
+    direct_lines.write(handler, "info", log.name, message, fields)
