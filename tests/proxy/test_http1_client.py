@@ -691,6 +691,28 @@ def test_no_answer_times_out_and_the_connection_is_not_reused(run: Run) -> None:
     run(main)
 
 
+def test_the_read_timeout_is_per_wait_and_the_deadline_timer_stops_when_nothing_waits(run: Run) -> None:
+    """A body whose pieces come a little faster than the timeout never times out, however long it
+    takes in all; the one timer that keeps the deadlines runs only while a wait is open."""
+
+    async def main() -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+        drip = reply(head, *[bytes([byte]) for byte in b"abcde"], pause=READ_TIMEOUT * 0.6)
+        async with serve(drip) as peer, upstream() as client:
+            started = time.monotonic()
+            response = await client.request("GET", peer.url(), {}, None)
+            received: list[bytes] = []
+            await collect(response, received)
+            assert b"".join(received) == b"abcde"
+            assert time.monotonic() - started > READ_TIMEOUT * 2, "five pauses, each within the timeout"
+            deadlines = client._deadlines
+            assert deadlines is not None
+            await wait_until(lambda: deadlines._timer is None, timeout=READ_TIMEOUT)
+            assert not deadlines._waiting
+
+    run(main)
+
+
 async def collect(response: Http1Response, into: list[bytes]) -> None:
     async for piece in response.chunks():
         into.append(piece)
