@@ -345,7 +345,7 @@ class Interceptor:
         tee: Tee,
         own: Callable[[ProxyError], bytes] | None = None,
     ) -> RelayResponse:
-        def finished(summary: ResponseSummary, status: Status, error: str | None) -> None:
+        def finished(relay: Relay, summary: ResponseSummary, status: Status, error: str | None) -> None:
             upstream_error = error if status is Status.UPSTREAM_ERROR else None
             flow.obs.streamed(relay.upstream_wait, relay.client_wait, upstream_error, relay.ended)
             flow.leave()

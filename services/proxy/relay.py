@@ -23,7 +23,9 @@ from aibridge.proxy.errors import ProxyError
 from aibridge.proxy.providers.records import ResponseSummary
 from aibridge.proxy.upstream.client import UpstreamResponse
 
-Finished = Callable[[ResponseSummary, Status, str | None], None]
+Finished = Callable[["Relay", ResponseSummary, Status, str | None], None]
+"""Called with the relay (not a closure over it: a relay that a callback of its own refers to is a
+reference cycle, and the whole request's objects would wait for the garbage collector)."""
 Later = Callable[[Callable[[], None]], None]
 
 
@@ -132,7 +134,7 @@ class Relay:
                 summary.usage.metadata["partial"] = True
         elif status is Status.COMPLETED and summary.error:
             status, error = Status.UPSTREAM_ERROR, summary.error
-        self._on_finished(summary, status, error)
+        self._on_finished(self, summary, status, error)
 
 
 class ClientWatch:
