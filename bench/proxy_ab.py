@@ -12,10 +12,20 @@ per second, p50 and CPU per request of its process (from ``/proc``), the median 
 how two builds of the proxy compare in throughput and CPU in one run (default JSON
 bench/results/proxy_ab_wrk.json, printed only).
 
+With ``--paired`` (two variants, and ``--wrk-connections N``) both are loaded at the same time, each by
+its own ``wrk -t1 -cN``, for ``--rounds`` rounds: whatever the shared machine does during a round, it
+does to both, so the ratio of their CPU per request (second over first) varies far less from round to
+round than either's CPU does (about 1 % against up to 30 % on a shared 2-core VM). It answers "is B
+cheaper than A, and by how much" for differences of a few percent; the absolute figures are those of
+two proxies sharing the cores (higher than either alone). Printed: every round, then the median ratio,
+its mean and standard deviation (default JSON bench/results/proxy_ab_paired.json).
+
 Rerun:  .venv/bin/python bench/proxy_ab.py builtin aiohttp:AIBRIDGE_UPSTREAM_CLIENT=aiohttp
         git worktree add ../aibridge-old <commit> && \
           .venv/bin/python bench/proxy_ab.py new old:PYTHONPATH=../aibridge-old
         .venv/bin/python bench/proxy_ab.py --wrk-connections 32 new old:PYTHONPATH=../aibridge-old
+        .venv/bin/python bench/proxy_ab.py --paired --wrk-connections 16 --rounds 8 \
+          old:PYTHONPATH=../aibridge-old new
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import re
 import statistics
 import sys
 import tempfile
+import threading
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
@@ -50,8 +61,19 @@ def main() -> None:
     parser.add_argument("--wrk-connections", type=int, default=0, help="closed loop, wrk -t1 -cN, instead")
     parser.add_argument("--wrk-duration", type=float, default=6.0, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="wrk rounds, the variants taking turns")
+    parser.add_argument("--paired", action="store_true", help="two variants loaded at the same time (wrk)")
+    parser.add_argument("--streaming", action="store_true", help="with --paired: streamed requests, not blocking")
     bench_results.add_json_argument(parser, "proxy_ab")
     args = parser.parse_args()
+    if args.paired:
+        if len(args.variants) != 2 or not args.wrk_connections:
+            parser.error("--paired takes two variants and --wrk-connections")
+        json_path = args.json if "--json" in sys.argv else bench_results.RESULTS_DIR / "proxy_ab_paired.json"
+        names = ("variants", "wrk_connections", "wrk_duration", "rounds", "streaming")
+        params = {name: getattr(args, name) for name in names}
+        paired_rows, _ = measure(args.variants, args.rate, args.duration, wrk=args)
+        bench_results.Run("proxy_ab_paired", params).write(json_path, {"rows": paired_rows})
+        return
     if args.wrk_connections:
         json_path = args.json if "--json" in sys.argv else bench_results.RESULTS_DIR / "proxy_ab_wrk.json"
         params = {name: getattr(args, name) for name in ("variants", "wrk_connections", "wrk_duration", "rounds")}
@@ -101,6 +123,8 @@ def measure(
                 port = ports[name] = free_port()
                 pids[name] = stack.enter_context(po.proxy_process(port, env))
                 targets.append((name, f"http://127.0.0.1:{port}{po.ROUTE}", po.auth(token)))
+            if wrk is not None and wrk.paired:
+                return paired(targets[1:], pids, wrk), {}
             if wrk is not None:
                 return closed_loop(targets[1:], pids, wrk), {}
             print(f"\n## Added p50 / p99 at {rate:.0f} req/s, {duration:.0f}s per variant in 1-second turns")
@@ -155,6 +179,52 @@ def closed_loop(targets: list[po.Target], pids: dict[str, int], args: argparse.N
             rows.append({"request": label, "variant": name, "rps": rps, "p50_ms": p50, "cpu_us_per_request": cpu})
             print(f"| {label} | {name} | {rps:,.0f} | {p50:.2f} ms | {cpu:.0f} µs |", flush=True)
     print(f"\nload average after: {os.getloadavg()}")
+    return rows
+
+
+def paired(targets: list[po.Target], pids: dict[str, int], args: argparse.Namespace) -> list[dict[str, object]]:
+    """Both variants under ``wrk -t1 -c<connections>`` at the same time, ``args.rounds`` times; per round
+    each one's requests per second and CPU per request, and the second's CPU over the first's."""
+    connections, seconds = args.wrk_connections, args.wrk_duration
+    label, body = ("streaming", po.STREAMING) if args.streaming else ("blocking", po.BLOCKING)
+    encoded = orjson.dumps(body)
+    (first, _, _), (second, _, _) = targets
+    print(f"\n## {label}: both at once, wrk -t1 -c{connections} each, {seconds:.0f} s per round")
+    print(f"| round | {first} req/s | {first} CPU | {second} req/s | {second} CPU | ratio |")
+    print("|---|---|---|---|---|---|")
+    for _, url, headers in targets:
+        po.wrk(url, headers, encoded, 4, 2)  # warm every connection pool
+    rows: list[dict[str, object]] = []
+    for number in range(1, args.rounds + 1):
+        results: dict[str, dict[str, float]] = {}
+        before = {name: po.cpu_seconds(pids[name]) for name, _, _ in targets}
+
+        def load(into: dict[str, dict[str, float]], name: str, url: str, headers: dict[str, str]) -> None:
+            into[name] = po.wrk(url, headers, encoded, connections, seconds)
+
+        threads = [threading.Thread(target=load, args=(results, *target)) for target in targets]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        cpu = {
+            name: (po.cpu_seconds(pids[name]) - before[name]) / max(results[name]["rps"] * seconds, 1.0) * 1e6
+            for name, _, _ in targets
+        }
+        ratio = cpu[second] / cpu[first]
+        rows.append({"round": number, "rps": {n: r["rps"] for n, r in results.items()}, "cpu_us": cpu, "ratio": ratio})
+        print(
+            f"| {number} | {results[first]['rps']:,.0f} | {cpu[first]:.0f} µs "
+            f"| {results[second]['rps']:,.0f} | {cpu[second]:.0f} µs | {ratio:.3f} |",
+            flush=True,
+        )
+    ratios = [float(row["ratio"]) for row in rows]  # type: ignore[arg-type]
+    spread = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
+    print(
+        f"\n{second} / {first}, CPU per request: median {statistics.median(ratios):.3f}, "
+        f"mean {statistics.mean(ratios):.3f}, standard deviation {spread:.3f} over {len(ratios)} rounds"
+    )
+    print(f"load average after: {os.getloadavg()}")
     return rows
 
 
