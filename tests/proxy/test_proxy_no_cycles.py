@@ -16,6 +16,7 @@ import httpx
 import pytest
 from proxy_support import Proxy, wait_for
 
+from aibridge.proxy.component import GC_YOUNG_THRESHOLD
 from aibridge.proxy.flow import Flow
 from aibridge.proxy.recording.observe import Observation
 from aibridge.proxy.relay import Relay
@@ -71,3 +72,10 @@ async def test_a_finished_interception_leaves_no_reference_cycle(  # noqa: PLR09
     await events_of(3)
     await wait_for(lambda: not proxy.component.deferred and proxy.component.in_flight.count == 0)
     assert collected() == []
+
+
+def test_a_started_proxy_keeps_its_start_out_of_the_collectors_sight_and_collects_less_often(proxy: Proxy) -> None:
+    """What the proxy built to start is frozen (never walked again); the young generation is collected
+    every GC_YOUNG_THRESHOLD allocations, not Python's 700 (the objects of a request are freed without it)."""
+    assert gc.get_freeze_count() > 0
+    assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD > 700
