@@ -13,7 +13,7 @@ how two builds of the proxy compare in throughput and CPU in one run (default JS
 bench/results/proxy_ab_wrk.json, printed only).
 
 With ``--paired`` (two variants, and ``--wrk-connections N``) both are loaded at the same time, each by
-its own ``wrk -t1 -cN``, for ``--rounds`` rounds: whatever the shared machine does during a round, it
+its own ``wrk -t1 -cN`` (each started first every other round), for ``--rounds`` rounds: whatever the shared machine does during a round, it
 does to both, so the ratio of their CPU per request (second over first) varies far less from round to
 round than either's CPU does (about 1 % against up to 30 % on a shared 2-core VM). It answers "is B
 cheaper than A, and by how much" for differences of a few percent; the absolute figures are those of
@@ -202,7 +202,8 @@ def paired(targets: list[po.Target], pids: dict[str, int], args: argparse.Namesp
         def load(into: dict[str, dict[str, float]], name: str, url: str, headers: dict[str, str]) -> None:
             into[name] = po.wrk(url, headers, encoded, connections, seconds)
 
-        threads = [threading.Thread(target=load, args=(results, *target)) for target in targets]
+        ordered = targets if number % 2 else targets[::-1]  # each starts first every other round
+        threads = [threading.Thread(target=load, args=(results, *target)) for target in ordered]
         for thread in threads:
             thread.start()
         for thread in threads:
