@@ -191,8 +191,8 @@ class ProxyComponent:
         gc.freeze()
         # A request's objects are freed by reference counting (tests/proxy/test_proxy_no_cycles.py),
         # so the young generation's collections mostly walk the requests in flight: with Python's 700
-        # allocations between them, one every few requests. Fewer of them: about 1.5% less CPU per
-        # blocking request, streamed the same (bench/proxy_ab.py --paired; docs/performance.md).
+        # allocations between them, one every few requests. Fewer of them: about 2% less CPU per
+        # blocking request, 1% streamed (bench/proxy_ab.py --paired; docs/performance.md).
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     async def stop(self) -> None:
