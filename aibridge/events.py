@@ -81,22 +81,24 @@ class InvalidEvent(ValueError):
     """An event failed to decode or to validate against the schema; the message says why."""
 
 
-_second: list[Any] = [None, ""]  # the last second formatted (its fields) and its text up to the "."
-_last: list[Any] = [None, ""]  # the last time formatted (from utcnow) and its text
+# Each cache is one tuple, read and replaced whole: a thread that formats a time never sees the half
+# of another thread's update.
+_second: list[tuple[Any, str]] = [(None, "")]  # the last second formatted (its fields), its text up to the "."
+_last: list[tuple[Any, str]] = [(None, "")]  # the last time formatted (from utcnow) and its text
 
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with microseconds, e.g. ``2026-11-27T10:15:30.123456Z``."""
-    if moment is _last[0]:  # the events of one interception's end share its time
-        text: str = _last[1]
-        return text
+    last = _last[0]
+    if moment is last[0]:  # the same object again (the events of one interception's end share its time)
+        return last[1]
     if moment.tzinfo is UTC and moment.year >= 1000:  # the common case (utcnow): the second's text is reused
         second = (moment.second, moment.minute, moment.hour, moment.day, moment.month, moment.year)
-        if second != _second[0]:
-            _second[1] = moment.replace(microsecond=0, tzinfo=None).isoformat() + "."
-            _second[0] = second
-        text = f"{_second[1]}{moment.microsecond:06d}Z"
-        _last[0], _last[1] = moment, text  # the same object again is the same time
+        known = _second[0]
+        if second != known[0]:
+            known = _second[0] = (second, moment.replace(microsecond=0, tzinfo=None).isoformat() + ".")
+        text = f"{known[1]}{moment.microsecond:06d}Z"
+        _last[0] = (moment, text)
         return text
     moment = moment.astimezone(UTC)
     if moment.year < 1000:  # strftime's %Y does not pad there; isoformat (twice as fast) does

@@ -51,16 +51,15 @@ class UtcTime:
     to the second is made once per second (``strftime`` is most of a field's cost), the milliseconds per call."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        self._known = (-1, "")  # a second and its text, replaced whole (lines come from any thread)
 
     def now(self) -> str:
         now = time.time()
         second = int(now)
-        if second != self._second:
-            self._prefix = time.strftime(TIME_FORMAT, time.gmtime(second))
-            self._second = second
-        return self._prefix + _MILLISECONDS[int((now - second) * 1000)]
+        known = self._known
+        if second != known[0]:
+            known = self._known = (second, time.strftime(TIME_FORMAT, time.gmtime(second)))
+        return known[1] + _MILLISECONDS[int((now - second) * 1000)]
 
 
 class DirectLines:
