@@ -13,12 +13,13 @@ how two builds of the proxy compare in throughput and CPU in one run (default JS
 bench/results/proxy_ab_wrk.json, printed only).
 
 With ``--paired`` (two variants, and ``--wrk-connections N``) both are loaded at the same time, each by
-its own ``wrk -t1 -cN`` (each started first every other round), for ``--rounds`` rounds: whatever the shared machine does during a round, it
-does to both, so the ratio of their CPU per request (second over first) varies far less from round to
-round than either's CPU does (about 1 % against up to 30 % on a shared 2-core VM). It answers "is B
-cheaper than A, and by how much" for differences of a few percent; the absolute figures are those of
-two proxies sharing the cores (higher than either alone). Printed: every round, then the median ratio,
-its mean and standard deviation (default JSON bench/results/proxy_ab_paired.json).
+its own ``wrk -t1 -cN`` (each started first every other round), for ``--rounds`` rounds: whatever the
+shared machine does during a round, it does to both, so the ratio of their CPU per request (second over
+first) varies far less from round to round than either's CPU does (about 1 % against up to 30 % on a
+shared 2-core VM). It answers "is B cheaper than A, and by how much" for differences of a few percent;
+the absolute figures are those of two proxies sharing the cores (higher than either alone). Printed:
+every round, then the median ratio, its mean and standard deviation (default JSON
+bench/results/proxy_ab_paired.json).
 
 Rerun:  .venv/bin/python bench/proxy_ab.py builtin aiohttp:AIBRIDGE_UPSTREAM_CLIENT=aiohttp
         git worktree add ../aibridge-old <commit> && \

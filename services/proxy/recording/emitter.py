@@ -2,12 +2,12 @@
 
 ``emit`` only encodes the event and appends it to a bounded in-memory buffer (a deque: an
 ``asyncio.Queue`` costs several times as much per event, for waiting the publisher does not need) and
-never waits. Encoded at once, a waiting event is bytes, which the garbage collector never walks; kept
-as its dicts through the linger, the queue's events were walked by every collection while they waited
-(about 4 % of the proxy's CPU per blocking request, measured with both builds under load at once). A background task takes
-what is queued in batches, letting a batch fill for ``linger`` seconds after its first event (fewer,
-larger produce requests: the per-request work is what costs CPU), and hands each batch to the
-producer in one call where it can take one (:class:`~aibridge.bus.BatchProducer`).
+never waits. Encoded at once, a waiting event is bytes, which the garbage collector never walks; kept as
+its dicts through the linger, the queue's events were walked by every collection while they waited
+(about 4 % of the proxy's CPU per blocking request, measured with both builds under load at once). A
+background task takes what is queued in batches, letting a batch fill for ``linger`` seconds after its
+first event (fewer, larger produce requests: the per-request work is what costs CPU), and hands each
+batch to the producer in one call where it can take one (:class:`~aibridge.bus.BatchProducer`).
 
 Without a spool, a failed send is retried a few times (``send_attempts``). With a spool
 (``AIBRIDGE_SPOOL_DIR``), the spool is the retry: an event whose send failed goes to disk, and while
