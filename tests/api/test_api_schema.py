@@ -13,10 +13,14 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
+# Derandomized: the same requests every run. Negative generation can make a value the schema refuses
+# that goes on the wire as one it allows (a query parameter that is not a string, sent as an empty `q=`);
+# drawn at random, such a case failed one CI run in many as "schema-violating request accepted".
 FUZZ = settings(
     max_examples=25,
     deadline=None,
     database=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
 
