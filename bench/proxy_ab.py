@@ -196,6 +196,7 @@ def paired(targets: list[po.Target], pids: dict[str, int], args: argparse.Namesp
     for _, url, headers in targets:
         po.wrk(url, headers, encoded, 4, 2)  # warm every connection pool
     rows: list[dict[str, object]] = []
+    ratios: list[float] = []
     for number in range(1, args.rounds + 1):
         results: dict[str, dict[str, float]] = {}
         before = {name: po.cpu_seconds(pids[name]) for name, _, _ in targets}
@@ -214,13 +215,13 @@ def paired(targets: list[po.Target], pids: dict[str, int], args: argparse.Namesp
             for name, _, _ in targets
         }
         ratio = cpu[second] / cpu[first]
+        ratios.append(ratio)
         rows.append({"round": number, "rps": {n: r["rps"] for n, r in results.items()}, "cpu_us": cpu, "ratio": ratio})
         print(
             f"| {number} | {results[first]['rps']:,.0f} | {cpu[first]:.0f} µs "
             f"| {results[second]['rps']:,.0f} | {cpu[second]:.0f} µs | {ratio:.3f} |",
             flush=True,
         )
-    ratios = [float(row["ratio"]) for row in rows]  # type: ignore[arg-type]
     spread = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
     print(
         f"\n{second} / {first}, CPU per request: median {statistics.median(ratios):.3f}, "

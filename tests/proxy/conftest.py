@@ -3,6 +3,7 @@ and a reader of the events the proxy published (a group-less aiokafka consumer: 
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -16,6 +17,9 @@ from aibridge.events import Event
 from aibridge.http_limits import HeaderLimitSettings, limited_protocol
 from aibridge.kafka import KafkaProducer
 from aibridge.proxy.component import create_proxy_app
+from aibridge.proxy.flow import Flow
+from aibridge.proxy.recording.observe import Observation
+from aibridge.proxy.relay import Relay
 from aibridge.proxy.settings import ProxySettings
 from aibridge.simulator import SimulatorState, create_simulator_app
 from aibridge.testing.server import serve_in_thread
@@ -82,3 +86,22 @@ def events_of(kafka_bootstrap: str, kafka_topic: str) -> Callable[..., Any]:
 @pytest.fixture
 def token(make_token: Callable[..., str]) -> str:
     return make_token("alice", user_id="user-alice-1")
+
+
+@pytest.fixture
+def collected() -> Iterator[Callable[[], list[Any]]]:
+    """What the garbage collector finds unreachable of a request's objects (flows, observations, relays)
+    from here on: kept in ``gc.garbage`` instead of freed, so a reference cycle shows."""
+    gc.collect()
+    gc.garbage.clear()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+
+    def found() -> list[Any]:
+        gc.collect()
+        return [item for item in gc.garbage if isinstance(item, (Flow, Observation, Relay))]
+
+    try:
+        yield found
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
