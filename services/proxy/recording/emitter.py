@@ -4,7 +4,7 @@
 ``asyncio.Queue`` costs several times as much per event, for waiting the publisher does not need) and
 never waits. Encoded at once, a waiting event is bytes, which the garbage collector never walks; kept as
 its dicts through the linger, the queue's events were walked by every collection while they waited
-(about 4 % of the proxy's CPU per blocking request, measured with both builds under load at once). A
+(part of the collector's work that ``bench/proxy_ab.py --paired`` measures in docs/performance.md). A
 background task takes what is queued in batches, letting a batch fill for ``linger`` seconds after its
 first event (fewer, larger produce requests: the per-request work is what costs CPU), and hands each
 batch to the producer in one call where it can take one (:class:`~aibridge.bus.BatchProducer`).

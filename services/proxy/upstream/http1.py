@@ -184,7 +184,7 @@ class ReadDeadlines:
     """The read timeout of every waiting response, kept by one timer per client instead of a timer per wait.
 
     A wait on the provider happens once or more per request (the headers, every next piece of a
-    stream); a timer each (``call_later`` then ``cancel``) cost about 2 µs, most of a wait's own cost.
+    stream); a timer each (``call_later`` then ``cancel``) was most of a wait's own cost.
     Here a wait notes when it began and joins a set; one timer, running only while anything waits,
     looks every ``tick`` seconds (an eighth of the timeout, at most one second) for waits older than
     the timeout. A wait is so timed out between ``read_timeout`` and ``read_timeout + tick`` after it
