@@ -36,7 +36,6 @@ from aibridge.proxy.incoming import authenticate, forward_headers, header_map, r
 from aibridge.proxy.mcp.injector import McpInjector
 from aibridge.proxy.mcp.loop import McpRun
 from aibridge.proxy.mcp.recorded import round_events
-from aibridge.proxy.mcp.registry import count_injected
 from aibridge.proxy.mcp.streamed import InjectedRounds, LaterRoundFailed, RoundsTee, prepare_streamed, stream_edit
 from aibridge.proxy.providers.records import Provider, ResponseSummary
 from aibridge.proxy.providers.spec import ProviderSpec
@@ -306,10 +305,11 @@ class Interceptor:
         self, flow: Flow, run: McpRun, url: str, headers: dict[str, str], response: UpstreamResponse, answer: bytes
     ) -> tuple[UpstreamResponse, bytes]:
         """Further rounds while the model calls injected tools only; the client's answer merges them.
-        A provider's error in a later round goes to the client as it is. An answer that names no injected
-        tool (most) is not read here: nothing to run or merge, it is recorded as without injection."""
-        if response.status < 400 and not count_injected(answer):
-            return response, answer
+        A provider's error in a later round goes to the client as it is. An answer that provably calls no
+        injected tool (most: :meth:`McpRun.unread`) is not read here: nothing to run or merge, it is
+        recorded as without injection."""
+        if response.status < 400 and (shown := run.unread(answer)) is not None:
+            return response, shown
         while response.status < 400 and await run.settle(answer):
             flow.obs.sending(headers)
             response = await flow.obs.request(self._upstream.request("POST", url, headers, run.request_body()))

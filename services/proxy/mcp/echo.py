@@ -53,11 +53,12 @@ def injected_name(value: Any) -> bool:
 
 
 def without_injected_tools(response: JsonObject) -> JsonObject:
+    """``response`` without the injected tools among its ``tools`` (``response`` itself when it has none)."""
     tools = response.get("tools")
     if not isinstance(tools, list):
         return response
     kept = [tool for tool in tools if not (isinstance(tool, dict) and injected_name(tool.get("name")))]
-    return response | {"tools": kept}
+    return response if len(kept) == len(tools) else response | {"tools": kept}
 
 
 class EchoedTools:

@@ -28,7 +28,7 @@ from opentelemetry.context import Context
 from aibridge.metrics import MCP_ROUND_CAP
 from aibridge.proxy.mcp.client import CallResult
 from aibridge.proxy.mcp.injector import McpInjector, ToolCall
-from aibridge.proxy.mcp.registry import JsonObject, ToolFormat
+from aibridge.proxy.mcp.registry import JsonObject, ToolFormat, count_injected
 from aibridge.proxy.mcp.shapes import SHAPES, ModelCall, Shape, ToolOutput
 from aibridge.proxy.mcp.splice import with_tools
 from aibridge.proxy.providers.records import ResponseSummary
@@ -138,13 +138,20 @@ class McpRun:
         self.body = self.shape.follow_up(self.body, answer, outputs)
         return True
 
+    def unread(self, raw: bytes) -> bytes | None:
+        """The first blocking answer ``raw`` as the client gets it when it provably calls no injected tool,
+        found without decoding it: as it is when it names none (most), a Responses answer without the
+        injected tools it echoes (:meth:`.Shape.shown`); None: the loop reads it (:meth:`settle`)."""
+        injected = count_injected(raw)
+        return self.shape.shown(raw, injected) if injected else raw
+
     def merged(self, last: bytes) -> bytes:
-        """The answer the client gets: ``last`` as it is when no round could be read or the only round
-        called no injected tool (nothing to take out), else the rounds merged."""
+        """The answer the client gets: ``last`` as it is when no round could be read; when the only round
+        called no injected tool, ``last`` without the injected tools it may echo; else the rounds merged."""
         if not self.rounds or self.rounds[-1].raw is not last:
             return last
         if len(self.rounds) == 1 and not self.rounds[0].injected:
-            return last
+            return self.shape.unechoed(last, self.rounds[0].answer)
         return orjson.dumps(self.shape.merge([current.answer for current in self.rounds]))
 
 

@@ -17,7 +17,10 @@ from typing import Any, Protocol
 
 import orjson
 
+from aibridge.proxy.mcp.echo import injected_span, without_injected_tools
 from aibridge.proxy.mcp.registry import PREFIX, JsonObject, ToolFormat
+
+_CLOSE_BRACE = ord("}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,17 @@ class Shape(Protocol):
 
     def merge(self, answers: Sequence[JsonObject]) -> JsonObject:
         """The client's answer: the last round's, with the earlier rounds' visible content before its own,
-        every injected call taken out and the usage summed over the rounds."""
+        every injected call (and on the Responses API every echoed injected tool) taken out and the usage
+        summed over the rounds."""
+
+    def shown(self, raw: bytes, injected: int) -> bytes | None:
+        """A blocking answer ``raw`` that holds ``injected`` times ``bmcp_``, as the client gets it when it
+        provably calls no injected tool, found without decoding it (a Responses answer's echoed ``tools``
+        without the injected ones, cut from the bytes); None: the loop decodes and reads it."""
+
+    def unechoed(self, raw: bytes, answer: JsonObject) -> bytes:
+        """The decoded answer ``answer`` (of bytes ``raw``) of a round that called no injected tool, as the
+        client gets it: ``raw``, or on the Responses API without the injected tools it echoes."""
 
 
 def add_usage(total: Any, more: Any) -> Any:
@@ -123,6 +136,12 @@ class AnthropicShape:
             merged["stop_reason"] = "end_turn"
         return merged
 
+    def shown(self, raw: bytes, injected: int) -> bytes | None:
+        return None
+
+    def unechoed(self, raw: bytes, answer: JsonObject) -> bytes:
+        return raw
+
 
 def _injected(block: JsonObject) -> bool:
     return block.get("type") in {"tool_use", "function_call"} and str(block.get("name") or "").startswith(PREFIX)
@@ -168,6 +187,12 @@ class ChatShape:
         choice["message"] = message
         return last | {"choices": [choice, *choices[1:]], "usage": summed_usage(answers)}
 
+    def shown(self, raw: bytes, injected: int) -> bytes | None:
+        return None
+
+    def unechoed(self, raw: bytes, answer: JsonObject) -> bytes:
+        return raw
+
 
 def _message(answer: JsonObject) -> JsonObject:
     choices = _objects(answer.get("choices"))
@@ -205,7 +230,23 @@ class ResponsesShape:
 
     def merge(self, answers: Sequence[JsonObject]) -> JsonObject:
         output = [item for answer in answers for item in _objects(answer.get("output")) if not _injected(item)]
-        return answers[-1] | {"output": output, "usage": summed_usage(answers)}
+        return without_injected_tools(answers[-1] | {"output": output, "usage": summed_usage(answers)})
+
+    def shown(self, raw: bytes, injected: int) -> bytes | None:
+        """Cut as a stream's echo events are (:func:`.echo.injected_span`), when the answer is written
+        compactly and the injected tools, the last of an array, hold every ``bmcp_`` in it."""
+        end = len(raw.rstrip(b" \t\r\n")) - 1
+        if end < 1 or raw[end] != _CLOSE_BRACE:
+            return None
+        span = injected_span(raw, injected, 0, end)
+        if span is None:
+            return None
+        view = memoryview(raw)
+        return b"".join([view[: span[0]], view[span[1] :]])
+
+    def unechoed(self, raw: bytes, answer: JsonObject) -> bytes:
+        kept = without_injected_tools(answer)
+        return raw if kept is answer else orjson.dumps(kept)
 
 
 def _json_text(value: Any) -> str:

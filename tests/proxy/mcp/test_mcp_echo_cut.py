@@ -11,6 +11,7 @@ import pytest
 
 from aibridge.proxy.mcp import echo
 from aibridge.proxy.mcp.echo import injected_span, without_injected_tools
+from aibridge.proxy.mcp.shapes import ResponsesShape
 
 READ = {"type": "function", "name": "read_file", "description": "Read {path}, [lines]", "parameters": None}
 NESTED = {
@@ -116,3 +117,30 @@ def test_a_run_read_once_is_compared_the_next_time(monkeypatch: pytest.MonkeyPat
     # with one bmcp_ more than the run holds: refused before any reading
     assert cut(response([READ, *tools], instructions="call bmcp_tools_c")) is None
     assert len(read) == 1
+
+
+@pytest.mark.parametrize("client", [[], [READ, NESTED]], ids=["no client tools", "client tools"])
+def test_a_blocking_responses_answer_is_cut_to_the_decoded_result(client: list[dict[str, Any]]) -> None:
+    """A blocking Responses answer that calls no injected tool loses the injected tools it echoes, cut from
+    its bytes when written compactly; the decoding path (:meth:`ResponsesShape.unechoed`) gives the same."""
+    shape = ResponsesShape()
+    answer = response([*client, injected("bmcp_tools_a"), injected("bmcp_tools_b")], output=[], usage={"x": 1})
+    raw = orjson.dumps(answer)
+    shown = shape.shown(raw + b"\n", raw.count(b"bmcp_"))
+    assert shown is not None and b"bmcp_" not in shown
+    assert orjson.loads(shown)["tools"] == client
+    assert shown.endswith(b"}\n")  # the provider's bytes after the object go as they came
+    assert shown[:-1] == shape.unechoed(raw, answer) == orjson.dumps(without_injected_tools(answer))
+
+
+def test_a_blocking_responses_answer_the_cut_cannot_account_for_is_decoded() -> None:
+    """Laid out with whitespace, or calling an injected tool: not cut (None), decoded by the loop instead."""
+    shape = ResponsesShape()
+    answer = response([READ, injected("bmcp_tools_a")], output=[])
+    pretty = orjson.dumps(answer, option=orjson.OPT_INDENT_2)
+    assert shape.shown(pretty, pretty.count(b"bmcp_")) is None
+    assert orjson.loads(shape.unechoed(pretty, answer))["tools"] == [READ]
+    called = response([READ, injected("bmcp_tools_a")], output=[{"type": "function_call", "name": "bmcp_tools_a"}])
+    raw = orjson.dumps(called)
+    assert shape.shown(raw, raw.count(b"bmcp_")) is None
+    assert shape.unechoed(raw, without_injected_tools(called)) == raw  # nothing echoed to take out: as it is

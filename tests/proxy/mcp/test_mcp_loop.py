@@ -242,3 +242,18 @@ async def test_an_answer_without_injected_calls_reaches_the_client_as_the_provid
     raw = b'{"id": "c1",  "choices": [{"index": 0, "message": %s, "finish_reason": "stop"}]}' % orjson.dumps(message)
     assert not await run.settle(raw)
     assert run.merged(raw) is raw  # not decoded and encoded again: the provider's bytes
+
+
+@pytest.mark.parametrize("rounds", ["0", "1"])
+async def test_responses_blocking_echo_shows_only_the_clients_tools(
+    mcp_proxy: Proxy, token: str, simulator: Any, rounds: str
+) -> None:
+    """A Responses answer echoes the request's tools: the client's come back, the injected never do,
+    whether the model called one (a merged answer) or not (the provider's answer as it came)."""
+    client = openai_client(mcp_proxy, token, **{"x-simulator-mcp-tools": ADD, "x-simulator-mcp-rounds": rounds})
+    own = {"type": "function", "name": "read_file", "parameters": {"type": "object", "properties": {}}}
+    response = client.responses.create(model="gpt-5", input="add 1 and 1", store=False, tools=[own])  # type: ignore[list-item]
+    assert [tool.name for tool in response.tools] == ["read_file"]  # type: ignore[union-attr]
+    assert "bmcp_" not in response.model_dump_json()
+    offered = [tool["name"] for tool in sent_bodies(simulator, "/v1/responses")[-1]["tools"]]
+    assert offered[0] == "read_file" and ADD in offered
