@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -102,17 +103,16 @@ def claude_code_sized_body(target_kib: int = 200) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per target and case")
-    parser.add_argument("--rate", type=float, default=100.0, help="requests per second (small bodies)")
-    parser.add_argument("--large-rate", type=float, default=20.0, help="requests per second (large bodies)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per target of the one-round part")
     parser.add_argument(
         "--round-rate", type=float, default=10.0, help="requests per second with one injected call (one MCP server)"
     )
-    parser.add_argument("--sequential", type=int, default=1000, help="requests per target, one at a time")
+    parser.add_argument("--requests", type=int, default=1000, help="requests per target and case, one at a time")
     parser.add_argument("--wrk-connections", type=int, default=32, help="closed loop, wrk -t1 -cN (0: skip)")
     parser.add_argument("--wrk-duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="closed-loop rounds, the targets taking turns")
     parser.add_argument("--closed-loop-only", action="store_true", help="only the closed-loop part, printed")
+    parser.add_argument("--paired-only", action="store_true", help="only the one-at-a-time part, printed")
     parser.add_argument(
         "--in-process-only",
         action="store_true",
@@ -125,15 +125,13 @@ def main() -> None:
         encode_cost(large)
         in_process(large)
         return
-    if args.closed_loop_only:
+    if args.closed_loop_only or args.paired_only:
         measure(args, large)
         return
     params = {
         "duration": args.duration,
-        "rate": args.rate,
-        "large_rate": args.large_rate,
         "round_rate": args.round_rate,
-        "sequential": args.sequential,
+        "requests": args.requests,
         "wrk_connections": args.wrk_connections,
         "wrk_duration": args.wrk_duration,
         "rounds": args.rounds,
@@ -157,6 +155,7 @@ def measure(args: argparse.Namespace, large: dict[str, Any]) -> dict[str, Any]:
     servers = keys / "servers.yaml"
     servers.write_text(f"servers:\n  - name: tools\n    url: http://127.0.0.1:{mcp_port}/mcp\n")
     common = po.bridge_env(keys, broker.bootstrap, upstream)
+    common |= {"AIBRIDGE_ANTHROPIC_KEY": "sk-ant-bench", "AIBRIDGE_ANTHROPIC_BASE_URL": upstream}
     mcp_command = [sys.executable, "-m", "aibridge.testing.mcp_server", "--port", str(mcp_port)]
     print(f"load average before: {os.getloadavg()}")
     print(f"rerun: {bench_results.rerun_command()}")
@@ -172,26 +171,32 @@ def measure(args: argparse.Namespace, large: dict[str, Any]) -> dict[str, Any]:
             proxies = {name: f"http://127.0.0.1:{port}{po.ROUTE}" for name, port in ports.items()}
             tools = asyncio.run(injected_tools(servers))
             if args.closed_loop_only:
-                return {"closed_loop": closed_loop_rows(proxies, pids, token, tools, args)}
-            rows = no_call_rows(upstream, proxies, token, args, large)
+                return {"closed_loop": closed_loop_rows(proxies, pids, token, tools["chat"], args)}
+            paired = asyncio.run(paired_rows(upstream, ports, token, tools, args.requests, large))
+            if args.paired_only:
+                return {"paired": paired}
             one_round = one_round_row(upstream, proxies, token, args)
             one_round |= call_duration(on_port)
-            sequential = asyncio.run(sequential_row(proxies, token, tools, args.sequential))
-            closed = closed_loop_rows(proxies, pids, token, tools, args) if args.wrk_connections else []
+            closed = closed_loop_rows(proxies, pids, token, tools["chat"], args) if args.wrk_connections else []
     finally:
         broker.stop()
     print(f"\nload average after: {os.getloadavg()}")
-    return {"no_call": rows, "one_round": one_round, "sequential": sequential, "closed_loop": closed}
+    return {"paired": paired, "one_round": one_round, "closed_loop": closed}
 
 
-async def injected_tools(servers: Path) -> list[dict[str, Any]]:
-    """The tools the ``on`` proxy adds to a chat completion, as it sends them."""
+async def injected_tools(servers: Path) -> dict[str, list[dict[str, Any]]]:
+    """The tools the ``on`` proxy adds to a request, as it sends them, per API."""
     from aibridge.proxy.mcp import McpInjector, McpSettings, ToolFormat, load_servers
 
+    formats = {
+        "chat": ToolFormat.OPENAI_CHAT,
+        "messages": ToolFormat.ANTHROPIC,
+        "responses": ToolFormat.OPENAI_RESPONSES,
+    }
     injector = McpInjector(load_servers(servers), McpSettings(mcp_servers_file=servers))
     await injector.start()
     try:
-        return injector.tools_for(ToolFormat.OPENAI_CHAT, {}) or []
+        return {api: injector.tools_for(shape, {}) or [] for api, shape in formats.items()}
     finally:
         await injector.stop()
 
@@ -229,77 +234,120 @@ def closed_loop_rows(
     return rows
 
 
-def no_call_rows(
-    upstream: str, proxies: dict[str, str], token: str, args: argparse.Namespace, large: dict[str, Any]
+API_ROUTES = {  # API → (the proxy's route, the simulated provider's path)
+    "chat": (po.ROUTE, "/v1/chat/completions"),
+    "messages": ("/api/v2/aibridge/anthropic/v1/messages", "/v1/messages"),
+    "responses": ("/api/v2/aibridge/openai/v1/responses", "/v1/responses"),
+}
+SMALL = {
+    "chat": po.BLOCKING,
+    "messages": {"model": "claude-sonnet-4-5", "max_tokens": 1024} | {"messages": po.BLOCKING["messages"]},
+    "responses": {"model": "gpt-5", "input": po.BLOCKING["messages"][0]["content"]},
+}
+
+
+def paired_cases(large: dict[str, Any]) -> list[tuple[str, bool, str, dict[str, Any]]]:
+    """(API, streamed, body size, body): every API blocking and streamed with a small body, and the
+    Claude Code-sized body blocking (chat) and where a stream is longest to read (every API)."""
+    big = {"chat": large, "messages": anthropic_body(large), "responses": responses_body(large)}
+    cases = [(api, streamed, "small", SMALL[api]) for api in API_ROUTES for streamed in (False, True)]
+    cases += [("chat", False, "large", big["chat"])]
+    cases += [(api, True, "large", big[api]) for api in API_ROUTES]
+    return cases
+
+
+async def paired_rows(  # noqa: PLR0917
+    upstream: str,
+    ports: dict[str, int],
+    token: str,
+    tools: dict[str, list[dict[str, Any]]],
+    requests: int,
+    large: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """``on`` against ``off`` (and both against ``direct``) with no injected call made."""
+    """Injection on against off, no injected call made, one request at a time.
+
+    Per case, every cycle sends one request to each target in a new random order: ``off`` and ``off-2``
+    (two proxies without a servers file: their difference is the noise floor), ``on`` (twice, so that each
+    proxy process serves as many requests as the others: a busier process answers faster), the same
+    ``off`` and ``off-2`` given a body that already holds the injected tools as ``on`` sends them
+    (``off_t``, ``off-2_t``: the provider reads and answers the same request as behind ``on``), and the
+    simulated provider itself with either body (``direct``, ``direct_t``). A pause after each request lets
+    its recording run outside the next one's time. The first 100 cycles warm up.
+    """
     headers = po.auth(token) | NO_CALL
-    targets: list[po.Target] = [("direct", f"{upstream}/v1/chat/completions", NO_CALL)]
-    targets += [(name, url, headers) for name, url in proxies.items()]
-    print(f"\n## Injection on vs off, no injected call ({args.duration:.0f}s per target, 1-second turns)")
-    print("| request | body | direct p50 | off added p50 / p99 | on added p50 / p99 | **on - off p50** | A/A |")
-    print("|---|---|---|---|---|---|---|")
     rows = []
-    small = po.BLOCKING
-    cases = [("small", small, args.rate), ("large", large, args.large_rate)]
-    for size, body, rate in cases:
-        for streamed in (False, True):
-            request_body = orjson.dumps(body | {"stream": True} if streamed else body)
-            result = asyncio.run(po.open_loop(targets, request_body, rate, args.duration))
-            row = row_of(result, "streamed" if streamed else "blocking", size, len(request_body))
-            rows.append(row | {"rate": rate})
+    print(f"\n## Injection on vs off, no injected call: one request at a time, {requests} per target")
+    print("| API | request | body | direct | off | on | on - off | A/A | provider's part | **added on - off** |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    async with aiohttp.ClientSession() as session:
+        for api, streamed, size, body in paired_cases(large):
+            route, path = API_ROUTES[api]
+            request = body | {"stream": True} if streamed else body
+            plain = orjson.dumps(request)
+            offered = orjson.dumps(request | {"tools": [*request.get("tools", ()), *tools[api]]})
+            proxy = {name: f"http://127.0.0.1:{port}{route}" for name, port in ports.items()}
+            targets = [
+                ("direct", f"{upstream}{path}", plain, NO_CALL),
+                ("direct_t", f"{upstream}{path}", offered, NO_CALL),
+                ("off", proxy["off"], plain, headers),
+                ("off-2", proxy["off-2"], plain, headers),
+                ("on", proxy["on"], plain, headers),
+                ("on", proxy["on"], plain, headers),
+                ("off_t", proxy["off"], offered, headers),
+                ("off-2_t", proxy["off-2"], offered, headers),
+            ]
+            found, errors = await one_at_a_time(session, targets, requests)
+            p50 = {name: statistics.median(values) * 1000 for name, values in found.items()}
+            row = {"api": api, "request": "streamed" if streamed else "blocking", "body": size}
+            row |= {"body_kib": len(plain) / 1024, "tools_kib": (len(offered) - len(plain)) / 1024, "errors": errors}
+            row |= {f"{name}_p50_ms": value for name, value in p50.items()}
+            row |= paired_differences(p50)
+            rows.append(row)
             print(
-                f"| {row['request']} | {row['body_kib']:.1f} KiB | {row['direct_p50_ms']:.2f} ms |"
-                f" {row['off_added_p50_ms']:.2f} / {row['off_added_p99_ms']:.2f} ms |"
-                f" {row['on_added_p50_ms']:.2f} / {row['on_added_p99_ms']:.2f} ms |"
-                f" **{row['on_minus_off_p50_ms']:+.3f} ms** | {row['aa_p50_ms']:+.3f} ms | errors {row['errors']}",
+                f"| {api} | {row['request']} | {row['body_kib']:.1f} KiB | {p50['direct']:.3f} | {p50['off']:.3f} |"
+                f" {p50['on']:.3f} | {row['on_minus_off_ms']:+.3f} | {row['aa_ms']:+.3f} |"
+                f" {row['provider_part_ms']:+.3f} | **{row['added_on_minus_off_ms']:+.3f}** |"
+                f" own {row['on_minus_off_t_ms']:+.3f} (A/A {row['aa_t_ms']:+.3f}) errors {errors}",
                 flush=True,
             )
     return rows
 
 
-def row_of(result: dict[str, dict[str, float]], request: str, size: str, length: int) -> dict[str, Any]:
-    direct, off, on = result["direct"], result["off"], result["on"]
-    return {
-        "request": request,
-        "body": size,
-        "body_kib": length / 1024,
-        "direct_p50_ms": direct["total_p50_ms"],
-        "off_added_p50_ms": off["total_p50_ms"] - direct["total_p50_ms"],
-        "off_added_p99_ms": off["total_p99_ms"] - direct["total_p99_ms"],
-        "on_added_p50_ms": on["total_p50_ms"] - direct["total_p50_ms"],
-        "on_added_p99_ms": on["total_p99_ms"] - direct["total_p99_ms"],
-        "on_minus_off_p50_ms": on["total_p50_ms"] - off["total_p50_ms"],
-        "aa_p50_ms": result["off-2"]["total_p50_ms"] - off["total_p50_ms"],
-        "errors": {name: values["errors"] for name, values in result.items()},
-    }
-
-
-async def sequential_row(
-    proxies: dict[str, str], token: str, tools: list[dict[str, Any]], requests: int
-) -> dict[str, Any]:
-    """One request at a time, round robin (blocking, small body): ``off``, ``on``, and ``off`` given a body
-    that already holds the injected tools, so the provider reads and answers the same request as behind
-    ``on`` (told to call none of them). ``off_tools`` minus ``off`` is what the added tools cost without
-    injection (the provider's reading, the proxy's handling of a larger body); ``on`` minus ``off_tools``
-    is the bridge's own part."""
-    plain, with_tools = orjson.dumps(po.BLOCKING), orjson.dumps(po.BLOCKING | {"tools": tools})
-    targets = [("off", proxies["off"], plain), ("on", proxies["on"], plain), ("off_tools", proxies["off"], with_tools)]
-    headers = po.auth(token) | NO_CALL
-    found: dict[str, list[float]] = {name: [] for name, _, _ in targets}
-    async with aiohttp.ClientSession() as session:
-        for index in range(len(targets) * (requests + 100)):
-            name, url, body = targets[index % len(targets)]
+async def one_at_a_time(
+    session: aiohttp.ClientSession, targets: list[tuple[str, str, bytes, dict[str, str]]], requests: int
+) -> tuple[dict[str, list[float]], int]:
+    """Each target's request times to the last byte (seconds), cycles in random order; the requests
+    answered with another status than 200."""
+    found: dict[str, list[float]] = {name: [] for name, _, _, _ in targets}
+    errors = 0
+    order = list(targets)
+    shuffle = random.Random(16).shuffle  # the same orders every run
+    for cycle in range(requests + 100):
+        shuffle(order)
+        for name, url, body, headers in order:
             started = time.perf_counter()
             async with session.post(url, data=body, headers=headers) as response:
                 await response.read()
-            if index >= len(targets) * 100:  # the first 100 of each warm up
-                found[name].append(time.perf_counter() - started)
-            await asyncio.sleep(0.002)  # the previous request's recording runs in between
-    row = {f"{name}_p50_ms": statistics.median(values) * 1000 for name, values in found.items()}
-    row |= {"requests": requests, "tools": len(tools)}
-    print(f"\n## One at a time, blocking small: {row}")
-    return row
+            elapsed = time.perf_counter() - started
+            errors += response.status != 200
+            if cycle >= 100:
+                found[name].append(elapsed)
+            await asyncio.sleep(0.002)
+    return found, errors
+
+
+def paired_differences(p50: dict[str, float]) -> dict[str, float]:
+    """The differences the table reads, in ms. ``added_on_minus_off``: what the bridge adds to the provider's
+    time with injection on (against the provider given the request ``on`` sends it) minus what it adds
+    with injection off (against the provider given the client's request)."""
+    return {
+        "on_minus_off_ms": p50["on"] - p50["off"],
+        "aa_ms": p50["off-2"] - p50["off"],
+        "provider_part_ms": p50["direct_t"] - p50["direct"],
+        "added_on_minus_off_ms": (p50["on"] - p50["direct_t"]) - (p50["off"] - p50["direct"]),
+        "on_minus_off_t_ms": p50["on"] - p50["off_t"],
+        "aa_t_ms": p50["off-2_t"] - p50["off_t"],
+    }
 
 
 def one_round_row(upstream: str, proxies: dict[str, str], token: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -491,6 +539,9 @@ class Upstream:
     def __init__(self, events: list[bytes]) -> None:
         self._events = events
 
+    def ready(self) -> bytes:
+        return b""  # nothing came with the headers
+
     async def chunks(self) -> AsyncIterator[bytes]:
         for data in self._events:
             yield data
@@ -518,21 +569,30 @@ async def blocking(injector: Any, body: dict[str, Any], raw: bytes) -> None:
     searched for an injected name, as the proxy does (read by the loop only when one is found)."""
     from aibridge.proxy.mcp import ToolFormat
     from aibridge.proxy.mcp.loop import McpRun
-    from aibridge.proxy.mcp.registry import count_injected
 
     run = McpRun.begin(injector, ToolFormat.OPENAI_CHAT, body, "bench", {})
     assert run is not None
     run.first_body(raw)
-    if count_injected(CHAT_ANSWER):
+    if run.unread(CHAT_ANSWER) is None:
         await run.settle(CHAT_ANSWER)
         run.merged(CHAT_ANSWER)
+
+
+def relay_of(response: Any, tee: Any) -> Any:
+    """The proxy's relay over ``response`` and ``tee``, its recording left to the caller."""
+    from aibridge.proxy.relay import Relay
+
+    def error_event(exc: Exception) -> bytes:
+        raise exc
+
+    return Relay(response, tee, lambda *args: None, error_event, lambda job: None)
 
 
 async def streamed(
     shape: Any, injector: Any, body: dict[str, Any], raw: bytes, events: list[bytes], *, recorded: bool
 ) -> None:
-    """The run begun and the stream read as the proxy reads it until the client has the answer; then the
-    round read for the record, which the proxy does after the answer is out (``recorded``)."""
+    """The run begun and the stream relayed as the proxy relays it until the client has the answer; then
+    the round read for the record, which the proxy does after the answer is out (``recorded``)."""
     from aibridge.proxy.mcp.loop import McpRun
     from aibridge.proxy.mcp.streamed import InjectedRounds, RoundsTee, prepare_streamed, stream_edit
     from aibridge.proxy.providers.records import ResponseSummary
@@ -542,22 +602,34 @@ async def streamed(
     prepare_streamed(run, shape)
     run.first_body(raw)
     rounds = InjectedRounds(run, stream_edit(shape, body), Upstream(events), no_round, nullcontext)  # type: ignore[arg-type]
-    async for _ in rounds.chunks():
+    tee = RoundsTee(rounds, lambda raw: ResponseSummary())
+    relay = relay_of(rounds, tee)
+    relay.ready()
+    async for _ in relay.chunks():
         pass
     if recorded:
-        RoundsTee(rounds, lambda raw: ResponseSummary()).close()
+        tee.close()
+
+
+class ForwardOnly:
+    """A tee that forwards as ``tee`` does but leaves all parsing to ``close`` (``settle`` does nothing)."""
+
+    def __init__(self, tee: Any) -> None:
+        self.feed, self.end, self.close = tee.feed, tee.end, tee.close
+
+    def settle(self) -> None:
+        return None
 
 
 async def relayed_off(tee_of: Any, events: list[bytes], *, parsed: bool, recorded: bool) -> None:
-    """The stream through the proxy's tee without injection: forwarded (``feed``); with ``parsed``, also
-    parsed after each send (``settle``) as the relay does between chunks; with ``recorded``, also the tee's
-    last parsing for the record (``close``), which the relay does after the answer is out."""
+    """The stream relayed without injection: forwarded by the proxy's tee; with ``parsed``, also parsed
+    after each send (``settle``) as the relay runs it; with ``recorded``, also the tee's last parsing for
+    the record (``close``), which the relay does after the answer is out."""
     tee = tee_of()
-    async for data in Upstream(events).chunks():
-        tee.feed(data)
-        if parsed:
-            tee.settle()
-    tee.end()
+    relay = relay_of(Upstream(events), tee if parsed else ForwardOnly(tee))
+    relay.ready()
+    async for _ in relay.chunks():
+        pass
     if recorded:
         tee.close()
 

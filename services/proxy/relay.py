@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Protocol
 
 from starlette.responses import StreamingResponse
@@ -46,6 +46,17 @@ class Tee(Protocol):
     def close(self) -> bytes: ...
 
 
+class Handover(Exception):
+    """Raised by a tee's ``feed`` or ``end``: the relay reads ``rest`` from now on instead of the upstream's
+    chunks (bytes the tee's owner has edited already, fed to the tee all the same). MCP injection uses it:
+    the relay reads the provider's first round directly, the tee checking each chunk, until an injected
+    tool's name shows; then the injection loop's editor takes the stream over."""
+
+    def __init__(self, rest: AsyncIterator[bytes]) -> None:
+        super().__init__("the stream is handed over")
+        self.rest = rest
+
+
 class Relay:
     """One streamed answer: its chunks through the tee, then (:meth:`finish`) its recording.
 
@@ -70,6 +81,7 @@ class Relay:
         self._status: Status | None = None
         self._error: str | None = None
         self._finished = False
+        self._rest: AsyncIterator[bytes] | None = None  # what the tee handed over to in ready()
         self.upstream_wait = 0.0  # seconds waiting for the upstream's next chunk
         self.client_wait = 0.0  # seconds the server spent sending chunks to the client
         self.ended = 0.0
@@ -84,20 +96,36 @@ class Relay:
             chunk = self._response.ready()
         except ProxyError:
             return b""
-        return self._tee.feed(chunk) if chunk else b""
+        if not chunk:
+            return b""
+        try:
+            return self._tee.feed(chunk)
+        except Handover as handover:
+            self._rest = handover.rest
+            return b""
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         try:
-            upstream = self._response.chunks()
+            upstream = self._rest or self._response.chunks()
             clock = time.perf_counter
             while True:
                 waiting = clock()
                 try:
                     chunk = await anext(upstream)
                 except StopAsyncIteration:
+                    try:
+                        tail = self._tee.end()
+                    except Handover as handover:
+                        upstream = handover.rest
+                        continue
                     break
                 self.upstream_wait += clock() - waiting
-                if forwarded := self._tee.feed(chunk):
+                try:
+                    forwarded = self._tee.feed(chunk)
+                except Handover as handover:
+                    upstream = handover.rest
+                    continue
+                if forwarded:
                     sending = clock()
                     try:
                         yield forwarded
@@ -106,7 +134,7 @@ class Relay:
                     self.client_wait += clock() - sending
                 else:
                     self._tee.settle()
-            if tail := self._tee.end():
+            if tail:
                 yield tail
             self._status = Status.COMPLETED
         except ProxyError as exc:

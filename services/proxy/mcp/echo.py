@@ -45,6 +45,7 @@ _VERIFIED: dict[bytes, tuple[int, int]] = {}
 _VERIFIED_KEPT = 32
 _STARTS_TRIED = 64  # braces looked at before the first injected name (those of its schema, when the name follows)
 _ECHOES = frozenset(kind.encode() for kind in OPENING | TERMINAL)
+_CR = 13  # a carriage return (``13 in raw`` is a memchr)
 _OPENINGS = frozenset(kind.encode() for kind in OPENING)
 
 
@@ -73,6 +74,35 @@ class EchoedTools:
         edited; None: another event names an injected tool."""
         if (laid_out := _laid_out(raw)) is not None:
             return self._echo_event(raw, laid_out, injected)
+        if raw.endswith(b"\n\n") and _CR not in raw:
+            return self._each_naming(raw)
+        return self._decoded_events(raw)
+
+    def _each_naming(self, raw: bytes) -> bytes | None:
+        """Several whole events, LF line ends only (as a provider's stream arrives on a fast link: a few
+        chunks of many events each): only the events that name an injected tool are edited, found by
+        their blank lines around each ``bmcp_``; the provider's other bytes go as they came."""
+        view = memoryview(raw)
+        parts: list[bytes | memoryview] = []
+        done = 0  # the bytes before this are taken care of
+        at = raw.find(INJECTED)
+        while at >= 0:
+            start = raw.rfind(b"\n\n", done, at)
+            start = done if start < 0 else start + 2
+            end = raw.find(b"\n\n", at) + 2
+            event = raw[start:end]
+            found = count_injected(event)
+            laid_out = _laid_out(event)
+            edited = self._echo_event(event, laid_out, found) if laid_out is not None else self._decoded_events(event)
+            if edited is None:
+                return None
+            parts += [view[done:start], edited]
+            done = end
+            at = raw.find(INJECTED, end)
+        parts.append(view[done:])
+        return b"".join(parts)
+
+    def _decoded_events(self, raw: bytes) -> bytes | None:
         sent = []
         for event in _events(raw):
             found = count_injected(event.raw)

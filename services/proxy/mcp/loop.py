@@ -76,10 +76,24 @@ class McpRun:
         self.shape = shape
         self.client_body = body
         self.tools = tools
-        self.body = shape.inject(body, tools)
         self.user = user
         self.headers = headers
         self.rounds: list[Round] = []
+        self.usage_asked: JsonObject | None = None  # a streamed chat's stream_options, as every round sends them
+        self._body: JsonObject | None = None  # built when a round needs it (most requests have one round)
+
+    @property
+    def body(self) -> JsonObject:
+        """The next round's request: the client's body with the injected tools (and the rounds so far)."""
+        if self._body is None:
+            self._body = self.shape.inject(self.client_body, self.tools)
+            if self.usage_asked is not None:
+                self._body["stream_options"] = self.usage_asked
+        return self._body
+
+    @body.setter
+    def body(self, body: JsonObject) -> None:
+        self._body = body
 
     @classmethod
     def begin(
@@ -101,8 +115,8 @@ class McpRun:
         """The first request: the client's bytes ``raw`` with the injected tools spliced in where that is
         provably the same body (:mod:`.splice`), and the usage a streamed chat completion asks for (added
         first, as the proxy adds it without injection); else the body encoded."""
-        options = self.body.get("stream_options")
-        if options == self.client_body.get("stream_options"):
+        options = self.usage_asked
+        if options is None or options == self.client_body.get("stream_options"):
             first = b""
         elif "stream_options" in self.client_body:
             return self.request_body()

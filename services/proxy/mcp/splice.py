@@ -36,6 +36,8 @@ _LARGE = ("messages", "input")  # the member not encoded again (the conversation
 _TOOLS_KEY = b',"tools":'
 _SEEN: list[bytes] = []  # the client tools arrays found in place before, as written (the latest last)
 _SEEN_KEPT = 16
+_ENCODED: dict[int, tuple[list[JsonObject], bytes]] = {}  # id of a tools list -> the list, as JSON
+_ENCODED_KEPT = 16
 
 
 def with_tools(raw: bytes, body: JsonObject, tools: list[JsonObject], first: bytes = b"") -> bytes | None:
@@ -47,14 +49,27 @@ def with_tools(raw: bytes, body: JsonObject, tools: list[JsonObject], first: byt
     whole = memoryview(raw)  # slices without copies: the body is copied once, by the join
     head, rest = ([b"{", first], 1) if first else ([], 0)  # the client's bytes from rest on follow head
     if "tools" not in body:
-        return b"".join([*head, whole[rest:-1], b',"tools":', orjson.dumps(tools), b"}"])
+        return b"".join([*head, whole[rest:-1], b',"tools":', encoded(tools), b"}"])
     client_tools = body["tools"]
     end = _tools_end(raw, body) if isinstance(client_tools, list) else None
     if end is None:
         return None
-    injected = orjson.dumps(tools)[1:-1]
+    injected = encoded(tools)[1:-1]
     separator = b"," if client_tools and injected else b""
     return b"".join([*head, whole[rest:end], separator, injected, whole[end:]])
+
+
+def encoded(tools: list[JsonObject]) -> bytes:
+    """``tools`` as JSON, encoded once per list: the injector hands every request the same (shared, never
+    mutated) list until the tools change."""
+    found = _ENCODED.get(id(tools))
+    if found is not None and found[0] is tools:
+        return found[1]
+    data = orjson.dumps(tools)
+    if len(_ENCODED) >= _ENCODED_KEPT:
+        _ENCODED.clear()
+    _ENCODED[id(tools)] = (tools, data)  # the list kept alive with its bytes: its id stays its own
+    return data
 
 
 def _tools_end(raw: bytes, body: JsonObject) -> int | None:

@@ -29,12 +29,14 @@ from typing import Any
 
 import orjson
 
+from aibridge.events import Status
 from aibridge.proxy.errors import ProxyError
 from aibridge.proxy.mcp.loop import McpRun, Round
 from aibridge.proxy.mcp.registry import INJECTED, LONG_SEARCH, PREFIX, ToolFormat, count_injected
 from aibridge.proxy.mcp.stream_edits import AnthropicStreamEdit, ChatStreamEdit, ResponsesStreamEdit, StreamEdit
 from aibridge.proxy.providers.records import ResponseSummary, Usage
 from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
+from aibridge.proxy.relay import Handover, Relay
 from aibridge.proxy.upstream.client import UpstreamResponse
 
 NextRound = Callable[[bytes], Awaitable[UpstreamResponse]]
@@ -59,10 +61,8 @@ def stream_edit(tool_format: ToolFormat, body: dict[str, Any]) -> StreamEdit:
 def prepare_streamed(run: McpRun, tool_format: ToolFormat) -> None:
     """A streamed chat completion always asks for usage upstream (each round's is recorded and summed)."""
     if tool_format is ToolFormat.OPENAI_CHAT:
-        options = run.body.get("stream_options")
-        run.body = run.body | {
-            "stream_options": (options if isinstance(options, dict) else {}) | {"include_usage": True}
-        }
+        options = run.client_body.get("stream_options")
+        run.usage_asked = (options if isinstance(options, dict) else {}) | {"include_usage": True}
 
 
 class RoundReader:
@@ -178,7 +178,14 @@ class UneditedRound:
 
 
 class InjectedRounds:
-    """Reads like an upstream response (``ready``, ``chunks``, ``close``), over every round of the loop."""
+    """Reads like an upstream response (``ready``, ``chunks``, ``close``) over every round of the loop, with
+    :class:`RoundsTee` as the relay's tee.
+
+    The first round's chunks are the provider's own, read by the relay directly (no generator in between:
+    the common path); the tee checks each one (:meth:`forward`, as an :class:`UneditedRound`) and once an
+    injected name shows hands the stream over (:class:`~aibridge.proxy.relay.Handover`) to
+    :meth:`_edited`: the rest of the round, and every later one, through the editor.
+    """
 
     def __init__(
         self,
@@ -196,56 +203,66 @@ class InjectedRounds:
         self._next_round = next_round
         self._active = active  # the interception's span as the current one (the calls' spans are its children)
         self.complete = False  # the terminal events were released
-        self._settled = True  # the current round went to the loop (False while it streams)
-        self._unedited: UneditedRound | None = None  # the first round, while (or since) it went unedited
+        edit.begin_round()
+        self._settled = False  # the current round went to the loop (False while it streams)
+        self.unedited: UneditedRound | None = UneditedRound(edit)  # the first round, while (or since) unedited
+        self._plain = edit.plain
+        self._first: AsyncIterator[bytes] | None = None
 
     async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self.chunks()])
+        """The whole answer as the client gets it, read by a relay (nothing recorded)."""
+        relay = Relay(self, RoundsTee(self, _no_summary), _not_recorded, _no_error_event, _never)
+        return relay.ready() + b"".join([chunk async for chunk in relay.chunks()])
 
     def ready(self) -> bytes:
-        """What the upstream sent with its headers, as the first round forwards it: the client gets it right
-        behind the headers, as without injection (an injected name in it is left to :meth:`chunks`)."""
-        unedited = self._first_round()
-        data = self._response.ready()
-        return unedited.feed(data) if data else b""
+        """What the upstream sent with its headers: the relay feeds it to the tee like any chunk, and the
+        client gets it right behind the headers, as without injection."""
+        return self._response.ready()
 
-    def _first_round(self) -> UneditedRound:
-        if self._unedited is None and self._settled:
-            self.edit.begin_round()
-            self._settled = False
-            self._unedited = UneditedRound(self.edit)
-        assert self._unedited is not None
-        return self._unedited
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The first round's chunks, as the provider sent them (one iterator, however often asked)."""
+        if self._first is None:
+            self._first = self._response.chunks()
+        return self._first
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The first round unedited (its chunks read here, no generator in between: the common path) until
-        an injected name shows; then the rest of it, and every later round, through the editor."""
-        unedited = self._first_round()
-        feed, keep, plain = unedited.feed, unedited.sent.append, self.edit.plain
-        upstream = self._response.chunks()
-        if not unedited.editing:  # (ready() may have seen an injected name already)
-            async for chunk in upstream:
-                # most chunks: whole events that name no injected tool, forwarded as they are (tested inline)
-                whole = plain and chunk.endswith(b"\n\n") and _CR not in chunk and not unedited.held
-                if whole and (chunk.find(INJECTED) < 0 if len(chunk) < LONG_SEARCH else not count_injected(chunk)):
-                    keep(chunk)
-                    yield chunk
-                    continue
-                if forwarded := feed(chunk):
-                    yield forwarded
-                elif unedited.editing:
-                    break
-            else:
-                tail = unedited.end()
-                if not unedited.editing:  # no injected name: the client has the whole answer
-                    if tail:
-                        yield tail
-                    self.complete = True
-                    return
-        self._unedited = None
+    def forward(self, chunk: bytes) -> bytes:
+        """The tee's ``feed``: a chunk of the first round as the client gets it while no injected name shows
+        (whole events only); then :class:`~aibridge.proxy.relay.Handover` to the editor, whose bytes go
+        as they are."""
+        unedited = self.unedited
+        if unedited is None:
+            return chunk
+        # most chunks: whole events that name no injected tool, forwarded as they are (tested inline)
+        if (
+            self._plain
+            and not unedited.held
+            and chunk.endswith(b"\n\n")
+            and _CR not in chunk
+            and (chunk.find(INJECTED) < 0 if len(chunk) < LONG_SEARCH else not count_injected(chunk))
+        ):
+            unedited.sent.append(chunk)
+            return chunk
+        forwarded = unedited.feed(chunk)
+        if unedited.editing:
+            raise Handover(self._handed_over(unedited))
+        return forwarded
+
+    def ending(self) -> bytes:
+        """The tee's ``end``: the first round ended with no injected name seen, the client has the whole
+        answer (a last event without its blank line goes now); else the editor takes the round over."""
+        unedited = self.unedited
+        if unedited is None:
+            return b""
+        tail = unedited.end()
+        if unedited.editing:
+            raise Handover(self._handed_over(unedited))
+        self.complete = True
+        return tail
+
+    def _handed_over(self, unedited: UneditedRound) -> AsyncIterator[bytes]:
+        self.unedited = None
         reader, sent = unedited.editor()
-        async for forwarded in self._edited(reader, sent, upstream):
-            yield forwarded
+        return self._edited(reader, sent, self.chunks())
 
     async def _edited(self, reader: RoundReader, sent: bytes, upstream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """The first round's rest through its editor (``sent``: what the editor forwards of it so far), then
@@ -285,8 +302,8 @@ class InjectedRounds:
         if self._settled:
             return
         self._settled = True
-        if self._unedited is not None:
-            self.run.rounds.append(self._unedited.recorded())
+        if self.unedited is not None:
+            self.run.rounds.append(self.unedited.recorded())
             return
         answer = self.edit.answer()
         if answer is not None:
@@ -294,6 +311,22 @@ class InjectedRounds:
 
     async def close(self) -> None:
         await self._response.close()
+
+
+def _no_summary(raw: bytes) -> ResponseSummary:
+    return ResponseSummary()
+
+
+def _not_recorded(relay: Relay, summary: ResponseSummary, status: Status, error: str | None) -> None:
+    return None
+
+
+def _no_error_event(exc: ProxyError) -> bytes:
+    raise exc
+
+
+def _never(job: Callable[[], None]) -> None:
+    return None
 
 
 def summed(summaries: list[ResponseSummary]) -> Usage | None:
@@ -310,21 +343,22 @@ def summed(summaries: list[ResponseSummary]) -> Usage | None:
 
 
 class RoundsTee:
-    """The relay's tee for :class:`InjectedRounds`: forwards the edited bytes; the record comes from the rounds."""
+    """The relay's tee for :class:`InjectedRounds`: checks the first round's chunks and forwards the edited
+    bytes (:meth:`InjectedRounds.forward`, bound as ``feed``: no call in between); the record comes from
+    the rounds, after the answer is out."""
+
+    feed: Callable[[bytes], bytes]
+    end: Callable[[], bytes]
 
     def __init__(self, rounds: InjectedRounds, parse: Callable[[bytes], ResponseSummary]) -> None:
         self._rounds = rounds
         self._parse = parse
         self.summary = ResponseSummary()
-
-    def feed(self, chunk: bytes) -> bytes:
-        return chunk
+        self.feed = rounds.forward
+        self.end = rounds.ending
 
     def settle(self) -> None:
         return None
-
-    def end(self) -> bytes:
-        return b""
 
     def close(self) -> bytes:
         self._rounds.unsettled()

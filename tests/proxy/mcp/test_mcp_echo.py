@@ -84,3 +84,45 @@ def test_an_opening_event_with_another_response_is_edited_anew() -> None:
     other = RESPONSE | {"tools": [INJECTED], "status": "queued"}
     edited = edit(echo, event("response.queued", 1, other))
     assert sent(edited)["response"] == other | {"tools": []}
+
+
+def delta(number: int, text: str) -> bytes:
+    payload = {"type": "response.output_text.delta", "sequence_number": number, "delta": text}
+    return b"event: response.output_text.delta\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def test_a_chunk_of_many_events_is_edited_where_they_name_an_injected_tool(
+    echo_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream's events arrive many to a chunk on a fast link: the echo events among them are edited as
+    alone, the others go byte for byte and are not decoded (unless an echo event cannot be cut)."""
+    decoded: list[bytes] = []
+    events = echo_module._events
+
+    def counted(raw: bytes) -> Any:
+        decoded.append(raw)
+        return events(raw)
+
+    monkeypatch.setattr(echo_module, "_events", counted)
+    done = RESPONSE | {"status": "completed"}
+    stream = [
+        event("response.created", 0, RESPONSE),
+        event("response.in_progress", 1, RESPONSE),
+        delta(2, "Hello"),
+        delta(3, " there"),
+        event("response.completed", 4, done),
+    ]
+    alone = EchoedTools()
+    expected = b"".join(edit(alone, raw) or b"" for raw in stream)
+    for chunks in ([b"".join(stream)], [b"".join(stream[:3]), b"".join(stream[3:])]):
+        echo = EchoedTools()
+        assert b"".join(edit(echo, chunk) or b"" for chunk in chunks) == expected
+    assert b"bmcp_" not in expected and stream[2] + stream[3] in expected
+    assert decoded == []  # laid out as the API writes it: every event found by its blank lines, none decoded
+
+
+def test_a_chunk_of_many_events_with_a_call_of_an_injected_tool_is_refused() -> None:
+    added = {"type": "response.output_item.added", "sequence_number": 2, "item": {"name": "bmcp_tools_add"}}
+    call = b"event: response.output_item.added\ndata: " + orjson.dumps(added) + b"\n\n"
+    chunk = event("response.created", 0, RESPONSE) + delta(1, "Hi") + call
+    assert edit(EchoedTools(), chunk) is None

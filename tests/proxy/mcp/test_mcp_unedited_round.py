@@ -21,7 +21,7 @@ from aibridge.proxy.providers.anthropic import MessageStream
 from aibridge.proxy.providers.openai import ChatStream
 from aibridge.proxy.providers.records import ResponseSummary
 from aibridge.proxy.providers.responses import ResponsesStream
-from aibridge.proxy.relay import Tee
+from aibridge.proxy.relay import Relay, Tee
 
 ADD = "bmcp_tools_add"
 __all__ = ["decoded"]  # the fixture: the events the editor decoded
@@ -49,6 +49,9 @@ class Chunks:
 
     def __init__(self, chunks: list[bytes]) -> None:
         self._chunks = chunks
+
+    def ready(self) -> bytes:
+        return b""  # nothing came with the headers
 
     async def chunks(self) -> AsyncIterator[bytes]:
         for chunk in self._chunks:
@@ -342,11 +345,24 @@ class ReadyChunks(Chunks):
 
 
 async def relayed(rounds: InjectedRounds) -> tuple[bytes, bytes]:
-    """As the relay reads it: ``ready`` right behind the headers, then the chunks."""
-    first = rounds.ready()
-    rest = b"".join([chunk async for chunk in rounds.chunks()])
-    RoundsTee(rounds, lambda raw: ResponseSummary()).close()
+    """As the proxy's relay reads it: ``ready`` right behind the headers, then the chunks; then the record."""
+    relay = Relay(rounds, RoundsTee(rounds, lambda raw: ResponseSummary()), not_recorded, no_error, run_now)
+    first = relay.ready()
+    rest = b"".join([chunk async for chunk in relay.chunks()])
+    await relay.finish()  # the tee's close: the rounds read for the record
     return first, rest
+
+
+def not_recorded(*args: Any) -> None:
+    return None
+
+
+def no_error(exc: Exception) -> bytes:
+    raise exc
+
+
+def run_now(job: Any) -> None:
+    job()
 
 
 async def test_what_came_with_the_headers_goes_right_behind_them_as_without_injection() -> None:
