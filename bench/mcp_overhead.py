@@ -1,40 +1,45 @@
-"""What MCP tool injection costs a request through the real proxy, interleaved in one run.
+"""What MCP tool injection costs a request through the real proxy.
 
-Three proxies' worth of targets share one open-loop generator (``proxy_overhead.py``), taking turns in
-1-second windows so a drift of the shared machine lands on all alike:
-
-- ``direct``: the simulated provider itself;
-- ``off``: ``aibridge proxy`` without a servers file (injection off);
-- ``on``: ``aibridge proxy`` with a servers file naming the MCP test server
-  (``python -m aibridge.testing.mcp_server``, six tools): the tools are added to every request;
-- ``off-2``: a second proxy without a servers file, so ``off-2`` minus ``off`` (an A/A difference) shows
-  the noise floor of the run.
+Three proxies: ``off`` and ``off-2`` (``aibridge proxy`` without a servers file, injection off; their
+difference is the run's noise floor) and ``on`` (a servers file naming the MCP test server,
+``python -m aibridge.testing.mcp_server``, six tools: the tools are added to every request), with the
+simulated provider behind them and a Tansu broker for their events.
 
 Every request carries ``x-simulator-mcp-rounds: 0``, so the simulated model never calls an injected tool:
-``on`` minus ``off`` is what adding the tools costs (the tool list merged into the body, the tools
-spliced into the client's bytes, the answer read by the loop; streamed: the stream searched for an
-injected name as it is relayed, the round read for the record after the answer is out). This is measured
-for a small chat
-body and for a Claude Code-sized one (about 200 KB: a long system prompt, 40 client tools, 60 messages),
-blocking and streamed.
+``on`` minus ``off`` is what adding the tools costs (the tools spliced into the client's bytes, the answer
+searched for an injected name; streamed: each chunk checked as it is relayed, a Responses answer's echoed
+tools taken out, the round read for the record after the answer is out).
+
+One request at a time, for each API (chat completions, Anthropic messages, Responses), blocking and
+streamed, with a small body and with one the size of a long Claude Code session (about 200 KB: a long
+system prompt, 40 client tools, 60 messages). Each cycle sends one request to every target in a new
+random order: ``off``, ``off-2``, ``on`` twice (each proxy process then serves as many requests as the
+others: a busier process answers faster), ``off`` and ``off-2`` given a body that already holds the
+injected tools as ``on`` sends them (the provider reads and answers the same request as behind ``on``),
+and the simulated provider itself given either body (``direct``, ``direct_t``). The figure the target
+reads, per row: what the bridge adds to the provider's time with injection on (``on`` minus ``direct``
+given the tools) minus what it adds with injection off (``off`` minus ``direct``): the provider's own
+reading of six more tool definitions is not the bridge's. ``on`` minus ``off`` as measured, and the
+provider's part, are shown too.
 
 Then the cost of one round: the same small request with the model calling one injected tool once
-(``bmcp_tools_add``) against ``off``. Its parts: the MCP call (the proxy's own
+(``bmcp_tools_add``) against ``off``, open loop. Its parts: the MCP call (the proxy's own
 ``aibridge_mcp_call_duration_seconds``, its mean over the run) and the extra upstream round (``direct``'s
 p50 for the same request); the rest is the bridge's loop (reading the answer, the follow-up body, merging).
 
-Then, one request at a time (blocking, small body), ``off``, ``on`` and ``off`` given a body that already
-holds six tool definitions like the injected ones: what the provider's reading of the added tools costs,
-and what is left for the bridge's own part.
+Then closed loop (``wrk``): the proxy process's CPU per request, ``on`` against ``off`` and ``off`` given
+the tools.
 
-Last, in this process, where microseconds are measurable: encoding the large body with ``orjson.dumps``
-(what splicing the tools into the client's bytes avoids), and one request's own work with no injected call
-(:func:`in_process`): blocking, what injection adds; streamed, for each API (chat, Anthropic, Responses),
-a 60-delta answer relayed with injection against the same stream relayed without, and the reading for the
-record that follows each, p50 in microseconds.
+First (on a machine still quiet), in this process, where microseconds are measurable: encoding the large
+body with ``orjson.dumps`` (what splicing the tools into the client's bytes avoids), and one request's own
+work with no injected call (:func:`in_process`): blocking, what injection adds; streamed, for each API, a
+60-delta answer (one event a chunk) through the proxy's relay with injection against the same stream
+without, and the reading for the record that follows each, p50 in microseconds. Its table comes last on
+the page.
 
-Rerun:  .venv/bin/python bench/mcp_overhead.py --duration 10   # about 7 minutes
-        .venv/bin/python bench/mcp_overhead.py --in-process-only   # the last part alone, printed
+Rerun:  .venv/bin/python bench/mcp_overhead.py                  # about 10 minutes
+        .venv/bin/python bench/mcp_overhead.py --paired-only    # the one-at-a-time part alone, printed
+        .venv/bin/python bench/mcp_overhead.py --in-process-only   # the in-process part alone, printed
         .venv/bin/python bench/mcp_overhead.py --closed-loop-only  # the closed-loop part alone, printed
 """
 
@@ -137,7 +142,8 @@ def main() -> None:
         "rounds": args.rounds,
     }
     run_record = bench_results.Run("mcp_overhead", params)
-    results = measure(args, large) | {"encode": encode_cost(large), "in_process": in_process(large)}
+    quiet = {"encode": encode_cost(large), "in_process": in_process(large)}  # first, on a machine still quiet
+    results = measure(args, large) | quiet
     run_record.write(args.json, results)
 
 
@@ -634,7 +640,7 @@ async def relayed_off(tee_of: Any, events: list[bytes], *, parsed: bool, recorde
         tee.close()
 
 
-def in_process(large: dict[str, Any], rounds: int = 300) -> dict[str, float]:
+def in_process(large: dict[str, Any], rounds: int = 1000) -> dict[str, float]:
     """One request's own work in the proxy, no injected call made, p50 in µs: ``blocking``, what injection
     adds (chat). Per API, a ``WORDS``-delta answer: ``streamed``, relayed with injection until the client has
     it; ``streamed_off``, the same stream forwarded by the tee without injection, and ``streamed_off_relayed``
@@ -698,7 +704,7 @@ async def timed(step: Any, rounds: int) -> float:
     return statistics.median(samples) / 1000
 
 
-def encode_cost(body: dict[str, Any], rounds: int = 300) -> dict[str, float]:
+def encode_cost(body: dict[str, Any], rounds: int = 1000) -> dict[str, float]:
     """``orjson.dumps`` of the large body, p50 in µs: what splicing the tools into the client's bytes saves
     (the proxy still encodes the body when the splice cannot be shown to be the same JSON)."""
     samples = []
