@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from aibridge.proxy.mcp.registry import INJECTED, PREFIX, JsonObject, count_injected
+from aibridge.proxy.mcp.registry import INJECTED, PREFIX, JsonObject, count_injected, injected_at
 from aibridge.proxy.providers.records import mapping
 from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
 
@@ -69,36 +69,42 @@ class EchoedTools:
         # the last echo event edited: as the provider wrote it, where its response starts, as edited
         self._last: tuple[bytes, int, bytes] | None = None
 
-    def edited(self, raw: bytes, injected: int) -> bytes | None:
-        """Whole LF-ended events ``raw`` holding ``injected`` times ``bmcp_``, the echo events among them
-        edited; None: another event names an injected tool."""
+    def edited(self, raw: bytes, injected: int, found: list[int] | None = None) -> bytes | None:
+        """Whole LF-ended events ``raw`` holding ``injected`` times ``bmcp_`` (starting at ``found``, when
+        known), the echo events among them edited; None: another event names an injected tool."""
         if (laid_out := _laid_out(raw)) is not None:
             return self._echo_event(raw, laid_out, injected)
         if raw.endswith(b"\n\n") and _CR not in raw:
-            return self._each_naming(raw)
+            return self._each_naming(raw, injected_at(raw) if found is None else found)
         return self._decoded_events(raw)
 
-    def _each_naming(self, raw: bytes) -> bytes | None:
+    def _each_naming(self, raw: bytes, found: list[int]) -> bytes | None:
         """Several whole events, LF line ends only (as a provider's stream arrives on a fast link: a few
-        chunks of many events each): only the events that name an injected tool are edited, found by
-        their blank lines around each ``bmcp_``; the provider's other bytes go as they came."""
+        chunks of many events each), ``bmcp_`` at ``found``: only the events that name an injected tool
+        are edited, found by their blank lines around each name; the provider's other bytes go as they
+        came."""
         view = memoryview(raw)
         parts: list[bytes | memoryview] = []
         done = 0  # the bytes before this are taken care of
-        at = raw.find(INJECTED)
-        while at >= 0:
+        index = 0
+        while index < len(found):
+            at = found[index]
             start = raw.rfind(b"\n\n", done, at)
             start = done if start < 0 else start + 2
             end = raw.find(b"\n\n", at) + 2
+            first = index
+            while index < len(found) and found[index] < end:
+                index += 1
             event = raw[start:end]
-            found = count_injected(event)
             laid_out = _laid_out(event)
-            edited = self._echo_event(event, laid_out, found) if laid_out is not None else self._decoded_events(event)
+            if laid_out is not None:
+                edited = self._echo_event(event, laid_out, index - first)
+            else:
+                edited = self._decoded_events(event)
             if edited is None:
                 return None
             parts += [view[done:start], edited]
             done = end
-            at = raw.find(INJECTED, end)
         parts.append(view[done:])
         return b"".join(parts)
 

@@ -42,7 +42,7 @@ import orjson
 
 from aibridge.proxy.errors import ProxyError, openai_error
 from aibridge.proxy.mcp.echo import OPENING, TERMINAL, EchoedTools, injected_name, without_injected_tools
-from aibridge.proxy.mcp.registry import INJECTED, JsonObject, count_injected
+from aibridge.proxy.mcp.registry import INJECTED, JsonObject, injected_at
 from aibridge.proxy.mcp.shapes import ResponsesShape, summed_usage
 from aibridge.proxy.providers.anthropic import MessageStream
 from aibridge.proxy.providers.openai import ChatStream
@@ -439,8 +439,8 @@ class ResponsesStreamEdit:
         (the injected ones among them): those go without the injected tools (:mod:`.echo`), their
         ``sequence_number`` the provider's (nothing was withheld before them). Any other event naming an
         injected tool (a call's ``response.output_item.added``, text naming one) hands the round over."""
-        injected = count_injected(raw)
-        return self._echo.edited(raw, injected) if injected else raw
+        found = injected_at(raw)
+        return self._echo.edited(raw, len(found), found) if found else raw
 
     def parser(self) -> Tee:
         return ResponsesStream()
