@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from aibridge.proxy.mcp.registry import INJECTED, PREFIX, JsonObject, count_injected, injected_at
+from aibridge.proxy.mcp.registry import INJECTED, PREFIX, JsonObject, count_injected
 from aibridge.proxy.providers.records import mapping
 from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
 
@@ -69,13 +69,13 @@ class EchoedTools:
         # the last echo event edited: as the provider wrote it, where its response starts, as edited
         self._last: tuple[bytes, int, bytes] | None = None
 
-    def edited(self, raw: bytes, injected: int, found: list[int] | None = None) -> bytes | None:
-        """Whole LF-ended events ``raw`` holding ``injected`` times ``bmcp_`` (starting at ``found``, when
-        known), the echo events among them edited; None: another event names an injected tool."""
+    def edited(self, raw: bytes, found: list[int]) -> bytes | None:
+        """Whole LF-ended events ``raw`` with ``bmcp_`` at ``found`` (:func:`.registry.injected_at`), the
+        echo events among them edited; None: another event names an injected tool."""
         if (laid_out := _laid_out(raw)) is not None:
-            return self._echo_event(raw, laid_out, injected)
+            return self._echo_event(raw, laid_out, len(found))
         if raw.endswith(b"\n\n") and _CR not in raw:
-            return self._each_naming(raw, injected_at(raw) if found is None else found)
+            return self._each_naming(raw, found)
         return self._decoded_events(raw)
 
     def _each_naming(self, raw: bytes, found: list[int]) -> bytes | None:

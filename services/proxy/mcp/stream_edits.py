@@ -440,7 +440,7 @@ class ResponsesStreamEdit:
         ``sequence_number`` the provider's (nothing was withheld before them). Any other event naming an
         injected tool (a call's ``response.output_item.added``, text naming one) hands the round over."""
         found = injected_at(raw)
-        return self._echo.edited(raw, len(found), found) if found else raw
+        return self._echo.edited(raw, found) if found else raw
 
     def parser(self) -> Tee:
         return ResponsesStream()

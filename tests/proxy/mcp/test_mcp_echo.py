@@ -10,6 +10,7 @@ import pytest
 
 from aibridge.proxy.mcp import echo as echo_module
 from aibridge.proxy.mcp.echo import EchoedTools
+from aibridge.proxy.mcp.registry import injected_at
 
 
 @pytest.fixture(autouse=True, params=["decoded", "cut"])
@@ -38,7 +39,7 @@ def sent(raw: bytes | None) -> dict[str, Any]:
 
 
 def edit(echo: EchoedTools, raw: bytes) -> bytes | None:
-    return echo.edited(raw, raw.count(b"bmcp_"))
+    return echo.edited(raw, injected_at(raw))
 
 
 RESPONSE = {"id": "resp_1", "status": "in_progress", "tools": [CLIENT, INJECTED], "output": []}
