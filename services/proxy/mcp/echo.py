@@ -11,8 +11,10 @@ injected tools come after the client's); from an element's start (after ``[`` or
 of them, the elements up to the array's ``]`` are read once with the JSON parser and must be exactly the
 ``function`` tools of those names, every ``bmcp_`` of the event among them. That run is cut out with its
 comma, the provider's other bytes going as they came, and remembered: the same tools come back the same
-bytes in the next event and the next request's stream, found then by comparison. An opening event whose
-response is byte for byte the one before it (``in_progress`` after ``created``) reuses that edit.
+bytes in the next event and the next request's stream, found then by comparison: in a chunk where every
+``bmcp_`` lies in such a run, the runs are cut out of the whole chunk at once, its events not read one by
+one. An opening event whose response is byte for byte the one before it (``in_progress`` after
+``created``) reuses that edit.
 
 Anything else (another layout, whitespace, an injected name the cut cannot account for) is decoded, the
 injected tools taken out and written again. Every ``bmcp_`` in an echo event must be one of the removed
@@ -39,9 +41,10 @@ _NAME_AT = len('"name":')
 _ELEMENT_BEFORE = b",["
 _COMMA, _CLOSE = ord(","), ord("]")
 # Runs of injected tools as providers echoed them, each read once: the run's bytes -> where its first
-# injected name is in it, and how many it holds. The same tools come back the same way in the next event
-# of the stream (the terminal one) and in the next request's stream: found again, they are compared.
-_VERIFIED: dict[bytes, tuple[int, int]] = {}
+# injected name is in it, how many it holds, and where its first ``bmcp_`` starts. The same tools come back
+# the same way in the next event of the stream (the terminal one) and in the next request's stream: found
+# again, they are compared (:func:`_known_runs_cut` finds them in a whole chunk from that first ``bmcp_``).
+_VERIFIED: dict[bytes, tuple[int, int, int]] = {}
 _VERIFIED_KEPT = 32
 _STARTS_TRIED = 64  # braces looked at before the first injected name (those of its schema, when the name follows)
 _ECHOES = frozenset(kind.encode() for kind in OPENING | TERMINAL)
@@ -72,6 +75,8 @@ class EchoedTools:
     def edited(self, raw: bytes, found: list[int]) -> bytes | None:
         """Whole LF-ended events ``raw`` with ``bmcp_`` at ``found`` (:func:`.registry.injected_at`), the
         echo events among them edited; None: another event names an injected tool."""
+        if _VERIFIED and (cut := _known_runs_cut(raw, found)) is not None:
+            return cut
         if (laid_out := _laid_out(raw)) is not None:
             return self._echo_event(raw, laid_out, len(found))
         if raw.endswith(b"\n\n") and _CR not in raw:
@@ -185,7 +190,7 @@ def injected_span(raw: bytes, injected: int, lo: int, hi: int) -> tuple[int, int
             return None
         found.append(at)
     first, last = found[-1], found[0]
-    for run, (offset, names) in _VERIFIED.items():  # a run as a provider echoed it before: a comparison
+    for run, (offset, names, _) in _VERIFIED.items():  # a run as a provider echoed it before: a comparison
         start, end = first - offset, first - offset + len(run)
         if names != injected or start <= lo or last >= end or end >= hi or raw[end] != _CLOSE:
             continue
@@ -202,9 +207,48 @@ def injected_span(raw: bytes, injected: int, lo: int, hi: int) -> tuple[int, int
             return None
         if len(_VERIFIED) >= _VERIFIED_KEPT:
             _VERIFIED.clear()
-        _VERIFIED[raw[brace:closed]] = (first - brace, injected)
+        run = raw[brace:closed]
+        _VERIFIED[run] = (first - brace, injected, run.find(INJECTED))
         return (brace - 1, closed) if raw[brace - 1] == _COMMA else (brace, closed)
     return None
+
+
+def _known_runs_cut(raw: bytes, found: list[int]) -> bytes | None:
+    """``raw`` (``bmcp_`` at ``found``) less the runs of injected tools already read (:func:`injected_span`),
+    when every ``bmcp_`` in it is inside one; None: read the events one by one.
+
+    The common case, from a stream's second request on: a chunk of several events, two or three of them
+    echoes. Each run is found from its first ``bmcp_`` and compared; the provider's other bytes go as they
+    came. A match is JSON structure, the last elements of an array: the run starts ``{"`` and a string
+    cannot hold an unescaped quote, so the comma or bracket before it and the bracket after it are the
+    array's own, and the elements are the injected tools' definitions, which only an echo carries. A call
+    of an injected tool names it outside any run: that chunk is read event by event (and refused)."""
+    view = memoryview(raw)
+    parts: list[memoryview] = []
+    done = 0  # the bytes before this are taken care of
+    index = 0
+    size = len(raw)
+    while index < len(found):
+        at = found[index]
+        for run, (_, _, first_at) in _VERIFIED.items():
+            start = at - first_at
+            end = start + len(run)
+            if (
+                done < start
+                and end < size
+                and raw[end] == _CLOSE
+                and raw[start - 1] in _ELEMENT_BEFORE
+                and raw.startswith(run, start)
+            ):
+                break
+        else:
+            return None
+        parts.append(view[done : start - 1 if raw[start - 1] == _COMMA else start])
+        done = end
+        while index < len(found) and found[index] < end:
+            index += 1
+    parts.append(view[done:])
+    return b"".join(parts)
 
 
 def _run_end(raw: bytes, start: int, hi: int, last: int, found: list[int]) -> int | None:

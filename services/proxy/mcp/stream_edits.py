@@ -82,10 +82,11 @@ class StreamEdit(Protocol):
 
     def begin_round(self) -> None: ...
 
-    def unedited(self, raw: bytes) -> bytes | None:
+    def unedited(self, raw: bytes, found: list[int] | None = None) -> bytes | None:
         """The bytes the client gets for whole LF-ended events ``raw`` of a first round that goes
         unedited (:class:`~aibridge.proxy.mcp.streamed.UneditedRound`): those a stream without injection
-        gets. None: an injected name shows, the editor takes the round over (``raw`` not yet sent)."""
+        gets. None: an injected name shows, the editor takes the round over (``raw`` not yet sent).
+        ``found``: where ``bmcp_`` is in ``raw`` (:func:`.registry.injected_at`), when the caller looked."""
 
     def parser(self) -> Tee:
         """The provider's own stream parser, the one a stream without injection is recorded by: a round
@@ -154,8 +155,8 @@ class AnthropicStreamEdit:
             return b""
         return event.raw  # ping, error
 
-    def unedited(self, raw: bytes) -> bytes | None:
-        return None if raw.find(INJECTED) >= 0 else raw  # find: faster than "in" on short bytes
+    def unedited(self, raw: bytes, found: list[int] | None = None) -> bytes | None:
+        return None if found or raw.find(INJECTED) >= 0 else raw  # find: faster than "in" on short bytes
 
     def parser(self) -> Tee:
         return MessageStream()
@@ -290,9 +291,9 @@ class ChatStreamEdit:
             chunk = {key: value for key, value in chunk.items() if key != "usage"}
         return _sse(event.event, chunk | {"choices": [edited, *choices[1:]]})
 
-    def unedited(self, raw: bytes) -> bytes | None:
+    def unedited(self, raw: bytes, found: list[int] | None = None) -> bytes | None:
         """As the proxy relays any chat stream: the usage it asked for itself hidden from the client."""
-        if raw.find(INJECTED) >= 0:
+        if found or raw.find(INJECTED) >= 0:
             return None
         return raw if self._client_usage else ChatStream.hidden_usage(raw)
 
@@ -434,12 +435,13 @@ class ResponsesStreamEdit:
             payload = payload | {"output_index": self._output_index[index]}
         return self._numbered(event.event or kind, payload)
 
-    def unedited(self, raw: bytes) -> bytes | None:
+    def unedited(self, raw: bytes, found: list[int] | None = None) -> bytes | None:
         """The provider's bytes, but for the opening and terminal events, which echo the request's tools
         (the injected ones among them): those go without the injected tools (:mod:`.echo`), their
         ``sequence_number`` the provider's (nothing was withheld before them). Any other event naming an
         injected tool (a call's ``response.output_item.added``, text naming one) hands the round over."""
-        found = injected_at(raw)
+        if found is None:
+            found = injected_at(raw)
         return self._echo.edited(raw, found) if found else raw
 
     def parser(self) -> Tee:

@@ -32,7 +32,7 @@ import orjson
 from aibridge.events import Status
 from aibridge.proxy.errors import ProxyError
 from aibridge.proxy.mcp.loop import McpRun, Round
-from aibridge.proxy.mcp.registry import INJECTED, LONG_SEARCH, PREFIX, ToolFormat, count_injected
+from aibridge.proxy.mcp.registry import INJECTED, LONG_SEARCH, PREFIX, ToolFormat, injected_at
 from aibridge.proxy.mcp.stream_edits import AnthropicStreamEdit, ChatStreamEdit, ResponsesStreamEdit, StreamEdit
 from aibridge.proxy.providers.records import ResponseSummary, Usage
 from aibridge.proxy.providers.sse import SSEDecoder, SSEEvent
@@ -120,10 +120,11 @@ class UneditedRound:
         self.held = b""  # the start of an event not yet whole
         self.editing = False  # an injected name (or a CR line end) was seen: the editor takes over
 
-    def feed(self, chunk: bytes) -> bytes:
+    def feed(self, chunk: bytes, found: list[int] | None = None) -> bytes:
+        """``found``: where ``bmcp_`` is in ``chunk``, when the caller looked (:func:`.registry.injected_at`)."""
         # whole events, as most chunks are
         if not self.held and chunk.endswith(b"\n\n") and _CR not in chunk:
-            forwarded = self._unedited(chunk)
+            forwarded = self._unedited(chunk, found)
             if forwarded is None:
                 self.held, self.editing = chunk, True
                 return b""
@@ -233,16 +234,17 @@ class InjectedRounds:
         if unedited is None:
             return chunk
         # most chunks: whole events that name no injected tool, forwarded as they are (tested inline)
-        if (
-            self._plain
-            and not unedited.held
-            and chunk.endswith(b"\n\n")
-            and _CR not in chunk
-            and (chunk.find(INJECTED) < 0 if len(chunk) < LONG_SEARCH else not count_injected(chunk))
-        ):
-            unedited.sent.append(chunk)
-            return chunk
-        forwarded = unedited.feed(chunk)
+        found = None  # where bmcp_ is in a long chunk: searched once
+        if self._plain and not unedited.held and chunk.endswith(b"\n\n") and _CR not in chunk:
+            if len(chunk) < LONG_SEARCH:
+                clean = chunk.find(INJECTED) < 0
+            else:
+                found = injected_at(chunk)
+                clean = not found
+            if clean:
+                unedited.sent.append(chunk)
+                return chunk
+        forwarded = unedited.feed(chunk, found)
         if unedited.editing:
             raise Handover(self._handed_over(unedited))
         return forwarded

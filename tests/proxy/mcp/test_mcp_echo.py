@@ -127,3 +127,46 @@ def test_a_chunk_of_many_events_with_a_call_of_an_injected_tool_is_refused() -> 
     call = b"event: response.output_item.added\ndata: " + orjson.dumps(added) + b"\n\n"
     chunk = event("response.created", 0, RESPONSE) + delta(1, "Hi") + call
     assert edit(EchoedTools(), chunk) is None
+
+
+def test_runs_read_before_are_cut_from_a_whole_chunk_without_reading_its_events(
+    echo_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next stream with the same tools: each echoed run found from its first bmcp_ and compared, the
+    chunk's events not looked at one by one (with or without client tools before the injected ones). A run
+    is remembered once cut: when the cut cannot account for the names (here, "decoded"), every stream's
+    events are read again."""
+    looked_at: list[bytes] = []
+    laid_out = echo_module._laid_out
+
+    def counted(raw: bytes) -> Any:
+        looked_at.append(raw)
+        return laid_out(raw)
+
+    for tools in ([CLIENT, INJECTED], [INJECTED]):
+        response = RESPONSE | {"tools": tools}
+        stream = [
+            event("response.created", 0, response),
+            event("response.in_progress", 1, response),
+            delta(2, "Hello"),
+            event("response.completed", 3, response | {"status": "completed"}),
+        ]
+        first = edit(EchoedTools(), b"".join(stream))  # read event by event
+        monkeypatch.setattr(echo_module, "_laid_out", counted)
+        again = edit(EchoedTools(), b"".join(stream))
+        monkeypatch.setattr(echo_module, "_laid_out", laid_out)
+        assert again is not None and again == first
+        payloads = [sent(raw + b"\n\n") for raw in again.split(b"\n\n")[:-1]]
+        assert [payload["response"]["tools"] for payload in payloads if "response" in payload] == [tools[:-1]] * 3
+    assert (looked_at == []) is (echo_path == "cut")
+
+
+def test_a_call_of_an_injected_tool_beside_runs_read_before_is_refused() -> None:
+    echo = EchoedTools()
+    assert edit(echo, event("response.created", 0, RESPONSE)) is not None  # the run is remembered
+    added = {"type": "response.output_item.added", "sequence_number": 2, "item": {"name": "bmcp_tools_add"}}
+    call = b"event: response.output_item.added\ndata: " + orjson.dumps(added) + b"\n\n"
+    assert edit(EchoedTools(), event("response.created", 0, RESPONSE) + call) is None
+    text = {"type": "message", "content": [{"type": "output_text", "text": "try bmcp_tools_add"}]}
+    done = RESPONSE | {"status": "completed", "output": [text]}
+    assert edit(EchoedTools(), event("response.completed", 9, done)) is None

@@ -254,6 +254,7 @@ async def test_responses_round_without_injected_call_is_the_providers_bytes_less
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The echo events cut (or, when the cut cannot account for the injected names, decoded)."""
+    monkeypatch.setattr(echo, "_VERIFIED", {})  # no run of injected tools read before
     if not cut:
         monkeypatch.setattr(echo, "injected_span", lambda *args: None)
     stream = responses_round([MESSAGE_ITEM, CLIENT_CALL])
