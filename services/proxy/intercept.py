@@ -44,7 +44,7 @@ from aibridge.proxy.recording.emitter import EventEmitter
 from aibridge.proxy.recording.observe import Observation
 from aibridge.proxy.recording.outcome import log_interception
 from aibridge.proxy.relay import ClientWatch, Relay, RelayResponse, Tee
-from aibridge.proxy.upstream.client import Upstream, UpstreamResponse, with_headers
+from aibridge.proxy.upstream.client import Body, Upstream, UpstreamResponse, with_headers
 from aibridge.redaction import DEFAULT_POLICY, CapturePolicy, ProviderMessage
 
 log = logging.getLogger("aibridge.proxy")
@@ -225,7 +225,8 @@ class Interceptor:
     async def _send(self, flow: Flow) -> Response:
         """Send upstream first; the interception's context and started event are built while the
         provider works (:meth:`_started`)."""
-        body, tee = self.spec.prepare(flow.parsed, flow.raw)
+        prepared, tee = self.spec.prepare(flow.parsed, flow.raw)
+        body: Body = prepared
         if self._mcp is not None and self.spec.tool_format is not None:
             flow.mcp = McpRun.begin(
                 self._mcp, self.spec.tool_format, flow.parsed.body, flow.identity.user_id, flow.headers
@@ -268,7 +269,7 @@ class Interceptor:
         self._record(flow, None, status=Status.CLIENT_DISCONNECTED, http_status=499, error=error)
         return Response(status_code=499)
 
-    async def _exchange(self, flow: Flow, url: str, headers: dict[str, str], body: bytes, tee: Tee) -> Response:
+    async def _exchange(self, flow: Flow, url: str, headers: dict[str, str], body: Body, tee: Tee) -> Response:
         """The upstream call and the answer; ``flow.answers`` receives the provider's response once it has one."""
         obs = flow.obs
         try:

@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from aibridge.proxy.errors import UpstreamTimeout, UpstreamUnreachable
 from aibridge.proxy.settings import ProxySettings
+from aibridge.proxy.upstream.client import Body, create_upstream
 from aibridge.proxy.upstream.http1 import HIGH_WATER, Http1Response, Http1Upstream, _head, _Target
 
 READ_TIMEOUT = 0.3
@@ -229,7 +230,7 @@ async def upstream(
         await client.stop()
 
 
-async def fetch(client: Http1Upstream, url: str, method: str = "GET", body: bytes | None = None) -> bytes:
+async def fetch(client: Http1Upstream, url: str, method: str = "GET", body: Body | None = None) -> bytes:
     response = await client.request(method, url, {}, body)
     return await response.read()
 
@@ -376,7 +377,7 @@ def test_request_as_sent_on_the_wire(run: Run) -> None:
 
 def test_large_request_body_arrives_whole(run: Run) -> None:
     async def main() -> None:
-        body = random.Random(7).randbytes(3 * 1024 * 1024 + 5)  # over one write: head and body go separately
+        body = random.Random(7).randbytes(3 * 1024 * 1024 + 5)  # handed over with the head uncopied (writev)
 
         async def script(conn: Conn, request: Request) -> None:
             await conn.send(ok(hashlib.sha256(request.body).hexdigest().encode()))
@@ -384,6 +385,35 @@ def test_large_request_body_arrives_whole(run: Run) -> None:
         async with serve(script) as peer, upstream() as client:
             assert await fetch(client, peer.url("/upload"), "POST", body) == hashlib.sha256(body).hexdigest().encode()
             assert peer.requests[0].values("content-length") == [str(len(body))]
+
+    run(main)
+
+
+@pytest.mark.parametrize("kind", ["builtin", "aiohttp", "httpx"])
+@pytest.mark.parametrize("size", [700, 300 * 1024], ids=["joined to the head", "handed over in parts"])
+def test_a_body_in_parts_arrives_whole_in_order(run: Run, size: int, kind: str) -> None:
+    """A body spliced from the client's bytes (views of them and bytes between) is sent as one body, by
+    every upstream client (the builtin one writes the parts as they are)."""
+
+    async def main() -> None:
+        whole = random.Random(size).randbytes(size)
+        view = memoryview(whole)
+        parts: list[bytes | memoryview] = [view[:100], b"", b"-injected-", view[100:-3], view[-3:], b"}"]
+        expected = b"".join(parts)
+
+        async def script(conn: Conn, request: Request) -> None:
+            await conn.send(ok(hashlib.sha256(request.body).hexdigest().encode()))
+
+        settings = ProxySettings(upstream_connect_timeout=CONNECT_TIMEOUT, upstream_read_timeout=READ_TIMEOUT)
+        client = create_upstream(settings.model_copy(update={"upstream_client": kind}))
+        await client.start()
+        try:
+            async with serve(script) as peer:
+                answer = await client.request("POST", peer.url("/v1/chat/completions"), {}, parts)
+                assert await answer.read() == hashlib.sha256(expected).hexdigest().encode()
+                assert peer.requests[0].values("content-length") == [str(len(expected))]
+        finally:
+            await client.stop()
 
     run(main)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from opentelemetry.context import Context
@@ -32,6 +32,9 @@ from aibridge.proxy.mcp.registry import JsonObject, ToolFormat, count_injected
 from aibridge.proxy.mcp.shapes import SHAPES, ModelCall, Shape, ToolOutput
 from aibridge.proxy.mcp.splice import with_tools
 from aibridge.proxy.providers.records import ResponseSummary
+
+if TYPE_CHECKING:
+    from aibridge.proxy.upstream.client import Body
 
 log = logging.getLogger("aibridge.proxy.mcp")
 
@@ -111,10 +114,10 @@ class McpRun:
     def request_body(self) -> bytes:
         return orjson.dumps(self.body)
 
-    def first_body(self, raw: bytes) -> bytes:
+    def first_body(self, raw: bytes) -> Body:
         """The first request: the client's bytes ``raw`` with the injected tools spliced in where that is
-        provably the same body (:mod:`.splice`), and the usage a streamed chat completion asks for (added
-        first, as the proxy adds it without injection); else the body encoded."""
+        provably the same body (:mod:`.splice`; in parts, not joined), and the usage a streamed chat
+        completion asks for (added first, as the proxy adds it without injection); else the body encoded."""
         options = self.usage_asked
         if options is None or options == self.client_body.get("stream_options"):
             first = b""

@@ -40,23 +40,26 @@ _ENCODED: dict[int, tuple[list[JsonObject], bytes]] = {}  # id of a tools list -
 _ENCODED_KEPT = 16
 
 
-def with_tools(raw: bytes, body: JsonObject, tools: list[JsonObject], first: bytes = b"") -> bytes | None:
+def with_tools(
+    raw: bytes, body: JsonObject, tools: list[JsonObject], first: bytes = b""
+) -> list[bytes | memoryview] | None:
     """``raw`` (the bytes ``body`` was parsed from) with ``tools`` after the client's own, and the members
-    ``first`` (encoded, each followed by a comma) put first; None: encode instead."""
+    ``first`` (encoded, each followed by a comma) put first, as parts in order (views of ``raw``: the body
+    is not copied here, the upstream client writes the parts as they are); None: encode instead."""
     raw = raw.rstrip(b" \t\r\n")
     if not raw.endswith(b"}") or not body or (first and not raw.startswith(b"{")):
         return None
-    whole = memoryview(raw)  # slices without copies: the body is copied once, by the join
+    whole = memoryview(raw)
     head, rest = ([b"{", first], 1) if first else ([], 0)  # the client's bytes from rest on follow head
     if "tools" not in body:
-        return b"".join([*head, whole[rest:-1], b',"tools":', encoded(tools), b"}"])
+        return [*head, whole[rest:-1], b',"tools":', encoded(tools), b"}"]
     client_tools = body["tools"]
     end = _tools_end(raw, body) if isinstance(client_tools, list) else None
     if end is None:
         return None
     injected = encoded(tools)[1:-1]
     separator = b"," if client_tools and injected else b""
-    return b"".join([*head, whole[rest:end], separator, injected, whole[end:]])
+    return [*head, whole[rest:end], separator, injected, whole[end:]]
 
 
 def encoded(tools: list[JsonObject]) -> bytes:

@@ -34,6 +34,19 @@ HOP_BY_HOP = frozenset(
 _NOT_TO_CLIENT = HOP_BY_HOP | {"content-length", "content-encoding", "date", "server"}
 
 
+Body = bytes | list[bytes | memoryview]
+"""A request body: bytes, or its parts in order (a body spliced from the client's bytes and more: the
+builtin client writes the parts with one ``writev``, never joined; aiohttp and httpx get them joined)."""
+
+
+def body_length(body: Body) -> int:
+    return len(body) if isinstance(body, bytes) else sum(len(part) for part in body)
+
+
+def joined(body: Body | None) -> bytes | None:
+    return body if body is None or isinstance(body, bytes) else b"".join(body)
+
+
 def client_headers(headers: Mapping[str, str] | list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Upstream response headers worth passing to the client."""
     items = headers.items() if isinstance(headers, Mapping) else headers
@@ -59,7 +72,7 @@ class UpstreamResponse(Protocol):
 class Upstream(Protocol):
     async def start(self) -> None: ...
 
-    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamResponse:
+    async def request(self, method: str, url: str, headers: dict[str, str], body: Body | None) -> UpstreamResponse:
         """Send and wait for the status line and headers; the body is read later."""
 
     async def stop(self) -> None: ...
@@ -129,10 +142,12 @@ class AiohttpUpstream:
             trust_env=True,  # HTTP(S)_PROXY and NO_PROXY
         )
 
-    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamResponse:
+    async def request(self, method: str, url: str, headers: dict[str, str], body: Body | None) -> UpstreamResponse:
         assert self._session is not None, "the upstream client is not started"
         try:
-            response = await self._session.request(method, url, headers=headers, data=body, allow_redirects=False)
+            response = await self._session.request(
+                method, url, headers=headers, data=joined(body), allow_redirects=False
+            )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _map_aiohttp(exc) from exc
         return _AiohttpResponse(response)
@@ -195,9 +210,9 @@ class HttpxUpstream:
             follow_redirects=False,
         )
 
-    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamResponse:
+    async def request(self, method: str, url: str, headers: dict[str, str], body: Body | None) -> UpstreamResponse:
         assert self._client is not None, "the upstream client is not started"
-        request = self._client.build_request(method, url, headers=headers, content=body)
+        request = self._client.build_request(method, url, headers=headers, content=joined(body))
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:

@@ -2,8 +2,9 @@
 
 Why not aiohttp's client: on this hot path, the provider call is the largest piece of the proxy's
 own CPU per request. aiohttp builds a request object, URL objects, a timer context, a trace context,
-cookie handling and a response object per call; here a request is one pre-sized ``bytes`` write and a
-response is parsed by llhttp straight into a small buffer. Measured in ``bench/proxy_overhead.py``
+cookie handling and a response object per call; here a request is one write (a large body, or one in
+parts, handed over with its head uncopied: one ``writev``) and a response is parsed by llhttp straight
+into a small buffer. Measured in ``bench/proxy_overhead.py``
 against aiohttp (docs/proxy.md#upstream-client).
 
 What a gateway needs of it, and nothing more:
@@ -39,10 +40,10 @@ import httptools
 
 from aibridge.proxy.errors import UpstreamTimeout, UpstreamUnreachable
 from aibridge.proxy.settings import ProxySettings
-from aibridge.proxy.upstream.client import client_headers
+from aibridge.proxy.upstream.client import Body, body_length, client_headers
 
 HIGH_WATER = 256 * 1024  # bytes buffered per response before reading from the provider pauses
-_ONE_WRITE = 256 * 1024  # bodies up to this size go out in one write with the head
+_JOINED = 16 * 1024  # bodies up to this size are joined to the head (a small copy beats a writev's cost)
 _NOT_FORWARDED = frozenset({"host", "content-length", "connection", "transfer-encoding", "keep-alive"})
 _DECODED = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
 
@@ -147,14 +148,17 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     # used by the client and the response
-    def send(self, head: bytes, body: bytes | None, response: Http1Response) -> None:
+    def send(self, head: bytes, body: Body | None, size: int, response: Http1Response) -> None:
+        """The request: ``head``, then ``body`` (``size`` bytes, in parts or not) in one system call; a
+        large body is handed over as it is (one ``writev``: a copy of it costs more than the call)."""
         assert self.transport is not None
         self.response = response
-        if body and len(body) > _ONE_WRITE:
+        if not body:
             self.transport.write(head)
-            self.transport.write(body)
+        elif size <= _JOINED:
+            self.transport.write(head + body if isinstance(body, bytes) else b"".join([head, *body]))
         else:
-            self.transport.write(head + body if body else head)
+            self.transport.writelines([head, body] if isinstance(body, bytes) else [head, *body])
 
     def pause(self) -> None:
         if not self._paused and self.transport is not None:
@@ -455,7 +459,7 @@ class Http1Upstream:
     def open_connections(self) -> int:
         return len(self._open)
 
-    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> Http1Response:
+    async def request(self, method: str, url: str, headers: dict[str, str], body: Body | None) -> Http1Response:
         loop = self._loop
         assert loop is not None, "the upstream client is not started"
         if self._stopped:
@@ -465,12 +469,13 @@ class Http1Upstream:
             target = _Target(url)
             if len(self._targets) < 4096:  # a few base URLs times a few dozen paths
                 self._targets[url] = target
-        head = _head(method, target, headers, body)
+        size = body_length(body) if body else 0
+        head = _head(method, target, headers, None if body is None else size)
         connection = self._idle_connection(target.key) or await self._connect(target.key)
         assert self._deadlines is not None
         response = Http1Response(loop, self._deadlines, method)
         try:
-            connection.send(head, body, response)
+            connection.send(head, body, size, response)
             await response.wait_headers()
         except BaseException:  # a timeout, an error, the client gone (cancelled): the connection is spent
             connection.close()
@@ -570,7 +575,8 @@ class Http1Upstream:
                 return
 
 
-def _head(method: str, target: _Target, headers: dict[str, str], body: bytes | None) -> bytes:
+def _head(method: str, target: _Target, headers: dict[str, str], size: int | None) -> bytes:
+    """The request line and headers; ``size``: the body's length (None: no body)."""
     lines = [f"{method} {target.path} HTTP/1.1\r\nhost: {target.host_header}\r\n"]
     encoding = False
     for name, value in headers.items():
@@ -581,8 +587,8 @@ def _head(method: str, target: _Target, headers: dict[str, str], body: bytes | N
         lines.append(f"{name}: {value}\r\n")
     if not encoding:
         lines.append("accept-encoding: gzip, deflate\r\n")
-    if body is not None or method in ("POST", "PUT", "PATCH"):
-        lines.append(f"content-length: {len(body) if body else 0}\r\n")
+    if size is not None or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"content-length: {size or 0}\r\n")
     lines.append("\r\n")
     head = "".join(lines)
     if head.count("\n") != len(lines) + 1 or head.count("\r") != len(lines) + 1:
