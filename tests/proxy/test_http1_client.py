@@ -1162,6 +1162,28 @@ def test_tls_with_a_trusted_ca(run: Run, pki: Pki) -> None:
     run(main)
 
 
+@pytest.mark.parametrize("size", [700, 300 * 1024], ids=["joined to the head", "handed over in parts"])
+def test_tls_a_body_in_parts_arrives_whole_in_order(run: Run, pki: Pki, size: int) -> None:
+    """The parts go through the TLS layer in order, as one body (a provider is reached over TLS)."""
+
+    async def main() -> None:
+        view = memoryview(random.Random(size).randbytes(size))
+        parts: list[bytes | memoryview] = [b"{", view[: size // 2], b"-injected-", view[size // 2 :], b"}"]
+        expected = b"".join(parts)
+
+        async def script(conn: Conn, request: Request) -> None:
+            await conn.send(ok(hashlib.sha256(request.body).hexdigest().encode()))
+
+        trusting = ssl.create_default_context(cafile=pki.ca)
+        tls = server_context(pki, [])
+        async with serve(script, ssl_context=tls) as peer, upstream(ssl_context=trusting) as client:
+            url = peer.url("/v1/chat/completions", scheme="https", host="localhost")
+            assert await fetch(client, url, "POST", parts) == hashlib.sha256(expected).hexdigest().encode()
+            assert peer.requests[0].values("content-length") == [str(len(expected))]
+
+    run(main)
+
+
 def test_tls_untrusted_certificate_is_refused(run: Run, pki: Pki) -> None:
     async def main() -> None:
         async with serve(reply(ok()), ssl_context=server_context(pki, [])) as peer, upstream() as client:
