@@ -228,13 +228,12 @@ class Interceptor:
         prepared, tee = self.spec.prepare(flow.parsed, flow.raw)
         body: Body = prepared
         if self._mcp is not None and self.spec.tool_format is not None:
-            flow.mcp = McpRun.begin(
-                self._mcp, self.spec.tool_format, flow.parsed.body, flow.identity.user_id, flow.headers
-            )
-            if flow.mcp is not None:
+            run = McpRun.begin(self._mcp, self.spec.tool_format, flow.parsed.body, flow.identity.user_id, flow.headers)
+            if run is not None:
                 if flow.parsed.stream:
-                    prepare_streamed(flow.mcp, self.spec.tool_format)
-                body = flow.mcp.first_body(flow.raw)
+                    prepare_streamed(run, self.spec.tool_format)
+                if (first := run.first_body(flow.raw)) is not None:  # None: it goes without injection
+                    flow.mcp, body = run, first
         query = flow.request.scope["query_string"]
         url = f"{self.spec.url}?{query.decode('latin-1')}" if query else self.spec.url
         headers = forward_headers(flow.request.scope["headers"], self.spec.key_headers)

@@ -26,11 +26,13 @@ import orjson
 from opentelemetry.context import Context
 
 from aibridge.metrics import MCP_ROUND_CAP
+from aibridge.proxy.errors import InvalidRequestBody
 from aibridge.proxy.mcp.client import CallResult
 from aibridge.proxy.mcp.injector import McpInjector, ToolCall
 from aibridge.proxy.mcp.registry import JsonObject, ToolFormat, count_injected
 from aibridge.proxy.mcp.shapes import SHAPES, ModelCall, Shape, ToolOutput
 from aibridge.proxy.mcp.splice import with_tools
+from aibridge.proxy.providers.openai import MAX_REWRITE_DEPTH
 from aibridge.proxy.providers.records import ResponseSummary
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("aibridge.proxy.mcp")
 
 NOT_RUN_MIXED = "not run: the model called client tools in the same turn"
+_TOO_DEEP = f"the request body's JSON is nested deeper than {MAX_REWRITE_DEPTH} levels, the most the bridge rewrites"
 NOT_RUN_ROUND_CAP = "not run: the round cap (AIBRIDGE_MCP_MAX_ROUNDS) was reached"
 
 
@@ -112,21 +115,36 @@ class McpRun:
         return cls(injector, api, body, tools, user=user, headers=headers) if tools else None
 
     def request_body(self) -> bytes:
-        return orjson.dumps(self.body)
+        """The next round's request, encoded. A body nested deeper than the encoder writes (orjson reads
+        1024 levels, writes ``MAX_REWRITE_DEPTH``) cannot go on: :class:`.InvalidRequestBody`, which the
+        client gets as an error (blocking) or an error event (streamed)."""
+        try:
+            return orjson.dumps(self.body)
+        except orjson.JSONEncodeError as exc:
+            raise InvalidRequestBody(f"{_TOO_DEEP} (to add the injected tools' results)") from exc
 
-    def first_body(self, raw: bytes) -> Body:
+    def first_body(self, raw: bytes) -> Body | None:
         """The first request: the client's bytes ``raw`` with the injected tools spliced in where that is
         provably the same body (:mod:`.splice`; in parts, not joined), and the usage a streamed chat
-        completion asks for (added first, as the proxy adds it without injection); else the body encoded."""
+        completion asks for (added first, as the proxy adds it without injection); else the body encoded.
+        None: neither can be done (the body is nested deeper than the encoder writes), the request goes
+        without injection."""
         options = self.usage_asked
         if options is None or options == self.client_body.get("stream_options"):
             first = b""
         elif "stream_options" in self.client_body:
-            return self.request_body()
+            return self._encoded()
         else:
             first = b'"stream_options":' + orjson.dumps(options) + b","
         spliced = with_tools(raw, self.client_body, self.tools, first)
-        return self.request_body() if spliced is None else spliced
+        return self._encoded() if spliced is None else spliced
+
+    def _encoded(self) -> bytes | None:
+        try:
+            return orjson.dumps(self.body)
+        except orjson.JSONEncodeError:
+            log.warning("MCP injection: %s; this request goes without the injected tools", _TOO_DEEP)
+            return None
 
     async def settle(self, raw: bytes, context: Context | None = None) -> bool:
         """Take one round's answer; run its injected calls when they are due. True: another round follows."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import orjson
 import pytest
@@ -257,3 +258,51 @@ async def test_responses_blocking_echo_shows_only_the_clients_tools(
     assert "bmcp_" not in response.model_dump_json()
     offered = [tool["name"] for tool in sent_bodies(simulator, "/v1/responses")[-1]["tools"]]
     assert offered[0] == "read_file" and ADD in offered
+
+
+def nested(levels: int) -> Any:
+    value: Any = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+async def test_a_body_too_deep_to_write_again_goes_without_injection(
+    mcp_proxy: Proxy, token: str, simulator: Any
+) -> None:
+    """Nesting orjson reads but cannot write (past 254 levels), in a body the splice cannot take (the SDK's
+    JSON has spaces): the tools cannot be added, so the request goes on as the client sent it, not a 500."""
+    client = openai_client(mcp_proxy, token, **{"x-simulator-mcp-tools": ADD})
+    tool = {"type": "function", "function": {"name": "read_file", "parameters": {"type": "object"}}}
+    answer = client.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "hi"}],
+        tools=[tool],  # type: ignore[list-item]
+        extra_body={"metadata_tree": nested(300)},
+    )
+    [call] = answer.choices[0].message.tool_calls or []
+    assert call.function.name == "read_file"  # the model had the client's tool only
+    last = sent_bodies(simulator, "/chat/completions")[-1]
+    assert [item["function"]["name"] for item in last["tools"]] == ["read_file"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["blocking", "streamed"])
+async def test_a_later_round_too_deep_to_write_is_a_clear_error(
+    mcp_proxy: Proxy, token: str, simulator: Any, stream: bool
+) -> None:
+    """Written compactly, the same depth is spliced and the model calls an injected tool; the next round's
+    body cannot be written: the client gets a 400 (blocking) or an error event (streamed) saying why."""
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "add"}], "stream": stream, "tree": "<deep>"}
+    raw = orjson.dumps(body).replace(b'"<deep>"', b"[" * 300 + b'"x"' + b"]" * 300)  # orjson writes 254 at most
+    headers = {"authorization": f"Bearer {token}", "x-simulator-mcp-tools": ADD}
+    async with httpx.AsyncClient(timeout=30) as client:
+        answer = await client.post(f"{mcp_proxy.openai_base_url}/chat/completions", content=raw, headers=headers)
+    assert ADD in [item["function"]["name"] for item in sent_bodies(simulator, "/chat/completions")[-1]["tools"]]
+    if stream:
+        assert answer.status_code == 200
+        [error] = [line for line in answer.text.splitlines() if line.startswith("data: ") and '"error"' in line]
+        assert "nested deeper than" in orjson.loads(error[6:])["error"]["message"]
+    else:
+        assert answer.status_code == 400
+        error = answer.json()["error"]
+        assert error["type"] == "invalid_request_error" and "nested deeper than" in error["message"]
