@@ -225,15 +225,17 @@ class Interceptor:
     async def _send(self, flow: Flow) -> Response:
         """Send upstream first; the interception's context and started event are built while the
         provider works (:meth:`_started`)."""
-        prepared, tee = self.spec.prepare(flow.parsed, flow.raw)
-        body: Body = prepared
+        body: Body | None = None
+        tee: Tee | None = None  # a run streams through its own (:class:`RoundsTee`)
         if self._mcp is not None and self.spec.tool_format is not None:
             run = McpRun.begin(self._mcp, self.spec.tool_format, flow.parsed.body, flow.identity.user_id, flow.headers)
             if run is not None:
                 if flow.parsed.stream:
                     prepare_streamed(run, self.spec.tool_format)
-                if (first := run.first_body(flow.raw)) is not None:  # None: it goes without injection
-                    flow.mcp, body = run, first
+                if (body := run.first_body(flow.raw)) is not None:  # None: it goes without injection
+                    flow.mcp = run
+        if body is None:
+            body, tee = self.spec.prepare(flow.parsed, flow.raw)
         query = flow.request.scope["query_string"]
         url = f"{self.spec.url}?{query.decode('latin-1')}" if query else self.spec.url
         headers = forward_headers(flow.request.scope["headers"], self.spec.key_headers)
@@ -268,8 +270,9 @@ class Interceptor:
         self._record(flow, None, status=Status.CLIENT_DISCONNECTED, http_status=499, error=error)
         return Response(status_code=499)
 
-    async def _exchange(self, flow: Flow, url: str, headers: dict[str, str], body: Body, tee: Tee) -> Response:
-        """The upstream call and the answer; ``flow.answers`` receives the provider's response once it has one."""
+    async def _exchange(self, flow: Flow, url: str, headers: dict[str, str], body: Body, tee: Tee | None) -> Response:
+        """The upstream call and the answer; ``flow.answers`` receives the provider's response once it has
+        one. ``tee``: the stream's parser, None when ``flow.mcp`` streams it (:meth:`_stream_rounds`)."""
         obs = flow.obs
         try:
             response = await obs.request(self._upstream.request("POST", url, headers, body))
@@ -290,6 +293,7 @@ class Interceptor:
             if flow.parsed.stream and flow.mcp is not None:
                 return self._stream_rounds(flow, flow.mcp, url, headers, response)
             if flow.parsed.stream:
+                assert tee is not None  # prepared for every request without a run
                 return self._stream(flow, response, tee)
             answer = await obs.read(response)
             if flow.mcp is not None:

@@ -98,12 +98,13 @@ class McpInjector:
     def tools_for(self, shape: ToolFormat, headers: Mapping[str, str]) -> list[JsonObject] | None:
         """The cached definitions to append to the request's tools (shared: concatenate, never mutate), or
         ``None`` when the caller opted out (``X-Aibridge-Mcp: off``) or no tool is available."""
-        if headers.get(OPT_OUT_HEADER, "").strip().lower() == "off":
+        opt_out = headers.get(OPT_OUT_HEADER)
+        if opt_out is not None and opt_out.strip().lower() == "off":
             return None
         snapshot = self.registry.snapshot
-        with_tokens = frozenset(forwarded_tokens(headers)) if snapshot.forwarded else frozenset()
-        tools = snapshot.tools_for(shape, with_tokens)
-        return tools or None
+        if not snapshot.forwarded:  # most deployments: the static tools, one list for every request
+            return snapshot.static[shape] or None
+        return snapshot.tools_for(shape, frozenset(forwarded_tokens(headers))) or None
 
     def is_injected(self, name: str) -> bool:
         """Whether the bridge runs this call (any ``bmcp_`` name; an unknown one gets an error result)."""

@@ -68,6 +68,8 @@ class Round:
 class McpRun:
     """One request's injection (the tools, the body for the next round, the rounds so far)."""
 
+    __slots__ = ("_body", "client_body", "headers", "injector", "rounds", "shape", "tools", "usage_asked", "user")
+
     def __init__(
         self,
         injector: McpInjector,
@@ -108,7 +110,7 @@ class McpRun:
         """A run when injection applies to this request (tools available, not opted out, not forbidden)."""
         if injector is None:
             return None
-        api = SHAPES[shape]()
+        api = SHAPES[shape]
         if not api.accepts(body):
             return None
         tools = injector.tools_for(shape, headers)

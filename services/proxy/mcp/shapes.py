@@ -11,7 +11,7 @@ answered by ``function_call_output`` items; the round's output items are replaye
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -256,8 +256,9 @@ def _json_text(value: Any) -> str:
         return ""
 
 
-SHAPES: dict[ToolFormat, Callable[[], Shape]] = {
-    ToolFormat.ANTHROPIC: AnthropicShape,
-    ToolFormat.OPENAI_CHAT: ChatShape,
-    ToolFormat.OPENAI_RESPONSES: ResponsesShape,
+# one of each (a shape holds no state): a request takes its API's, none is made per request
+SHAPES: dict[ToolFormat, Shape] = {
+    ToolFormat.ANTHROPIC: AnthropicShape(),
+    ToolFormat.OPENAI_CHAT: ChatShape(),
+    ToolFormat.OPENAI_RESPONSES: ResponsesShape(),
 }

@@ -113,6 +113,8 @@ class UneditedRound:
     injected tool, even with the name split across chunks, has not reached the client when it is seen.
     """
 
+    __slots__ = ("_edit", "_unedited", "editing", "held", "sent")
+
     def __init__(self, edit: StreamEdit) -> None:
         self._edit = edit
         self._unedited = edit.unedited
@@ -188,6 +190,21 @@ class InjectedRounds:
     :meth:`_edited`: the rest of the round, and every later one, through the editor.
     """
 
+    __slots__ = (
+        "_active",
+        "_first",
+        "_next_round",
+        "_plain",
+        "_response",
+        "_settled",
+        "complete",
+        "edit",
+        "headers",
+        "run",
+        "status",
+        "unedited",
+    )
+
     def __init__(
         self,
         run: McpRun,
@@ -204,7 +221,6 @@ class InjectedRounds:
         self._next_round = next_round
         self._active = active  # the interception's span as the current one (the calls' spans are its children)
         self.complete = False  # the terminal events were released
-        edit.begin_round()
         self._settled = False  # the current round went to the loop (False while it streams)
         self.unedited: UneditedRound | None = UneditedRound(edit)  # the first round, while (or since) unedited
         self._plain = edit.plain
@@ -348,6 +364,8 @@ class RoundsTee:
     """The relay's tee for :class:`InjectedRounds`: checks the first round's chunks and forwards the edited
     bytes (:meth:`InjectedRounds.forward`, bound as ``feed``: no call in between); the record comes from
     the rounds, after the answer is out."""
+
+    __slots__ = ("_parse", "_rounds", "end", "feed", "summary")
 
     feed: Callable[[bytes], bytes]
     end: Callable[[], bytes]

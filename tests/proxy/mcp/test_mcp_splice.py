@@ -33,7 +33,7 @@ CLIENT_TOOLS = st.lists(st.dictionaries(TEXT, VALUES, max_size=3), max_size=3)
 
 def expected(raw: bytes) -> dict[str, Any]:
     """What the proxy sends without the splice: the parsed body with the tools added, encoded, read back."""
-    return orjson.loads(orjson.dumps(SHAPES[ToolFormat.OPENAI_CHAT]().inject(orjson.loads(raw), INJECTED)))
+    return orjson.loads(orjson.dumps(SHAPES[ToolFormat.OPENAI_CHAT].inject(orjson.loads(raw), INJECTED)))
 
 
 def spliced(raw: bytes) -> bytes | None:
@@ -162,7 +162,7 @@ def test_first_body_of_a_streamed_chat_completion_asks_for_usage(
     if options is not None:
         body["stream_options"] = options
     raw = leading + orjson.dumps(body)
-    run = McpRun(Injector(), SHAPES[ToolFormat.OPENAI_CHAT](), body, INJECTED, user="u", headers={})  # type: ignore[arg-type]
+    run = McpRun(Injector(), SHAPES[ToolFormat.OPENAI_CHAT], body, INJECTED, user="u", headers={})  # type: ignore[arg-type]
     prepare_streamed(run, ToolFormat.OPENAI_CHAT)
     body_sent = run.first_body(raw)
     first = body_sent if isinstance(body_sent, bytes) else b"".join(body_sent)
