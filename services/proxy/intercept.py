@@ -241,10 +241,16 @@ class Interceptor:
         headers = forward_headers(flow.request.scope["headers"], self.spec.key_headers)
         flow.obs.sending(headers)
         watch = flow.watch = ClientWatch(flow.request.receive, start=False)
-        asyncio.get_running_loop().call_soon(self._while_upstream_works, flow)
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._while_upstream_works, flow)
+        set_up: list[
+            RoundsTee
+        ] = []  # a streamed run's rounds, set up while the provider works (not on the flow: no cycle)
+        if flow.mcp is not None and flow.parsed.stream:
+            loop.call_soon(self._set_up_rounds, flow, flow.mcp, url, headers, set_up)
         handed_over = False
         try:
-            response = await self._exchange(flow, url, headers, body, tee)
+            response = await self._exchange(flow, url, headers, body, tee, set_up)
             handed_over = isinstance(response, RelayResponse)
             return response
         except asyncio.CancelledError:
@@ -270,9 +276,12 @@ class Interceptor:
         self._record(flow, None, status=Status.CLIENT_DISCONNECTED, http_status=499, error=error)
         return Response(status_code=499)
 
-    async def _exchange(self, flow: Flow, url: str, headers: dict[str, str], body: Body, tee: Tee | None) -> Response:
+    async def _exchange(  # noqa: PLR0917
+        self, flow: Flow, url: str, headers: dict[str, str], body: Body, tee: Tee | None, set_up: list[RoundsTee]
+    ) -> Response:
         """The upstream call and the answer; ``flow.answers`` receives the provider's response once it has
-        one. ``tee``: the stream's parser, None when ``flow.mcp`` streams it (:meth:`_stream_rounds`)."""
+        one. ``tee``: the stream's parser, None when ``flow.mcp`` streams it (:meth:`_stream_rounds`, with
+        the rounds in ``set_up`` once :meth:`_set_up_rounds` has run)."""
         obs = flow.obs
         try:
             response = await obs.request(self._upstream.request("POST", url, headers, body))
@@ -291,7 +300,8 @@ class Interceptor:
                 self._record(flow, None, status=Status.UPSTREAM_ERROR, http_status=response.status, error=message)
                 return with_headers(Response(answer, response.status), response.headers)
             if flow.parsed.stream and flow.mcp is not None:
-                return self._stream_rounds(flow, flow.mcp, url, headers, response)
+                tee_of_rounds = set_up[0] if set_up else self._set_up_rounds(flow, flow.mcp, url, headers, set_up)
+                return self._stream_rounds(flow, tee_of_rounds, response)
             if flow.parsed.stream:
                 assert tee is not None  # prepared for every request without a run
                 return self._stream(flow, response, tee)
@@ -321,10 +331,20 @@ class Interceptor:
             answer = await flow.obs.read(response)
         return response, run.merged(answer) if response.status < 400 else answer
 
-    def _stream_rounds(
-        self, flow: Flow, run: McpRun, url: str, headers: dict[str, str], response: UpstreamResponse
-    ) -> RelayResponse:
+    def _stream_rounds(self, flow: Flow, tee: RoundsTee, response: UpstreamResponse) -> RelayResponse:
         """A streamed request with injected tools: the rounds joined into the client's one stream."""
+        rounds = tee.rounds
+        rounds.first_answer(response)
+        return self._stream(flow, rounds, tee, getattr(rounds.edit, "error_event", None))
+
+    def _set_up_rounds(
+        self, flow: Flow, run: McpRun, url: str, headers: dict[str, str], set_up: list[RoundsTee]
+    ) -> RoundsTee:
+        """A streamed run's rounds and their tee (into ``set_up``), before the provider's first answer: run by
+        the loop right after the request is written upstream (as :meth:`_while_upstream_works`), off the
+        path to the provider and to the client."""
+        if set_up:
+            return set_up[0]
 
         async def next_round(body: bytes) -> UpstreamResponse:
             flow.obs.upstream_done()
@@ -338,9 +358,9 @@ class Interceptor:
 
         assert self.spec.tool_format is not None  # a run exists only on routes that offer tools
         edit = stream_edit(self.spec.tool_format, flow.parsed.body)
-        rounds = InjectedRounds(run, edit, response, next_round, flow.obs.active)
-        own = getattr(edit, "error_event", None)
-        return self._stream(flow, rounds, RoundsTee(rounds, self.spec.parse_response), own)
+        rounds = InjectedRounds(run, edit, None, next_round, flow.obs.active)
+        set_up.append(RoundsTee(rounds, self.spec.parse_response))
+        return set_up[0]
 
     def _stream(
         self,

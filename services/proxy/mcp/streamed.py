@@ -209,15 +209,14 @@ class InjectedRounds:
         self,
         run: McpRun,
         edit: StreamEdit,
-        first: UpstreamResponse,
+        first: UpstreamResponse | None,
         next_round: NextRound,
         active: Callable[[], AbstractContextManager[Any]],
     ) -> None:
         self.run = run
-        self.status = first.status
-        self.headers = first.headers
         self.edit = edit
-        self._response = first
+        if first is not None:
+            self.first_answer(first)
         self._next_round = next_round
         self._active = active  # the interception's span as the current one (the calls' spans are its children)
         self.complete = False  # the terminal events were released
@@ -225,6 +224,12 @@ class InjectedRounds:
         self.unedited: UneditedRound | None = UneditedRound(edit)  # the first round, while (or since) unedited
         self._plain = edit.plain
         self._first: AsyncIterator[bytes] | None = None
+
+    def first_answer(self, first: UpstreamResponse) -> None:
+        """The provider's answer to the first round (the rounds may be set up before it arrives)."""
+        self.status = first.status
+        self.headers = first.headers
+        self._response = first
 
     async def read(self) -> bytes:
         """The whole answer as the client gets it, read by a relay (nothing recorded)."""
@@ -365,13 +370,13 @@ class RoundsTee:
     bytes (:meth:`InjectedRounds.forward`, bound as ``feed``: no call in between); the record comes from
     the rounds, after the answer is out."""
 
-    __slots__ = ("_parse", "_rounds", "end", "feed", "summary")
+    __slots__ = ("_parse", "end", "feed", "rounds", "summary")
 
     feed: Callable[[bytes], bytes]
     end: Callable[[], bytes]
 
     def __init__(self, rounds: InjectedRounds, parse: Callable[[bytes], ResponseSummary]) -> None:
-        self._rounds = rounds
+        self.rounds = rounds
         self._parse = parse
         self.summary = ResponseSummary()
         self.feed = rounds.forward
@@ -381,8 +386,8 @@ class RoundsTee:
         return None
 
     def close(self) -> bytes:
-        self._rounds.unsettled()
-        summaries = [self._summary(current) for current in self._rounds.run.rounds]
+        self.rounds.unsettled()
+        summaries = [self._summary(current) for current in self.rounds.run.rounds]
         if summaries:
             last = summaries[-1]
             self.summary = ResponseSummary(response_id=last.response_id, model=last.model, error=last.error)
@@ -390,7 +395,7 @@ class RoundsTee:
             # the client's calls, as a blocking merged answer has them (the injected ones have their own spans)
             calls = [call for summary in summaries for call in summary.tool_calls]
             self.summary.tool_calls = [call for call in calls if not call.name.startswith(PREFIX)]
-        if not self._rounds.complete and self.summary.error is None:
+        if not self.rounds.complete and self.summary.error is None:
             self.summary.error = INCOMPLETE
         return b""
 
