@@ -1,9 +1,10 @@
 """What MCP tool injection costs a request through the real proxy.
 
-Three proxies: ``off`` and ``off-2`` (``aibridge proxy`` without a servers file, injection off; their
-difference is the run's noise floor) and ``on`` (a servers file naming the MCP test server,
-``python -m aibridge.testing.mcp_server``, six tools: the tools are added to every request), with the
-simulated provider behind them and a Tansu broker for their events.
+Four proxies: ``off`` and ``off-2`` (``aibridge proxy`` without a servers file, injection off) and ``on``
+and ``on-2`` (a servers file naming the MCP test server, ``python -m aibridge.testing.mcp_server``, six
+tools: the tools are added to every request), with the simulated provider behind them and a Tansu broker
+for their events. Two identical processes differ for a whole run (their core, their neighbours): each
+side is the mean of its two, and the second minus the first of each pair is the run's noise floor.
 
 Every request carries ``x-simulator-mcp-rounds: 0``, so the simulated model never calls an injected tool:
 ``on`` minus ``off`` is what adding the tools costs (the tools spliced into the client's bytes, the answer
@@ -13,12 +14,13 @@ tools taken out, the round read for the record after the answer is out).
 One request at a time, for each API (chat completions, Anthropic messages, Responses), blocking and
 streamed, with a small body and with one the size of a long Claude Code session (about 200 KB: a long
 system prompt, 40 client tools, 60 messages). Each cycle sends one request to every target in a new
-random order: ``off``, ``off-2``, ``on`` twice (each proxy process then serves as many requests as the
-others: a busier process answers faster), ``off`` and ``off-2`` given a body that already holds the
-injected tools as ``on`` sends them (the provider reads and answers the same request as behind ``on``),
+random order: ``off``, ``off-2``, ``on`` and ``on-2`` twice each, ``off`` and ``off-2`` given a body that
+already holds the injected tools as ``on`` sends them (each proxy process then serves as many requests as
+the others: a busier process answers faster) (the provider reads and answers the same request as behind ``on``),
 and the simulated provider itself given either body (``direct``, ``direct_t``). The figure the target
 reads, per row: what the bridge adds to the provider's time with injection on (``on`` minus ``direct``
-given the tools) minus what it adds with injection off (``off`` minus ``direct``): the provider's own
+given the tools) minus what it adds with injection off (``off`` minus ``direct``), ``on`` and ``off`` each
+the mean of its pair: the provider's own
 reading of six more tool definitions is not the bridge's. ``on`` minus ``off`` as measured, and the
 provider's part, are shown too.
 
@@ -156,7 +158,7 @@ def measure(args: argparse.Namespace, large: dict[str, Any]) -> dict[str, Any]:
     keys = Path(tempfile.mkdtemp())
     generate_keypair(keys)
     token = issue_token(load_private_key(keys / "signing_key.pem"), proxy_ab.BENCH_USER)
-    upstream_port, mcp_port, off_port, on_port, off2_port = (free_port() for _ in range(5))
+    upstream_port, mcp_port, off_port, on_port, off2_port, on2_port = (free_port() for _ in range(6))
     upstream = f"http://127.0.0.1:{upstream_port}"
     servers = keys / "servers.yaml"
     servers.write_text(f"servers:\n  - name: tools\n    url: http://127.0.0.1:{mcp_port}/mcp\n")
@@ -173,7 +175,8 @@ def measure(args: argparse.Namespace, large: dict[str, Any]) -> dict[str, Any]:
             on_env = common | {"AIBRIDGE_MCP_SERVERS_FILE": str(servers)}
             pids["on"] = stack.enter_context(po.proxy_process(on_port, on_env))
             stack.enter_context(po.proxy_process(off2_port, common))
-            ports = {"off": off_port, "on": on_port, "off-2": off2_port}
+            stack.enter_context(po.proxy_process(on2_port, on_env))
+            ports = {"off": off_port, "on": on_port, "off-2": off2_port, "on-2": on2_port}
             proxies = {name: f"http://127.0.0.1:{port}{po.ROUTE}" for name, port in ports.items()}
             tools = asyncio.run(injected_tools(servers))
             if args.closed_loop_only:
@@ -273,12 +276,15 @@ async def paired_rows(  # noqa: PLR0917
     """Injection on against off, no injected call made, one request at a time.
 
     Per case, every cycle sends one request to each target in a new random order: ``off`` and ``off-2``
-    (two proxies without a servers file: their difference is the noise floor), ``on`` (twice, so that each
-    proxy process serves as many requests as the others: a busier process answers faster), the same
-    ``off`` and ``off-2`` given a body that already holds the injected tools as ``on`` sends them
-    (``off_t``, ``off-2_t``: the provider reads and answers the same request as behind ``on``), and the
-    simulated provider itself with either body (``direct``, ``direct_t``). A pause after each request lets
-    its recording run outside the next one's time. The first 100 cycles warm up.
+    (two proxies without a servers file), ``on`` and ``on-2`` (two with it; each twice, so that every proxy
+    process serves as many requests as the others: a busier process answers faster), the same ``off`` and
+    ``off-2`` given a body that already holds the injected tools as ``on`` sends them (``off_t``,
+    ``off-2_t``: the provider reads and answers the same request as behind ``on``), and the simulated
+    provider itself with either body (``direct``, ``direct_t``). Two processes a side because two
+    identical proxy processes differ by up to a few hundredths of a millisecond for the whole run (which
+    core, which neighbours): each side is the mean of its two, and ``off-2`` minus ``off`` and ``on-2``
+    minus ``on`` show that noise floor. A pause after each request lets its recording run outside the next
+    one's time. The first 100 cycles warm up.
     """
     headers = po.auth(token) | NO_CALL
     rows = []
@@ -299,6 +305,8 @@ async def paired_rows(  # noqa: PLR0917
                 ("off-2", proxy["off-2"], plain, headers),
                 ("on", proxy["on"], plain, headers),
                 ("on", proxy["on"], plain, headers),
+                ("on-2", proxy["on-2"], plain, headers),
+                ("on-2", proxy["on-2"], plain, headers),
                 ("off_t", proxy["off"], offered, headers),
                 ("off-2_t", proxy["off-2"], offered, headers),
             ]
@@ -310,8 +318,9 @@ async def paired_rows(  # noqa: PLR0917
             row |= paired_differences(p50)
             rows.append(row)
             print(
-                f"| {api} | {row['request']} | {row['body_kib']:.1f} KiB | {p50['direct']:.3f} | {p50['off']:.3f} |"
-                f" {p50['on']:.3f} | {row['on_minus_off_ms']:+.3f} | {row['aa_ms']:+.3f} |"
+                f"| {api} | {row['request']} | {row['body_kib']:.1f} KiB | {p50['direct']:.3f}"
+                f" | {row['off_pair_p50_ms']:.3f} | {row['on_pair_p50_ms']:.3f} | {row['on_minus_off_ms']:+.3f}"
+                f" | {row['aa_ms']:+.3f} {row['aa_on_ms']:+.3f} |"
                 f" {row['provider_part_ms']:+.3f} | **{row['added_on_minus_off_ms']:+.3f}** |"
                 f" own {row['on_minus_off_t_ms']:+.3f} (A/A {row['aa_t_ms']:+.3f}) errors {errors}",
                 flush=True,
@@ -343,15 +352,21 @@ async def one_at_a_time(
 
 
 def paired_differences(p50: dict[str, float]) -> dict[str, float]:
-    """The differences the table reads, in ms. ``added_on_minus_off``: what the bridge adds to the provider's
-    time with injection on (against the provider given the request ``on`` sends it) minus what it adds
-    with injection off (against the provider given the client's request)."""
+    """The differences the table reads, in ms, each side the mean of its two processes. ``added_on_minus_off``:
+    what the bridge adds to the provider's time with injection on (against the provider given the request
+    ``on`` sends it) minus what it adds with injection off (against the provider given the client's
+    request). ``aa``, ``aa_on``, ``aa_t``: the second process of a side minus the first."""
+    off, on = (p50["off"] + p50["off-2"]) / 2, (p50["on"] + p50["on-2"]) / 2
+    off_t = (p50["off_t"] + p50["off-2_t"]) / 2
     return {
-        "on_minus_off_ms": p50["on"] - p50["off"],
+        "off_pair_p50_ms": off,
+        "on_pair_p50_ms": on,
+        "on_minus_off_ms": on - off,
         "aa_ms": p50["off-2"] - p50["off"],
+        "aa_on_ms": p50["on-2"] - p50["on"],
         "provider_part_ms": p50["direct_t"] - p50["direct"],
-        "added_on_minus_off_ms": (p50["on"] - p50["direct_t"]) - (p50["off"] - p50["direct"]),
-        "on_minus_off_t_ms": p50["on"] - p50["off_t"],
+        "added_on_minus_off_ms": (on - p50["direct_t"]) - (off - p50["direct"]),
+        "on_minus_off_t_ms": on - off_t,
         "aa_t_ms": p50["off-2_t"] - p50["off_t"],
     }
 

@@ -219,19 +219,19 @@ def mcp_overhead(run: Results) -> str:
         f"One request at a time ({run['params']['requests']:.0f} per target and case, p50):",
         "",
         "| API | request | body | direct | off: added | on: added | **added, on minus off** "
-        "| off-2 minus off (A/A) | on minus off, as measured | the provider reading the tools "
+        "| A/A: off-2 minus off, on-2 minus on | on minus off, as measured | the provider reading the tools "
         "| on minus off given the tools |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     apis = {"chat": "chat completions", "messages": "Anthropic messages", "responses": "Responses"}
     for row in result["paired"]:
-        off_added = row["off_p50_ms"] - row["direct_p50_ms"]
-        on_added = row["on_p50_ms"] - row["direct_t_p50_ms"]
+        off_added = row["off_pair_p50_ms"] - row["direct_p50_ms"]
+        on_added = row["on_pair_p50_ms"] - row["direct_t_p50_ms"]
         lines.append(
             f"| {apis[row['api']]} | {row['request']} | {row['body_kib']:.1f} KiB | {ms(row['direct_p50_ms'])} "
             f"| {ms(off_added)} | {ms(on_added)} | **{row['added_on_minus_off_ms']:+.3f} ms** "
-            f"| {row['aa_ms']:+.3f} ms | {row['on_minus_off_ms']:+.3f} ms | {row['provider_part_ms']:+.3f} ms "
-            f"| {row['on_minus_off_t_ms']:+.3f} ms |"
+            f"| {row['aa_ms']:+.3f} / {row['aa_on_ms']:+.3f} ms | {row['on_minus_off_ms']:+.3f} ms "
+            f"| {row['provider_part_ms']:+.3f} ms | {row['on_minus_off_t_ms']:+.3f} ms |"
         )
     failed = [
         f"{row['api']} {row['request']} {row['body']}: {row['errors']}" for row in result["paired"] if row["errors"]
