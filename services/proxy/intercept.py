@@ -243,9 +243,9 @@ class Interceptor:
         watch = flow.watch = ClientWatch(flow.request.receive, start=False)
         loop = asyncio.get_running_loop()
         loop.call_soon(self._while_upstream_works, flow)
-        set_up: list[
-            RoundsTee
-        ] = []  # a streamed run's rounds, set up while the provider works (not on the flow: no cycle)
+        # a streamed run's rounds, set up while the provider works (kept here, not on the flow, which its
+        # next round's closure refers to: no reference cycle)
+        set_up: list[RoundsTee] = []
         if flow.mcp is not None and flow.parsed.stream:
             loop.call_soon(self._set_up_rounds, flow, flow.mcp, url, headers, set_up)
         handed_over = False
