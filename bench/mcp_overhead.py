@@ -15,14 +15,18 @@ One request at a time, for each API (chat completions, Anthropic messages, Respo
 streamed, with a small body and with one the size of a long Claude Code session (about 200 KB: a long
 system prompt, 40 client tools, 60 messages). Each cycle sends one request to every target in a new
 random order: ``off``, ``off-2``, ``on`` and ``on-2`` twice each, ``off`` and ``off-2`` given a body that
-already holds the injected tools as ``on`` sends them (each proxy process then serves as many requests as
-the others: a busier process answers faster) (the provider reads and answers the same request as behind ``on``),
-and the simulated provider itself given either body (``direct``, ``direct_t``). The figure the target
-reads, per row: what the bridge adds to the provider's time with injection on (``on`` minus ``direct``
-given the tools) minus what it adds with injection off (``off`` minus ``direct``), ``on`` and ``off`` each
-the mean of its pair: the provider's own
-reading of six more tool definitions is not the bridge's. ``on`` minus ``off`` as measured, and the
-provider's part, are shown too.
+already holds the injected tools as ``on`` sends them (the provider reads and answers the same request
+as behind ``on``; each proxy process then serves as many requests as the others: a busier process
+answers faster), and the simulated provider itself given either body (``direct``, ``direct_t``). The
+figure the target reads, per row: what the bridge adds to the provider's time with injection on (``on``
+minus ``direct`` given the tools) minus what it adds with injection off (``off`` minus ``direct``),
+``on`` and ``off`` each the mean of its pair: the provider's own reading of six more tool definitions is
+not the bridge's. ``on`` minus ``off`` as measured, and the provider's part, are shown too.
+
+Then, per case, 300 more requests to each proxy process with the client's body: each process's own time
+per request, the mean of its ``aibridge_proxy_overhead_seconds`` (an interception's duration less its
+waits on the provider and on the client) read from its ``/metrics`` before and after, in which neither
+the provider's work nor the client's (nor their noise) is.
 
 Then the cost of one round: the same small request with the model calling one injected tool once
 (``bmcp_tools_add``) against ``off``, open loop. Its parts: the MCP call (the proxy's own
@@ -316,16 +320,65 @@ async def paired_rows(  # noqa: PLR0917
             row |= {"body_kib": len(plain) / 1024, "tools_kib": (len(offered) - len(plain)) / 1024, "errors": errors}
             row |= {f"{name}_p50_ms": value for name, value in p50.items()}
             row |= paired_differences(p50)
+            plain_only = [(name, proxy[name], plain, headers) for name in ("off", "off-2", "on", "on-2")]
+            row |= await bridge_time(session, ports, plain_only, BRIDGE_TIME_REQUESTS)
             rows.append(row)
             print(
                 f"| {api} | {row['request']} | {row['body_kib']:.1f} KiB | {p50['direct']:.3f}"
                 f" | {row['off_pair_p50_ms']:.3f} | {row['on_pair_p50_ms']:.3f} | {row['on_minus_off_ms']:+.3f}"
                 f" | {row['aa_ms']:+.3f} {row['aa_on_ms']:+.3f} |"
                 f" {row['provider_part_ms']:+.3f} | **{row['added_on_minus_off_ms']:+.3f}** |"
-                f" own {row['on_minus_off_t_ms']:+.3f} (A/A {row['aa_t_ms']:+.3f}) errors {errors}",
+                f" own {row['on_minus_off_t_ms']:+.3f} (A/A {row['aa_t_ms']:+.3f}) errors {errors}"
+                f" | bridge's own time on - off {row['bridge_on_minus_off_us']:+.1f} us"
+                f" (A/A {row['bridge_aa_us']:+.1f} {row['bridge_aa_on_us']:+.1f})",
                 flush=True,
             )
     return rows
+
+
+BRIDGE_TIME_REQUESTS = 300  # per proxy process and case
+
+
+async def bridge_time(
+    session: aiohttp.ClientSession,
+    ports: dict[str, int],
+    targets: list[tuple[str, str, bytes, dict[str, str]]],
+    requests: int,
+) -> dict[str, Any]:
+    """Each proxy process's own time per request, in µs: the mean of its ``aibridge_proxy_overhead_seconds``
+    (an interception's duration less its waits on the provider and on the client) over ``requests`` more
+    requests to each (the client's body, one at a time, in random order), read from its ``/metrics`` before
+    and after. The provider's work and the client's are not in it, so neither is their noise."""
+    before = {name: overhead_totals(ports[name]) for name, _, _, _ in targets}
+    order = list(targets)
+    shuffle = random.Random(16).shuffle
+    for _ in range(requests):
+        shuffle(order)
+        for _, url, body, headers in order:
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+            await asyncio.sleep(0.002)
+    await asyncio.sleep(0.1)  # the last requests' recording (deferred by a millisecond) has run
+    mean = {}
+    for name, _, _, _ in targets:
+        (total, count), (total_before, count_before) = overhead_totals(ports[name]), before[name]
+        mean[name] = (total - total_before) / max(count - count_before, 1) * 1e6
+    return {
+        "bridge_requests": requests,
+        "bridge_us": mean,
+        "bridge_on_minus_off_us": (mean["on"] + mean["on-2"] - mean["off"] - mean["off-2"]) / 2,
+        "bridge_aa_us": mean["off-2"] - mean["off"],
+        "bridge_aa_on_us": mean["on-2"] - mean["on"],
+    }
+
+
+def overhead_totals(port: int) -> tuple[float, float]:
+    """A proxy's ``aibridge_proxy_overhead_seconds`` sum and count, over every label set."""
+    names = ("aibridge_proxy_overhead_seconds_sum", "aibridge_proxy_overhead_seconds_count")
+    totals = dict.fromkeys(names, 0.0)
+    for line in proxy_ab.metric_lines(port, names):
+        totals[line.split("{")[0]] += float(line.rsplit(" ", 1)[1])
+    return totals[names[0]], totals[names[1]]
 
 
 async def one_at_a_time(

@@ -211,6 +211,27 @@ def budgets_ab(run: Results) -> str:
     return "\n".join(lines) + "\n\n" + provenance(run)
 
 
+def bridge_time_lines(rows: list[dict[str, Any]], apis: dict[str, str]) -> list[str]:
+    """Per case, each proxy process's own time per request (its overhead histogram's mean), on against off."""
+    lines = [
+        "The bridge's own time per request, from each proxy's `aibridge_proxy_overhead_seconds` (an "
+        "interception's duration less its waits on the provider and on the client; its sum over its count "
+        f"for {rows[0]['bridge_requests']:.0f} more requests per process and case, the client's body, one at a time): "
+        "neither the provider's work nor the client's is in it. Each side the mean of its two processes, in µs:",
+        "",
+        "| API | request | body | off | on | **on minus off** | A/A: off-2 minus off, on-2 minus on |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        mean = row["bridge_us"]
+        off, on = (mean["off"] + mean["off-2"]) / 2, (mean["on"] + mean["on-2"]) / 2
+        lines.append(
+            f"| {apis[row['api']]} | {row['request']} | {row['body_kib']:.1f} KiB | {off:.0f} | {on:.0f} "
+            f"| **{row['bridge_on_minus_off_us']:+.0f}** | {row['bridge_aa_us']:+.0f} / {row['bridge_aa_on_us']:+.0f} |"
+        )
+    return lines
+
+
 def mcp_overhead(run: Results) -> str:
     """MCP injection on against off with no injected call (one request at a time, every API), the cost of
     one round, the closed loop, the in-process work."""
@@ -233,6 +254,8 @@ def mcp_overhead(run: Results) -> str:
             f"| {row['aa_ms']:+.3f} / {row['aa_on_ms']:+.3f} ms | {row['on_minus_off_ms']:+.3f} ms "
             f"| {row['provider_part_ms']:+.3f} ms | {row['on_minus_off_t_ms']:+.3f} ms |"
         )
+    if all("bridge_us" in row for row in result["paired"]):
+        lines += ["", *bridge_time_lines(result["paired"], apis)]
     failed = [
         f"{row['api']} {row['request']} {row['body']}: {row['errors']}" for row in result["paired"] if row["errors"]
     ]
