@@ -130,8 +130,8 @@ class Relay:
                     try:
                         yield forwarded
                     finally:
+                        self.client_wait += clock() - sending  # the send alone: the parsing is the bridge's time
                         self._tee.settle()  # parsed once sent (or the client left: parsed for the record)
-                    self.client_wait += clock() - sending
                 else:
                     self._tee.settle()
             if tail:
