@@ -306,3 +306,21 @@ async def test_a_later_round_too_deep_to_write_is_a_clear_error(
         assert answer.status_code == 400
         error = answer.json()["error"]
         assert error["type"] == "invalid_request_error" and "nested deeper than" in error["message"]
+
+
+async def test_a_streamed_chat_too_deep_to_ask_for_usage_is_refused_as_without_injection(
+    mcp_proxy: Proxy, token: str, simulator: Any
+) -> None:
+    """Its own ``stream_options`` without usage, nested past what the encoder writes: neither the injected
+    tools nor the usage the proxy asks for can be added, so it is the 400 a proxy without injection gives."""
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "add"}], "stream": True, "tree": "<deep>"}
+    body |= {"stream_options": {"include_usage": False}}
+    raw = orjson.dumps(body).replace(b'"<deep>"', b"[" * 300 + b'"x"' + b"]" * 300)
+    headers = {"authorization": f"Bearer {token}", "x-simulator-mcp-tools": ADD}
+    sent_before = len(sent_bodies(simulator, "/chat/completions"))
+    async with httpx.AsyncClient(timeout=30) as client:
+        answer = await client.post(f"{mcp_proxy.openai_base_url}/chat/completions", content=raw, headers=headers)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error" and "stream_options.include_usage" in error["message"]
+    assert len(sent_bodies(simulator, "/chat/completions")) == sent_before  # nothing went upstream
