@@ -300,8 +300,8 @@ class Interceptor:
                 self._record(flow, None, status=Status.UPSTREAM_ERROR, http_status=response.status, error=message)
                 return with_headers(Response(answer, response.status), response.headers)
             if flow.parsed.stream and flow.mcp is not None:
-                tee_of_rounds = set_up[0] if set_up else self._set_up_rounds(flow, flow.mcp, url, headers, set_up)
-                return self._stream_rounds(flow, tee_of_rounds, response)
+                # set up while the provider worked (or now, if the loop has not run that yet)
+                return self._stream_rounds(flow, self._set_up_rounds(flow, flow.mcp, url, headers, set_up), response)
             if flow.parsed.stream:
                 assert tee is not None  # prepared for every request without a run
                 return self._stream(flow, response, tee)
@@ -342,7 +342,7 @@ class Interceptor:
     ) -> RoundsTee:
         """A streamed run's rounds and their tee (into ``set_up``), before the provider's first answer: run by
         the loop right after the request is written upstream (as :meth:`_while_upstream_works`), off the
-        path to the provider and to the client."""
+        path to the provider and to the client. Set up once: a later call returns what the first made."""
         if set_up:
             return set_up[0]
 

@@ -156,7 +156,9 @@ class AnthropicStreamEdit:
         return event.raw  # ping, error
 
     def unedited(self, raw: bytes, found: list[int] | None = None) -> bytes | None:
-        return None if found or raw.find(INJECTED) >= 0 else raw  # find: faster than "in" on short bytes
+        if found is None:  # not looked for yet (find: faster than "in" on short bytes)
+            return None if raw.find(INJECTED) >= 0 else raw
+        return None if found else raw
 
     def parser(self) -> Tee:
         return MessageStream()
@@ -293,7 +295,7 @@ class ChatStreamEdit:
 
     def unedited(self, raw: bytes, found: list[int] | None = None) -> bytes | None:
         """As the proxy relays any chat stream: the usage it asked for itself hidden from the client."""
-        if found or raw.find(INJECTED) >= 0:
+        if (raw.find(INJECTED) >= 0) if found is None else found:  # found: the caller looked already
             return None
         return raw if self._client_usage else ChatStream.hidden_usage(raw)
 
