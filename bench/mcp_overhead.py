@@ -14,14 +14,19 @@ tools taken out, the round read for the record after the answer is out).
 One request at a time, for each API (chat completions, Anthropic messages, Responses), blocking and
 streamed, with a small body and with one the size of a long Claude Code session (about 200 KB: a long
 system prompt, 40 client tools, 60 messages). Each cycle sends one request to every target in a new
-random order: ``off``, ``off-2``, ``on`` and ``on-2`` twice each, ``off`` and ``off-2`` given a body that
+random order: ``off``, ``off-2``, ``on`` and ``on-2``; ``off`` and ``off-2`` again given a body that
 already holds the injected tools as ``on`` sends them (the provider reads and answers the same request
-as behind ``on``; each proxy process then serves as many requests as the others: a busier process
-answers faster), and the simulated provider itself given either body (``direct``, ``direct_t``). The
-figure the target reads, per row: what the bridge adds to the provider's time with injection on (``on``
-minus ``direct`` given the tools) minus what it adds with injection off (``off`` minus ``direct``),
-``on`` and ``off`` each the mean of its pair: the provider's own reading of six more tool definitions is
-not the bridge's. ``on`` minus ``off`` as measured, and the provider's part, are shown too.
+as behind ``on``); ``on`` and ``on-2`` again with ``X-Aibridge-Mcp: off`` (``out``, ``out-2``: the same
+processes with injection off for that request); and the simulated provider itself given either body
+(``direct``, ``direct_t``). Each proxy process serves two requests a cycle (a busier process answers
+faster). The figure the target reads, per row: what the bridge adds to the provider's time with
+injection on (``on`` minus ``direct`` given the tools) minus what it adds with injection off (``off``
+minus ``direct``), ``on`` and ``off`` each the mean of its pair: the provider's own reading of six more
+tool definitions is not the bridge's. The same with ``out`` for ``off`` (injection off in the very
+processes that have it on, so no difference between processes is in it), ``on`` minus ``off`` as
+measured, and the provider's part, are shown too. Three passes per case (``--passes``), each figure
+read from each pass's p50s; a row shows each figure's median over the passes, and the target's figure
+of every pass.
 
 Then, per case, 300 more requests to each proxy process with the client's body: each process's own time
 per request, the mean of its ``aibridge_proxy_overhead_seconds`` (an interception's duration less its
@@ -43,7 +48,7 @@ work with no injected call (:func:`in_process`): blocking, what injection adds; 
 without, and the reading for the record that follows each, p50 in microseconds. Its table comes last on
 the page.
 
-Rerun:  .venv/bin/python bench/mcp_overhead.py                  # about 10 minutes
+Rerun:  .venv/bin/python bench/mcp_overhead.py                  # about 17 minutes
         .venv/bin/python bench/mcp_overhead.py --paired-only    # the one-at-a-time part alone, printed
         .venv/bin/python bench/mcp_overhead.py --in-process-only   # the in-process part alone, printed
         .venv/bin/python bench/mcp_overhead.py --closed-loop-only  # the closed-loop part alone, printed
@@ -74,6 +79,7 @@ import proxy_overhead as po
 import results as bench_results
 
 NO_CALL = {"x-simulator-mcp-rounds": "0"}
+OPT_OUT = "x-aibridge-mcp"  # "off": no injection for this request
 ONE_CALL = {"x-simulator-mcp-rounds": "1", "x-simulator-mcp-tools": "bmcp_tools_add"}
 
 
@@ -118,7 +124,8 @@ def main() -> None:
     parser.add_argument(
         "--round-rate", type=float, default=10.0, help="requests per second with one injected call (one MCP server)"
     )
-    parser.add_argument("--requests", type=int, default=1000, help="requests per target and case, one at a time")
+    parser.add_argument("--requests", type=int, default=400, help="requests per target, case and pass, one at a time")
+    parser.add_argument("--passes", type=int, default=3, help="passes per case of the one-at-a-time part")
     parser.add_argument("--wrk-connections", type=int, default=32, help="closed loop, wrk -t1 -cN (0: skip)")
     parser.add_argument("--wrk-duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="closed-loop rounds, the targets taking turns")
@@ -143,6 +150,7 @@ def main() -> None:
         "duration": args.duration,
         "round_rate": args.round_rate,
         "requests": args.requests,
+        "passes": args.passes,
         "wrk_connections": args.wrk_connections,
         "wrk_duration": args.wrk_duration,
         "rounds": args.rounds,
@@ -185,7 +193,7 @@ def measure(args: argparse.Namespace, large: dict[str, Any]) -> dict[str, Any]:
             tools = asyncio.run(injected_tools(servers))
             if args.closed_loop_only:
                 return {"closed_loop": closed_loop_rows(proxies, pids, token, tools["chat"], args)}
-            paired = asyncio.run(paired_rows(upstream, ports, token, tools, args.requests, large))
+            paired = asyncio.run(paired_rows(upstream, ports, token, tools, args.requests, args.passes, large))
             if args.paired_only:
                 return {"paired": paired}
             one_round = one_round_row(upstream, proxies, token, args)
@@ -275,24 +283,31 @@ async def paired_rows(  # noqa: PLR0917
     token: str,
     tools: dict[str, list[dict[str, Any]]],
     requests: int,
+    passes: int,
     large: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """Injection on against off, no injected call made, one request at a time.
 
     Per case, every cycle sends one request to each target in a new random order: ``off`` and ``off-2``
-    (two proxies without a servers file), ``on`` and ``on-2`` (two with it; each twice, so that every proxy
-    process serves as many requests as the others: a busier process answers faster), the same ``off`` and
-    ``off-2`` given a body that already holds the injected tools as ``on`` sends them (``off_t``,
-    ``off-2_t``: the provider reads and answers the same request as behind ``on``), and the simulated
-    provider itself with either body (``direct``, ``direct_t``). Two processes a side because two
-    identical proxy processes differ by up to a few hundredths of a millisecond for the whole run (which
-    core, which neighbours): each side is the mean of its two, and ``off-2`` minus ``off`` and ``on-2``
-    minus ``on`` show that noise floor. A pause after each request lets its recording run outside the next
-    one's time. The first 100 cycles warm up.
+    (two proxies without a servers file), ``on`` and ``on-2`` (two with it), the same ``off`` and ``off-2``
+    given a body that already holds the injected tools as ``on`` sends them (``off_t``, ``off-2_t``: the
+    provider reads and answers the same request as behind ``on``), ``on`` and ``on-2`` given the request
+    with ``X-Aibridge-Mcp: off`` (``out``, ``out-2``: injection off in the same process), and the simulated
+    provider itself with either body (``direct``, ``direct_t``). Every proxy process serves two requests a
+    cycle (a busier process answers faster). Two processes a side because two identical proxy processes
+    differ by up to a few hundredths of a millisecond for the whole run (which core, which neighbours):
+    each side is the mean of its two, and ``off-2`` minus ``off`` and ``on-2`` minus ``on`` show that noise
+    floor; ``out`` against ``on`` has none of it. A pause after each request lets its recording run outside
+    the next one's time.
+
+    ``passes`` passes of ``requests`` cycles (the first after 100 cycles of warm-up, the others after 20),
+    each pass's figures from its own p50s; the row reads each figure's median over the passes, and the
+    spread of the target's figure over them.
     """
     headers = po.auth(token) | NO_CALL
+    opted_out = headers | {OPT_OUT: "off"}
     rows = []
-    print(f"\n## Injection on vs off, no injected call: one request at a time, {requests} per target")
+    print(f"\n## Injection on vs off, no injected call: one request at a time, {passes} x {requests} per target")
     print("| API | request | body | direct | off | on | on - off | A/A | provider's part | **added on - off** |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     async with aiohttp.ClientSession() as session:
@@ -308,26 +323,31 @@ async def paired_rows(  # noqa: PLR0917
                 ("off", proxy["off"], plain, headers),
                 ("off-2", proxy["off-2"], plain, headers),
                 ("on", proxy["on"], plain, headers),
-                ("on", proxy["on"], plain, headers),
                 ("on-2", proxy["on-2"], plain, headers),
-                ("on-2", proxy["on-2"], plain, headers),
+                ("out", proxy["on"], plain, opted_out),
+                ("out-2", proxy["on-2"], plain, opted_out),
                 ("off_t", proxy["off"], offered, headers),
                 ("off-2_t", proxy["off-2"], offered, headers),
             ]
-            found, errors = await one_at_a_time(session, targets, requests)
-            p50 = {name: statistics.median(values) * 1000 for name, values in found.items()}
-            row = {"api": api, "request": "streamed" if streamed else "blocking", "body": size}
+            each, errors = [], 0
+            for number in range(passes):
+                found, failed = await one_at_a_time(session, targets, requests, warm_up=20 if number else 100)
+                each.append({name: statistics.median(values) * 1000 for name, values in found.items()})
+                errors += failed
+            row: dict[str, Any] = {"api": api, "request": "streamed" if streamed else "blocking", "body": size}
             row |= {"body_kib": len(plain) / 1024, "tools_kib": (len(offered) - len(plain)) / 1024, "errors": errors}
-            row |= {f"{name}_p50_ms": value for name, value in p50.items()}
-            row |= paired_differences(p50)
+            row |= over_passes(each)
             plain_only = [(name, proxy[name], plain, headers) for name in ("off", "off-2", "on", "on-2")]
             row |= await bridge_time(session, ports, plain_only, BRIDGE_TIME_REQUESTS)
             rows.append(row)
+            spread = row["added_on_minus_off_passes_ms"]
             print(
-                f"| {api} | {row['request']} | {row['body_kib']:.1f} KiB | {p50['direct']:.3f}"
+                f"| {api} | {row['request']} | {row['body_kib']:.1f} KiB | {row['direct_p50_ms']:.3f}"
                 f" | {row['off_pair_p50_ms']:.3f} | {row['on_pair_p50_ms']:.3f} | {row['on_minus_off_ms']:+.3f}"
                 f" | {row['aa_ms']:+.3f} {row['aa_on_ms']:+.3f} |"
                 f" {row['provider_part_ms']:+.3f} | **{row['added_on_minus_off_ms']:+.3f}** |"
+                f" passes {' '.join(f'{value:+.3f}' for value in spread)}"
+                f" | same process {row['added_on_minus_out_ms']:+.3f} |"
                 f" own {row['on_minus_off_t_ms']:+.3f} (A/A {row['aa_t_ms']:+.3f}) errors {errors}"
                 f" | bridge's own time on - off {row['bridge_on_minus_off_us']:+.1f} us"
                 f" (A/A {row['bridge_aa_us']:+.1f} {row['bridge_aa_on_us']:+.1f})",
@@ -382,15 +402,18 @@ def overhead_totals(port: int) -> tuple[float, float]:
 
 
 async def one_at_a_time(
-    session: aiohttp.ClientSession, targets: list[tuple[str, str, bytes, dict[str, str]]], requests: int
+    session: aiohttp.ClientSession,
+    targets: list[tuple[str, str, bytes, dict[str, str]]],
+    requests: int,
+    warm_up: int = 100,
 ) -> tuple[dict[str, list[float]], int]:
-    """Each target's request times to the last byte (seconds), cycles in random order; the requests
-    answered with another status than 200."""
+    """Each target's request times to the last byte (seconds) over ``requests`` cycles after ``warm_up``
+    untimed ones, cycles in random order; the requests answered with another status than 200."""
     found: dict[str, list[float]] = {name: [] for name, _, _, _ in targets}
     errors = 0
     order = list(targets)
-    shuffle = random.Random(16).shuffle  # the same orders every run
-    for cycle in range(requests + 100):
+    shuffle = random.Random(16 + warm_up).shuffle  # the same orders every run
+    for cycle in range(requests + warm_up):
         shuffle(order)
         for name, url, body, headers in order:
             started = time.perf_counter()
@@ -398,27 +421,41 @@ async def one_at_a_time(
                 await response.read()
             elapsed = time.perf_counter() - started
             errors += response.status != 200
-            if cycle >= 100:
+            if cycle >= warm_up:
                 found[name].append(elapsed)
             await asyncio.sleep(0.002)
     return found, errors
+
+
+def over_passes(passes: list[dict[str, float]]) -> dict[str, Any]:
+    """Each figure of :func:`paired_differences` as its median over the passes (each pass's p50s, in ms),
+    the target's figure of every pass, and each target's p50 over the passes (median)."""
+    figures = [paired_differences(p50) for p50 in passes]
+    row: dict[str, Any] = {f"{name}_p50_ms": statistics.median(p50[name] for p50 in passes) for name in passes[0]}
+    row |= {name: statistics.median(figure[name] for figure in figures) for name in figures[0]}
+    row["added_on_minus_off_passes_ms"] = [figure["added_on_minus_off_ms"] for figure in figures]
+    row["added_on_minus_out_passes_ms"] = [figure["added_on_minus_out_ms"] for figure in figures]
+    return row
 
 
 def paired_differences(p50: dict[str, float]) -> dict[str, float]:
     """The differences the table reads, in ms, each side the mean of its two processes. ``added_on_minus_off``:
     what the bridge adds to the provider's time with injection on (against the provider given the request
     ``on`` sends it) minus what it adds with injection off (against the provider given the client's
-    request). ``aa``, ``aa_on``, ``aa_t``: the second process of a side minus the first."""
+    request). ``added_on_minus_out``: the same, injection off in the same processes as on (the request
+    opted out). ``aa``, ``aa_on``, ``aa_t``: the second process of a side minus the first."""
     off, on = (p50["off"] + p50["off-2"]) / 2, (p50["on"] + p50["on-2"]) / 2
-    off_t = (p50["off_t"] + p50["off-2_t"]) / 2
+    off_t, out = (p50["off_t"] + p50["off-2_t"]) / 2, (p50["out"] + p50["out-2"]) / 2
     return {
         "off_pair_p50_ms": off,
         "on_pair_p50_ms": on,
+        "out_pair_p50_ms": out,
         "on_minus_off_ms": on - off,
         "aa_ms": p50["off-2"] - p50["off"],
         "aa_on_ms": p50["on-2"] - p50["on"],
         "provider_part_ms": p50["direct_t"] - p50["direct"],
         "added_on_minus_off_ms": (on - p50["direct_t"]) - (off - p50["direct"]),
+        "added_on_minus_out_ms": (on - p50["direct_t"]) - (out - p50["direct"]),
         "on_minus_off_t_ms": on - off_t,
         "aa_t_ms": p50["off-2_t"] - p50["off_t"],
     }
