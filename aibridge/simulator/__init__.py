@@ -12,19 +12,29 @@ forwarded by the proxy): ``x-simulator-status: 529`` answers with that error sta
 ``x-simulator-stall-ms`` waits before answering; ``x-simulator-chunk-delay-ms`` paces stream chunks;
 ``x-simulator-fail-after-chunks`` drops the connection mid-stream; ``x-simulator-cache-read-tokens``,
 ``x-simulator-cache-write-tokens`` and ``x-simulator-reasoning-tokens`` set those usage counts.
+
+For benchmarks, ``x-simulator-timing: <tag>`` has the simulator time its own part of a request: from the
+request reaching the app to the last byte of the answer handed to the server (``time.perf_counter``, one
+clock for every process on the machine). ``GET /timings`` (under the app's prefix) answers ``{tag: seconds}``
+for the requests so timed since the last such call (at most ``TIMINGS_KEPT``) and forgets them: what a client
+measured through a proxy, less that, is the proxy's part, the provider's own work taken out request by
+request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aibridge.simulator import anthropic_sim, openai_sim, responses_sim, stored_sim
 from aibridge.simulator.common import Controls, SimulatorState
@@ -163,6 +173,52 @@ def _models_endpoint(state: SimulatorState) -> Any:
     return endpoint
 
 
+TIMINGS_KEPT = 100_000
+_TIMING_HEADER = b"x-simulator-timing"
+
+
+class _Timed:
+    """Times the requests tagged ``x-simulator-timing`` (see the module), into ``state.timings``."""
+
+    def __init__(self, app: ASGIApp, state: SimulatorState) -> None:
+        self.app = app
+        self.timings = state.timings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tag = _timing_tag(scope) if scope["type"] == "http" else None
+        if tag is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        timings = self.timings
+
+        async def timed(message: Message) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                if len(timings) >= TIMINGS_KEPT:
+                    timings.clear()
+                timings[tag] = time.perf_counter() - started
+
+        await self.app(scope, receive, timed)
+
+
+def _timing_tag(scope: Scope) -> str | None:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
+        if name == _TIMING_HEADER:
+            return value.decode("latin-1")
+    return None
+
+
+def _timings_endpoint(state: SimulatorState) -> Any:
+    async def endpoint(request: Request) -> Response:
+        timings = dict(state.timings)
+        state.timings.clear()  # the same dict the middleware fills
+        return Response(orjson.dumps(timings), media_type="application/json")
+
+    return endpoint
+
+
 def create_simulator_app(
     *, openai_key: str | None = None, anthropic_key: str | None = None, state: SimulatorState | None = None
 ) -> Starlette:
@@ -180,7 +236,8 @@ def create_simulator_app(
         Route("/v1/messages", _endpoint(state, True, _messages), methods=["POST"]),
         Route("/v1/messages/count_tokens", _count_tokens_endpoint(state), methods=["POST"]),
         Route("/v1/models", _models_endpoint(state), methods=["GET"]),
+        Route("/timings", _timings_endpoint(state), methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, middleware=[Middleware(_Timed, state=state)])
     app.state.simulator = state
     return app

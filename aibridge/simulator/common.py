@@ -75,6 +75,8 @@ class SimulatorState:
     requests: deque[ReceivedRequest] = field(default_factory=lambda: deque(maxlen=200))
     openai_key: str | None = None
     anthropic_key: str | None = None
+    # x-simulator-timing tag -> seconds from the request reaching the app to its answer's last byte sent
+    timings: dict[str, float] = field(default_factory=dict)
 
     async def remember(self, request: Request) -> bytes:
         body = await request.body()

@@ -79,3 +79,24 @@ async def test_a_client_leaving_before_its_body_is_sent_gets_no_error_logged() -
     }
     await create_simulator_app()(scope, receive, send)
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 499
+
+
+async def test_simulator_times_tagged_requests_to_their_last_byte_and_forgets_them_once_read() -> None:
+    chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    tagged = {"authorization": "Bearer k1", "x-simulator-timing": "blocking", "x-simulator-stall-ms": "80"}
+    streamed = {"authorization": "Bearer k1", "x-simulator-timing": "streamed", "x-simulator-chunk-delay-ms": "30"}
+    with serve_in_thread(mounted_app()) as url:
+        async with httpx.AsyncClient(base_url=f"{url}/_simulator") as http:
+            assert (await http.post("/v1/chat/completions", headers=tagged, json=chat)).status_code == 200
+            async with http.stream(
+                "POST", "/v1/chat/completions", headers=streamed, json=chat | {"stream": True}
+            ) as stream:
+                chunks = [line async for line in stream.aiter_lines() if line.startswith("data: ")]
+            untagged = await http.post("/v1/chat/completions", headers={"authorization": "Bearer k1"}, json=chat)
+            assert untagged.status_code == 200
+            timings = (await http.get("/timings")).json()
+            again = (await http.get("/timings")).json()
+    assert set(timings) == {"blocking", "streamed"}  # the untagged request is not timed
+    assert 0.08 <= timings["blocking"] < 5
+    assert len(chunks) >= 3 and 0.03 * (len(chunks) - 1) <= timings["streamed"] < 5  # until the last chunk
+    assert again == {}
