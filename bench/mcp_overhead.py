@@ -19,14 +19,16 @@ already holds the injected tools as ``on`` sends them (the provider reads and an
 as behind ``on``); ``on`` and ``on-2`` again with ``X-Aibridge-Mcp: off`` (``out``, ``out-2``: the same
 processes with injection off for that request); and the simulated provider itself given either body
 (``direct``, ``direct_t``). Each proxy process serves two requests a cycle (a busier process answers
-faster). The figure the target reads, per row: what the bridge adds to the provider's time with
-injection on (``on`` minus ``direct`` given the tools) minus what it adds with injection off (``off``
-minus ``direct``), ``on`` and ``off`` each the mean of its pair: the provider's own reading of six more
-tool definitions is not the bridge's. The same with ``out`` for ``off`` (injection off in the very
-processes that have it on, so no difference between processes is in it), ``on`` minus ``off`` as
-measured, and the provider's part, are shown too. Three passes per case (``--passes``), each figure
-read from each pass's p50s; a row shows each figure's median over the passes, and the target's figure
-of every pass.
+faster). Every request is tagged ``x-simulator-timing`` (the proxies pass it on) and the simulated
+provider times its own part of it, from the request reaching it to the last byte of its answer sent:
+each request's time less that is what it took besides the provider, the provider's own work (its
+reading of six more tool definitions among it) taken out request by request. The figure the target
+reads, per row: that time's p50 with injection on minus with injection off, ``on`` and ``off`` each the
+mean of its pair. Shown too: the same against ``out`` (injection off in the very processes that have it
+on, so no difference between processes is in it), and the figure with the provider's part measured on
+the provider directly instead (``on`` minus ``direct`` given the tools, minus ``off`` minus ``direct``).
+Three passes per case (``--passes``), each figure read from each pass's p50s; a row shows each
+figure's median over the passes, and the target's figure of every pass.
 
 Then, per case, 300 more requests to each proxy process with the client's body: each process's own time
 per request, the mean of its ``aibridge_proxy_overhead_seconds`` (an interception's duration less its
@@ -80,6 +82,7 @@ import results as bench_results
 
 NO_CALL = {"x-simulator-mcp-rounds": "0"}
 OPT_OUT = "x-aibridge-mcp"  # "off": no injection for this request
+TIMING = "x-simulator-timing"  # the simulated provider times its own part of the request
 ONE_CALL = {"x-simulator-mcp-rounds": "1", "x-simulator-mcp-tools": "bmcp_tools_add"}
 
 
@@ -297,8 +300,9 @@ async def paired_rows(  # noqa: PLR0917
     cycle (a busier process answers faster). Two processes a side because two identical proxy processes
     differ by up to a few hundredths of a millisecond for the whole run (which core, which neighbours):
     each side is the mean of its two, and ``off-2`` minus ``off`` and ``on-2`` minus ``on`` show that noise
-    floor; ``out`` against ``on`` has none of it. A pause after each request lets its recording run outside
-    the next one's time.
+    floor; ``out`` against ``on`` has none of it. Each request's time is also read less the simulated
+    provider's own time for it (``x-simulator-timing``). A pause after each request lets its recording
+    run outside the next one's time.
 
     ``passes`` passes of ``requests`` cycles (the first after 100 cycles of warm-up, the others after 20),
     each pass's figures from its own p50s; the row reads each figure's median over the passes, and the
@@ -308,7 +312,9 @@ async def paired_rows(  # noqa: PLR0917
     opted_out = headers | {OPT_OUT: "off"}
     rows = []
     print(f"\n## Injection on vs off, no injected call: one request at a time, {passes} x {requests} per target")
-    print("| API | request | body | direct | off | on | on - off | A/A | provider's part | **added on - off** |")
+    print(
+        "| API | request | body | direct | off | on | on - off | A/A (added) | provider's part | **added on - off** |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     async with aiohttp.ClientSession() as session:
         for api, streamed, size, body in paired_cases(large):
@@ -331,7 +337,9 @@ async def paired_rows(  # noqa: PLR0917
             ]
             each, errors = [], 0
             for number in range(passes):
-                found, failed = await one_at_a_time(session, targets, requests, warm_up=20 if number else 100)
+                found, failed = await one_at_a_time(
+                    session, targets, requests, warm_up=20 if number else 100, timings=f"{upstream}/timings"
+                )
                 each.append({name: statistics.median(values) * 1000 for name, values in found.items()})
                 errors += failed
             row: dict[str, Any] = {"api": api, "request": "streamed" if streamed else "blocking", "body": size}
@@ -348,6 +356,7 @@ async def paired_rows(  # noqa: PLR0917
                 f" {row['provider_part_ms']:+.3f} | **{row['added_on_minus_off_ms']:+.3f}** |"
                 f" passes {' '.join(f'{value:+.3f}' for value in spread)}"
                 f" | same process {row['added_on_minus_out_ms']:+.3f} |"
+                f" provider's part measured directly {row['direct_on_minus_off_ms']:+.3f} |"
                 f" own {row['on_minus_off_t_ms']:+.3f} (A/A {row['aa_t_ms']:+.3f}) errors {errors}"
                 f" | bridge's own time on - off {row['bridge_on_minus_off_us']:+.1f} us"
                 f" (A/A {row['bridge_aa_us']:+.1f} {row['bridge_aa_on_us']:+.1f})",
@@ -406,24 +415,40 @@ async def one_at_a_time(
     targets: list[tuple[str, str, bytes, dict[str, str]]],
     requests: int,
     warm_up: int = 100,
+    timings: str | None = None,
 ) -> tuple[dict[str, list[float]], int]:
     """Each target's request times to the last byte (seconds) over ``requests`` cycles after ``warm_up``
-    untimed ones, cycles in random order; the requests answered with another status than 200."""
+    untimed ones, cycles in random order; the requests answered with another status than 200. With
+    ``timings`` (the simulated provider's ``/timings`` URL), also each target's times less the provider's
+    own time for the same request (``x-simulator-timing``), as ``<name>_x``."""
     found: dict[str, list[float]] = {name: [] for name, _, _, _ in targets}
+    tagged: list[tuple[str, str, float]] = []
     errors = 0
     order = list(targets)
     shuffle = random.Random(16 + warm_up).shuffle  # the same orders every run
     for cycle in range(requests + warm_up):
         shuffle(order)
         for name, url, body, headers in order:
+            tag = f"{cycle}-{name}"
             started = time.perf_counter()
-            async with session.post(url, data=body, headers=headers) as response:
+            async with session.post(
+                url, data=body, headers=headers | {TIMING: tag} if timings else headers
+            ) as response:
                 await response.read()
             elapsed = time.perf_counter() - started
             errors += response.status != 200
             if cycle >= warm_up:
                 found[name].append(elapsed)
+                tagged.append((name, tag, elapsed))
             await asyncio.sleep(0.002)
+    if timings:
+        async with session.get(timings) as response:
+            provider = orjson.loads(await response.read())
+        for name, _, _, _ in targets:
+            found[f"{name}_x"] = []
+        for name, tag, elapsed in tagged:
+            if tag in provider:  # every answered request (a refused one may never reach the provider)
+                found[f"{name}_x"].append(elapsed - provider[tag])
     return found, errors
 
 
@@ -433,29 +458,39 @@ def over_passes(passes: list[dict[str, float]]) -> dict[str, Any]:
     figures = [paired_differences(p50) for p50 in passes]
     row: dict[str, Any] = {f"{name}_p50_ms": statistics.median(p50[name] for p50 in passes) for name in passes[0]}
     row |= {name: statistics.median(figure[name] for figure in figures) for name in figures[0]}
-    row["added_on_minus_off_passes_ms"] = [figure["added_on_minus_off_ms"] for figure in figures]
-    row["added_on_minus_out_passes_ms"] = [figure["added_on_minus_out_ms"] for figure in figures]
+    for name in ("added_on_minus_off_ms", "added_on_minus_out_ms", "direct_on_minus_off_ms"):
+        row[name.replace("_ms", "_passes_ms")] = [figure[name] for figure in figures]
     return row
 
 
 def paired_differences(p50: dict[str, float]) -> dict[str, float]:
     """The differences the table reads, in ms, each side the mean of its two processes. ``added_on_minus_off``:
-    what the bridge adds to the provider's time with injection on (against the provider given the request
-    ``on`` sends it) minus what it adds with injection off (against the provider given the client's
-    request). ``added_on_minus_out``: the same, injection off in the same processes as on (the request
-    opted out). ``aa``, ``aa_on``, ``aa_t``: the second process of a side minus the first."""
-    off, on = (p50["off"] + p50["off-2"]) / 2, (p50["on"] + p50["on-2"]) / 2
-    off_t, out = (p50["off_t"] + p50["off-2_t"]) / 2, (p50["out"] + p50["out-2"]) / 2
+    what the bridge adds with injection on minus what it adds with injection off, each request's time less
+    the provider's own time for it (as the simulated provider timed it: ``<name>_x``).
+    ``added_on_minus_out``: the same, injection off in the same processes as on (the request opted out).
+    ``direct_on_minus_off``: the provider's part taken out as measured on the provider directly instead
+    (against the provider given the request ``on`` sends it, and the client's). ``aa``, ``aa_on``, ``aa_t``:
+    the second process of a side minus the first."""
+
+    def pair(name: str, suffix: str = "") -> float:
+        return (p50[f"{name}{suffix}"] + p50[f"{name}-2{suffix}"]) / 2
+
+    off, on, out, off_t = pair("off"), pair("on"), pair("out"), pair("off", "_t")
+    off_x, on_x, out_x = pair("off", "_x"), pair("on", "_x"), pair("out", "_x")
     return {
         "off_pair_p50_ms": off,
         "on_pair_p50_ms": on,
         "out_pair_p50_ms": out,
+        "off_added_ms": off_x,
+        "on_added_ms": on_x,
+        "out_added_ms": out_x,
+        "added_on_minus_off_ms": on_x - off_x,
+        "added_on_minus_out_ms": on_x - out_x,
+        "aa_ms": p50["off-2_x"] - p50["off_x"],
+        "aa_on_ms": p50["on-2_x"] - p50["on_x"],
         "on_minus_off_ms": on - off,
-        "aa_ms": p50["off-2"] - p50["off"],
-        "aa_on_ms": p50["on-2"] - p50["on"],
         "provider_part_ms": p50["direct_t"] - p50["direct"],
-        "added_on_minus_off_ms": (on - p50["direct_t"]) - (off - p50["direct"]),
-        "added_on_minus_out_ms": (on - p50["direct_t"]) - (out - p50["direct"]),
+        "direct_on_minus_off_ms": (on - p50["direct_t"]) - (off - p50["direct"]),
         "on_minus_off_t_ms": on - off_t,
         "aa_t_ms": p50["off-2_t"] - p50["off_t"],
     }

@@ -238,24 +238,23 @@ def mcp_overhead(run: Results) -> str:
     result = run["results"]
     lines = [
         f"One request at a time ({run['params']['passes']:.0f} passes of {run['params']['requests']:.0f} requests "
-        "per target and case; each figure from each pass's p50s, the median over the passes shown):",
+        "per target and case; each request's time less the simulated provider's own time for it, each figure "
+        "from each pass's p50s, the median over the passes shown):",
         "",
-        "| API | request | body | direct | off: added | on: added | **added, on minus off** | each pass "
-        "| added, on minus opted out (same processes) | A/A: off-2 minus off, on-2 minus on "
-        "| on minus off, as measured | the provider reading the tools | on minus off given the tools |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| API | request | body | direct | off: besides the provider | on: besides the provider "
+        "| **added, on minus off** | each pass "
+        "| on minus opted out (same processes) | A/A: off-2 minus off, on-2 minus on "
+        "| on minus off, the provider's part measured directly instead |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     apis = {"chat": "chat completions", "messages": "Anthropic messages", "responses": "Responses"}
     for row in result["paired"]:
-        off_added = row["off_pair_p50_ms"] - row["direct_p50_ms"]
-        on_added = row["on_pair_p50_ms"] - row["direct_t_p50_ms"]
         passes = " ".join(f"{value:+.3f}" for value in row["added_on_minus_off_passes_ms"])
         lines.append(
             f"| {apis[row['api']]} | {row['request']} | {row['body_kib']:.1f} KiB | {ms(row['direct_p50_ms'])} "
-            f"| {ms(off_added)} | {ms(on_added)} | **{row['added_on_minus_off_ms']:+.3f} ms** | {passes} "
-            f"| {row['added_on_minus_out_ms']:+.3f} ms "
-            f"| {row['aa_ms']:+.3f} / {row['aa_on_ms']:+.3f} ms | {row['on_minus_off_ms']:+.3f} ms "
-            f"| {row['provider_part_ms']:+.3f} ms | {row['on_minus_off_t_ms']:+.3f} ms |"
+            f"| {ms(row['off_added_ms'])} | {ms(row['on_added_ms'])} | **{row['added_on_minus_off_ms']:+.3f} ms** "
+            f"| {passes} | {row['added_on_minus_out_ms']:+.3f} ms | {row['aa_ms']:+.3f} / {row['aa_on_ms']:+.3f} ms "
+            f"| {row['direct_on_minus_off_ms']:+.3f} ms |"
         )
     if all("bridge_us" in row for row in result["paired"]):
         lines += ["", *bridge_time_lines(result["paired"], apis)]
