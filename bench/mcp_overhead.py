@@ -50,7 +50,7 @@ work with no injected call (:func:`in_process`): blocking, what injection adds; 
 without, and the reading for the record that follows each, p50 in microseconds. Its table comes last on
 the page.
 
-Rerun:  .venv/bin/python bench/mcp_overhead.py                  # about 17 minutes
+Rerun:  .venv/bin/python bench/mcp_overhead.py                  # about 18 minutes
         .venv/bin/python bench/mcp_overhead.py --paired-only    # the one-at-a-time part alone, printed
         .venv/bin/python bench/mcp_overhead.py --in-process-only   # the in-process part alone, printed
         .venv/bin/python bench/mcp_overhead.py --closed-loop-only  # the closed-loop part alone, printed
@@ -449,6 +449,8 @@ async def one_at_a_time(
         for name, tag, elapsed in tagged:
             if tag in provider:  # every answered request (a refused one may never reach the provider)
                 found[f"{name}_x"].append(elapsed - provider[tag])
+        if untimed := [name for name, _, _, _ in targets if not found[f"{name}_x"]]:
+            raise SystemExit(f"the simulated provider timed no request of {', '.join(untimed)}")
     return found, errors
 
 
