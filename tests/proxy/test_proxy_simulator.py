@@ -97,6 +97,7 @@ async def test_simulator_times_tagged_requests_to_their_last_byte_and_forgets_th
             timings = (await http.get("/timings")).json()
             again = (await http.get("/timings")).json()
     assert set(timings) == {"blocking", "streamed"}  # the untagged request is not timed
-    assert 0.08 <= timings["blocking"] < 5
-    assert len(chunks) >= 3 and 0.03 * (len(chunks) - 1) <= timings["streamed"] < 5  # until the last chunk
+    # the loop may wake a sleep a little early by its own clock: a margin below the stall and the pacing
+    assert 0.07 <= timings["blocking"] < 5
+    assert len(chunks) >= 3 and 0.025 * (len(chunks) - 1) <= timings["streamed"] < 5  # until the last chunk
     assert again == {}
