@@ -379,14 +379,7 @@ async def bridge_time(
     requests to each (the client's body, one at a time, in random order), read from its ``/metrics`` before
     and after. The provider's work and the client's are not in it, so neither is their noise."""
     before = {name: overhead_totals(ports[name]) for name, _, _, _ in targets}
-    order = list(targets)
-    shuffle = random.Random(16).shuffle
-    for _ in range(requests):
-        shuffle(order)
-        for _, url, body, headers in order:
-            async with session.post(url, data=body, headers=headers) as response:
-                await response.read()
-            await asyncio.sleep(0.002)
+    await one_at_a_time(session, targets, requests, warm_up=0)  # the client's times are not read here
     await asyncio.sleep(0.1)  # the last requests' recording (deferred by a millisecond) has run
     mean = {}
     for name, _, _, _ in targets:

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -174,7 +175,6 @@ def _models_endpoint(state: SimulatorState) -> Any:
 
 
 TIMINGS_KEPT = 100_000
-_TIMING_HEADER = b"x-simulator-timing"
 
 
 class _Timed:
@@ -185,7 +185,7 @@ class _Timed:
         self.timings = state.timings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        tag = _timing_tag(scope) if scope["type"] == "http" else None
+        tag = Headers(scope=scope).get("x-simulator-timing") if scope["type"] == "http" else None
         if tag is None:
             await self.app(scope, receive, send)
             return
@@ -200,14 +200,6 @@ class _Timed:
                 timings[tag] = time.perf_counter() - started
 
         await self.app(scope, receive, timed)
-
-
-def _timing_tag(scope: Scope) -> str | None:
-    headers: list[tuple[bytes, bytes]] = scope["headers"]
-    for name, value in headers:
-        if name == _TIMING_HEADER:
-            return value.decode("latin-1")
-    return None
 
 
 def _timings_endpoint(state: SimulatorState) -> Any:

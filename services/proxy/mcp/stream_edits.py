@@ -295,7 +295,8 @@ class ChatStreamEdit:
 
     def unedited(self, raw: bytes, found: list[int] | None = None) -> bytes | None:
         """As the proxy relays any chat stream: the usage it asked for itself hidden from the client."""
-        if (raw.find(INJECTED) >= 0) if found is None else found:  # found: the caller looked already
+        named = raw.find(INJECTED) >= 0 if found is None else bool(found)  # found: the caller looked already
+        if named:
             return None
         return raw if self._client_usage else ChatStream.hidden_usage(raw)
 
