@@ -112,7 +112,9 @@ def test_other_writers_splice_correctly_or_fall_back(pairs: list[tuple[str, Any]
         (b'{"model":"m","messages":[]}\n', True),  # a trailing line end
     ],
 )
-def test_shapes(raw: bytes, splices: bool) -> None:
+def test_shapes(raw: bytes, splices: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(splice, "_SEEN", [])  # each body on its own: nothing seen before
+    monkeypatch.setattr(splice, "_ENDINGS", [])
     result = spliced(raw)
     assert (result is not None) is splices
     if result is not None:
@@ -129,6 +131,7 @@ def test_the_client_bytes_are_kept_around_the_tools() -> None:
 
 def test_a_tools_array_seen_before_is_found_without_encoding_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(splice, "_SEEN", [])
+    monkeypatch.setattr(splice, "_ENDINGS", [])
     tools = b'[{"type":"function","function":{"name":"read_file"}}]'
     first = b'{"model":"m","messages":[{"role":"user","content":"a"}],"tools":' + tools + b',"stream":true}'
     next_one = b'{"model":"m","messages":[{"role":"user","content":"b"},{"role":"user","content":"c"}],"tools":'
@@ -139,11 +142,33 @@ def test_a_tools_array_seen_before_is_found_without_encoding_it(monkeypatch: pyt
     monkeypatch.setattr(splice, "_member", lambda key, value: encoded.append(key) or member(key, value))
     result = spliced(next_one)
     assert result is not None and orjson.loads(result) == expected(next_one)
-    assert encoded == ["stream"]  # only the members after the tools
+    assert encoded == []  # the same ending as before: nothing encoded
+    other_ending = next_one.replace(b'"stream":true}', b'"stream":false}')
+    result = spliced(other_ending)
+    assert result is not None and orjson.loads(result) == expected(other_ending)
+    assert encoded == ["stream"]  # the same tools, another ending: only the members after the tools
     # the same bytes as another member's value, or other tools: found the long way (encoding them)
     other_key = b'{"model":"m","messages":[],"tools":[],"x":' + tools + b"}"
     assert orjson.loads(spliced(other_key) or b"") == expected(other_key)
     assert "tools" in encoded
+
+
+def test_a_body_ending_as_one_seen_before_is_spliced_without_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ending (from ``,"tools":`` on) of an earlier body, with members written earlier as well, or with
+    a ``tools`` before ``messages``: the array that ends it is the last ``tools`` written, the one that counts."""
+    monkeypatch.setattr(splice, "_SEEN", [])
+    monkeypatch.setattr(splice, "_ENDINGS", [])
+    assert spliced(b'{"model":"m","messages":[],"tools":[{"b":2}],"max_tokens":9,"stream":true}') is not None
+    monkeypatch.setattr(splice, "_member", lambda key, value: pytest.fail(f"{key} encoded"))
+    for later in [
+        b'{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"b":2}],"max_tokens":9,"stream":true}',
+        b'{"model":"m","stream":false,"messages":[],"tools":[{"b":2}],"max_tokens":9,"stream":true}',
+        b'{"tools":[{"a":1}],"model":"m","messages":[],"tools":[{"b":2}],"max_tokens":9,"stream":true}',
+        b'{"model":"m","messages":[],"max_tokens":1,"x":"\\\\","tools":[{"b":2}],"max_tokens":9,"stream":true}',
+    ]:
+        result = spliced(later)
+        assert result is not None and orjson.loads(result) == expected(later)
+        assert orjson.loads(result)["tools"][0] == {"b": 2}
 
 
 class Injector:
