@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from aibridge.proxy.mcp import AuthKind, McpServerConfig, ToolFormat
-from aibridge.proxy.mcp.registry import ServerTools, ToolRegistry, exposed_name
+from aibridge.proxy.mcp.registry import (
+    LONG_SEARCH,
+    ServerTools,
+    ToolRegistry,
+    count_injected,
+    exposed_name,
+    injected_at,
+)
 
 SCHEMA = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
 OPENAI_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+@pytest.mark.parametrize("size", [0, 40, LONG_SEARCH - 1, LONG_SEARCH, 3 * LONG_SEARCH])
+def test_injected_names_are_found_alike_by_both_searches(size: int) -> None:
+    """Short bytes are searched with bytes.find, long ones with the vectorised search: the same answers."""
+    text = (b'{"name":"bmcp_docs_search"},{"name":"bmcp_","x":"bmcp_bmcp_"}' * (size // 40 + 1))[:size]
+    expected = [at for at in range(len(text)) if text.startswith(b"bmcp_", at)]
+    assert injected_at(text) == expected
+    assert count_injected(text) == len(expected)
 
 
 def test_names_are_prefixed_and_fit_openai_rules() -> None:
