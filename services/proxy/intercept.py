@@ -306,8 +306,12 @@ class Interceptor:
                 assert tee is not None  # prepared for every request without a run
                 return self._stream(flow, response, tee)
             answer = await obs.read(response)
-            if flow.mcp is not None:
-                response, answer = await self._rounds(flow, flow.mcp, url, headers, response, answer)
+            if flow.mcp is not None:  # most answers provably call no injected tool: nothing to run or merge
+                shown = flow.mcp.unread(answer)
+                if shown is None:
+                    response, answer = await self._rounds(flow, flow.mcp, url, headers, response, answer)
+                else:
+                    answer = shown
         except ProxyError as exc:
             self._record(flow, None, status=Status.UPSTREAM_ERROR, http_status=exc.status, error=str(exc))
             return self.spec.error(exc.status, str(exc))
@@ -319,11 +323,8 @@ class Interceptor:
         self, flow: Flow, run: McpRun, url: str, headers: dict[str, str], response: UpstreamResponse, answer: bytes
     ) -> tuple[UpstreamResponse, bytes]:
         """Further rounds while the model calls injected tools only; the client's answer merges them.
-        A provider's error in a later round goes to the client as it is. An answer that provably calls no
-        injected tool (most: :meth:`McpRun.unread`) is not read here: nothing to run or merge, it is
-        recorded as without injection."""
-        if response.status < 400 and (shown := run.unread(answer)) is not None:
-            return response, shown
+        A provider's error in a later round goes to the client as it is. Called for a first answer that
+        may call an injected tool (:meth:`McpRun.unread` could not show it calls none)."""
         while response.status < 400 and await run.settle(answer):
             flow.obs.sending(headers)
             response = await flow.obs.request(self._upstream.request("POST", url, headers, run.request_body()))

@@ -68,9 +68,9 @@ def without_injected_tools(response: JsonObject) -> JsonObject:
 class EchoedTools:
     """The echo events of one stream's unedited round (remembering the last edit, for the next opening event)."""
 
-    def __init__(self) -> None:
-        # the last echo event edited: as the provider wrote it, where its response starts, as edited
-        self._last: tuple[bytes, int, bytes] | None = None
+    # the last echo event edited: as the provider wrote it, where its response starts, as edited (set on the
+    # instance; no __init__: one is made for every streamed Responses request)
+    _last: tuple[bytes, int, bytes] | None = None
 
     def edited(self, raw: bytes, found: list[int]) -> bytes | None:
         """Whole LF-ended events ``raw`` with ``bmcp_`` at ``found`` (:func:`.registry.injected_at`), the

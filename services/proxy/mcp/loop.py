@@ -70,13 +70,12 @@ class McpRun:
 
     __slots__ = ("_body", "client_body", "headers", "injector", "rounds", "shape", "tools", "usage_asked", "user")
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 (made on every request with injection: positional arguments cost less)
         self,
         injector: McpInjector,
         shape: Shape,
         body: JsonObject,
         tools: list[JsonObject],
-        *,
         user: str,
         headers: Mapping[str, str],
     ) -> None:
@@ -114,7 +113,7 @@ class McpRun:
         if not api.accepts(body):
             return None
         tools = injector.tools_for(shape, headers)
-        return cls(injector, api, body, tools, user=user, headers=headers) if tools else None
+        return cls(injector, api, body, tools, user, headers) if tools else None  # positional: on every request
 
     def request_body(self) -> bytes:
         """The next round's request, encoded. A body nested deeper than the encoder writes (orjson reads

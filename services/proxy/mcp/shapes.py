@@ -97,6 +97,7 @@ def _objects(value: Any) -> list[JsonObject]:
 
 
 def _chosen_none(body: JsonObject) -> bool:
+    """Whether the client's ``tool_choice`` forbids tools (callers look for the key first: most have none)."""
     choice = body.get("tool_choice")
     return choice == "none" or (isinstance(choice, dict) and choice.get("type") == "none")
 
@@ -109,7 +110,7 @@ class AnthropicShape:
     tool_format = ToolFormat.ANTHROPIC
 
     def accepts(self, body: JsonObject) -> bool:
-        return not _chosen_none(body)
+        return "tool_choice" not in body or not _chosen_none(body)
 
     def inject(self, body: JsonObject, tools: list[JsonObject]) -> JsonObject:
         return _with_tools(body, tools)
@@ -152,7 +153,8 @@ class ChatShape:
 
     def accepts(self, body: JsonObject) -> bool:
         n = body.get("n")
-        return not _chosen_none(body) and (n is None or n == 1) and "functions" not in body
+        chosen_none = "tool_choice" in body and _chosen_none(body)
+        return not chosen_none and (n is None or n == 1) and "functions" not in body
 
     def inject(self, body: JsonObject, tools: list[JsonObject]) -> JsonObject:
         return _with_tools(body, tools)
@@ -210,7 +212,7 @@ class ResponsesShape:
     tool_format = ToolFormat.OPENAI_RESPONSES
 
     def accepts(self, body: JsonObject) -> bool:
-        return not _chosen_none(body)
+        return "tool_choice" not in body or not _chosen_none(body)
 
     def inject(self, body: JsonObject, tools: list[JsonObject]) -> JsonObject:
         return _with_tools(body, tools)
