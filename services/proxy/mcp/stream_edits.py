@@ -79,6 +79,7 @@ class StreamEdit(Protocol):
     # True: :meth:`unedited` gives back events that hold no ``bmcp_`` as they are (so a chunk with none can
     # go without the call)
     plain: bool
+    echoes: bool  # the stream's opening and terminal events repeat the request's tools (the Responses API)
 
     def begin_round(self) -> None: ...
 
@@ -124,6 +125,7 @@ def _sse(name: str, payload: JsonObject) -> bytes:
 
 class AnthropicStreamEdit:
     plain = True
+    echoes = False
 
     def __init__(self) -> None:
         self._opened = False  # the client has its message_start
@@ -256,6 +258,7 @@ def _json_value(text: str) -> Any:
 
 class ChatStreamEdit:
     plain = False  # the usage the proxy asked for is taken out
+    echoes = False
 
     def __init__(self, *, client_usage: bool) -> None:
         self._client_usage = client_usage  # the client asked for include_usage itself
@@ -392,6 +395,7 @@ def _meaningful(delta: JsonObject) -> bool:
 
 class ResponsesStreamEdit:
     plain = True
+    echoes = True
 
     def __init__(self) -> None:
         self._sequence = 0  # the client's next sequence_number

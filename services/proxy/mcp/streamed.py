@@ -31,6 +31,7 @@ import orjson
 
 from aibridge.events import Status
 from aibridge.proxy.errors import ProxyError
+from aibridge.proxy.mcp.echo import cut_known_runs
 from aibridge.proxy.mcp.loop import McpRun, Round
 from aibridge.proxy.mcp.registry import INJECTED, LONG_SEARCH, PREFIX, ToolFormat, injected_at
 from aibridge.proxy.mcp.stream_edits import AnthropicStreamEdit, ChatStreamEdit, ResponsesStreamEdit, StreamEdit
@@ -192,6 +193,7 @@ class InjectedRounds:
 
     __slots__ = (
         "_active",
+        "_echoes",
         "_first",
         "_next_round",
         "_plain",
@@ -223,6 +225,7 @@ class InjectedRounds:
         self._settled = False  # the current round went to the loop (False while it streams)
         self.unedited: UneditedRound | None = UneditedRound(edit)  # the first round, while (or since) unedited
         self._plain = edit.plain
+        self._echoes = edit.echoes
         self._first: AsyncIterator[bytes] | None = None
 
     def first_answer(self, first: UpstreamResponse) -> None:
@@ -257,6 +260,9 @@ class InjectedRounds:
         # most chunks: whole events that name no injected tool, forwarded as they are (tested inline)
         found = None  # where bmcp_ is in a long chunk: searched once
         if self._plain and not unedited.held and chunk.endswith(b"\n\n") and _CR not in chunk:
+            if self._echoes and (cut := cut_known_runs(chunk)) is not None:  # Responses: clean, or echoes cut
+                unedited.sent.append(chunk)
+                return cut
             if len(chunk) < LONG_SEARCH:
                 clean = chunk.find(INJECTED) < 0
             else:

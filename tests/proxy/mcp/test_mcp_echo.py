@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from aibridge.proxy.mcp import echo as echo_module
-from aibridge.proxy.mcp.echo import EchoedTools
+from aibridge.proxy.mcp.echo import EchoedTools, cut_known_runs
 from aibridge.proxy.mcp.registry import injected_at
 
 
@@ -170,3 +170,30 @@ def test_a_call_of_an_injected_tool_beside_runs_read_before_is_refused() -> None
     text = {"type": "message", "content": [{"type": "output_text", "text": "try bmcp_tools_add"}]}
     done = RESPONSE | {"status": "completed", "output": [text]}
     assert edit(EchoedTools(), event("response.completed", 9, done)) is None
+
+
+@pytest.mark.parametrize("text", ["Hello", "Hello " * 4000], ids=["short chunk", "long chunk"])
+def test_a_stream_chunk_is_cut_by_searching_from_run_to_run(echo_path: str, text: str) -> None:
+    """:func:`cut_known_runs`, what a Responses round's chunks go through first: the same bytes as the cut
+    by the list of every bmcp_ (which a long chunk is searched for); a chunk without one as it came; None
+    when no run was read yet, or a bmcp_ lies outside the runs (a call of an injected tool, text naming one)."""
+    stream = [
+        event("response.created", 0, RESPONSE),
+        event("response.in_progress", 1, RESPONSE),
+        delta(2, text),
+        event("response.completed", 3, RESPONSE | {"status": "completed"}),
+    ]
+    chunk = b"".join(stream)
+    assert cut_known_runs(chunk) is None  # nothing read yet
+    first = edit(EchoedTools(), chunk)
+    if echo_path == "decoded":  # no run was remembered: the events are read each time
+        assert cut_known_runs(chunk) is None
+        return
+    assert cut_known_runs(chunk) == first == edit(EchoedTools(), chunk)
+    clean = delta(4, "world")
+    assert cut_known_runs(clean) is clean
+    added = {"type": "response.output_item.added", "sequence_number": 2, "item": {"name": "bmcp_tools_add"}}
+    call = b"event: response.output_item.added\ndata: " + orjson.dumps(added) + b"\n\n"
+    assert cut_known_runs(stream[0] + call) is None
+    assert cut_known_runs(call + chunk) is None
+    assert cut_known_runs(chunk + call) is None
