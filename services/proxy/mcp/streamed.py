@@ -384,9 +384,9 @@ class RoundsTee:
     def __init__(self, rounds: InjectedRounds, parse: Callable[[bytes], ResponseSummary]) -> None:
         self.rounds = rounds
         self._parse = parse
-        self.summary = ResponseSummary()
         self.feed = rounds.forward
         self.end = rounds.ending
+        # ``summary`` is made by close(), after the answer is out (the relay reads it only then)
 
     def settle(self) -> None:
         return None
@@ -394,15 +394,17 @@ class RoundsTee:
     def close(self) -> bytes:
         self.rounds.unsettled()
         summaries = [self._summary(current) for current in self.rounds.run.rounds]
+        summary = ResponseSummary()
         if summaries:
             last = summaries[-1]
-            self.summary = ResponseSummary(response_id=last.response_id, model=last.model, error=last.error)
-            self.summary.usage = summed(summaries)
+            summary = ResponseSummary(response_id=last.response_id, model=last.model, error=last.error)
+            summary.usage = summed(summaries)
             # the client's calls, as a blocking merged answer has them (the injected ones have their own spans)
-            calls = [call for summary in summaries for call in summary.tool_calls]
-            self.summary.tool_calls = [call for call in calls if not call.name.startswith(PREFIX)]
-        if not self.rounds.complete and self.summary.error is None:
-            self.summary.error = INCOMPLETE
+            calls = [call for each in summaries for call in each.tool_calls]
+            summary.tool_calls = [call for call in calls if not call.name.startswith(PREFIX)]
+        if not self.rounds.complete and summary.error is None:
+            summary.error = INCOMPLETE
+        self.summary = summary
         return b""
 
     def _summary(self, current: Round) -> ResponseSummary:
