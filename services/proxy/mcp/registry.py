@@ -28,9 +28,7 @@ PREFIX: Final = "bmcp_"
 INJECTED: Final = PREFIX.encode()  # as it shows in the bytes of a request or an answer
 # Bytes from which the vectorised search beats bytes.find/count. With its code in the CPU's caches it does
 # from about 1 KiB, but a proxy between requests has had its caches taken by other work, and then a call of
-# it costs more than bytes.find over a few KiB (caches flushed before each: a Responses opening chunk of
-# 1.5 and 3 KiB checked and cut in 34 and 41 µs with it, 22 and 28 µs with bytes.find; in a running proxy
-# a 2 KiB first chunk took 7 µs less, a 10 KiB one no less).
+# it costs more than bytes.find over a few KiB (bench/mcp_overhead.py reads the effect on whole requests).
 LONG_SEARCH: Final = 4 * 1024
 _FINDER: Final = BytesAhoCorasick([INJECTED])
 MAX_NAME: Final = 64
